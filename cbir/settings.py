@@ -1,0 +1,144 @@
+"""The one settings object. Every knob has one name in code, in the environment and in
+docker-compose.yml: ``CBIR_<SECTION>__<FIELD>``, for example ``CBIR_KAFKA__BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_stack_home() -> Path:
+    import os
+
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "cbir-stack"
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """Split ``host:port`` (or a URL) into its host and port."""
+    parsed = urlsplit(address if "//" in address else f"//{address}")
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    images_topic: str = "cbir.images"
+    embeddings_topic: str = "cbir.embeddings"
+    dead_letter_topic: str = "cbir.dead-letter"
+    partitions: int = Field(default=4, ge=1, description="partitions of each pipeline topic")
+    dead_letter_retention_ms: int = Field(
+        default=30 * 24 * 3600 * 1000, description="how long failed events are kept"
+    )
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.bootstrap_servers.split(",")[0], 9092)[1]
+
+
+class MinioSettings(BaseModel):
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str = "cbir-admin"
+    secret_key: SecretStr = SecretStr("cbir-admin-secret")
+    bucket: str = "images"
+    secure: bool = False
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.endpoint, 9000)[1]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+
+class MilvusSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 19530
+    collection: str = Field(default="images", description="the alias that queries search")
+    index_type: str = Field(default="HNSW", description="DISKANN in production, HNSW locally")
+    metric_type: str = "IP"
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class MySQLSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "cbir"
+    password: SecretStr = SecretStr("cbir-secret")
+    database: str = "cbir"
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.url, 6379)[1]
+
+
+class TritonSettings(BaseModel):
+    http_url: str = "127.0.0.1:8000"
+    grpc_url: str = "127.0.0.1:8001"
+    model_repository: Path = PROJECT_ROOT / "triton_repo"
+
+    @property
+    def http_port(self) -> int:
+        return split_host_port(self.http_url, 8000)[1]
+
+    @property
+    def grpc_port(self) -> int:
+        return split_host_port(self.grpc_url, 8001)[1]
+
+
+class StackSettings(BaseModel):
+    """The local launcher: where it installs servers and keeps their data."""
+
+    home: Path = Field(default_factory=_default_stack_home, description="installed servers")
+    data_dir: Path | None = Field(default=None, description="service data; default HOME/data")
+    internal_port_offset: int = Field(
+        default=0,
+        description="added to the ports no client uses (Kafka controller, MinIO console, "
+        "Milvus internals, Triton metrics) so that two stacks can run side by side",
+    )
+    ready_timeout_s: float = Field(default=120.0, description="how long `up` waits per service")
+    stop_timeout_s: float = Field(default=30.0, description="SIGTERM grace before SIGKILL")
+    kafka_heap: str = "-Xms256m -Xmx768m"
+    milvus_mq_retention_minutes: int = Field(
+        default=60, description="Milvus's own rocksmq WAL (not our Kafka log)"
+    )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or self.home / "data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CBIR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    minio: MinioSettings = MinioSettings()
+    milvus: MilvusSettings = MilvusSettings()
+    mysql: MySQLSettings = MySQLSettings()
+    redis: RedisSettings = RedisSettings()
+    triton: TritonSettings = TritonSettings()
+    stack: StackSettings = StackSettings()
+    log_format: str = Field(default="text", description="text (key=value) or json")
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings read from the environment once per process."""
+    return Settings()

@@ -1,0 +1,195 @@
+"""`cbir stack install | up | down | status | logs`: the local services as one system."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cbir.settings import Settings
+from local_stack.errors import StackError
+from local_stack.layout import StackLayout
+from local_stack.process import port_is_free, port_owner, tail
+from local_stack.services import ALL_SERVICES, LocalService
+from local_stack.services.base import NotReady, Port
+
+log = logging.getLogger("cbir.stack")
+
+Health = Literal["healthy", "unhealthy", "stopped"]
+
+
+class StackErrors(Exception):
+    """Several services failed; each error says which and what to do."""
+
+    def __init__(self, errors: Sequence[StackError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    health: Health
+    pid: int | None
+    ports: list[Port]
+    data_dir: Path
+    log_file: Path
+    rss_bytes: int
+    detail: str = ""
+
+
+class Launcher:
+    def __init__(self, settings: Settings, only: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.layout = StackLayout.from_settings(settings)
+        known = {cls.name for cls in ALL_SERVICES}
+        unknown = set(only) - known
+        if unknown:
+            raise StackError(
+                ", ".join(sorted(unknown)),
+                "no such service",
+                f"choose among {', '.join(sorted(known))}",
+            )
+        self.services: list[LocalService] = [
+            cls(settings, self.layout) for cls in ALL_SERVICES if not only or cls.name in only
+        ]
+
+    def service(self, name: str) -> LocalService:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise StackError(
+            name, "no such service", f"choose among {', '.join(s.name for s in self.services)}"
+        )
+
+    def _each(self, action: Callable[[LocalService], None]) -> None:
+        """Run the action for every service in parallel; raise all failures together."""
+        errors: list[StackError] = []
+        with ThreadPoolExecutor(max_workers=len(self.services)) as pool:
+            futures = [(svc, pool.submit(action, svc)) for svc in self.services]
+            for svc, future in futures:
+                exc = future.exception()
+                if isinstance(exc, StackError):
+                    errors.append(exc)
+                elif exc is not None:
+                    errors.append(
+                        StackError(
+                            svc.name,
+                            f"{type(exc).__name__}: {exc}",
+                            f"see {svc.process.log_file}",
+                            tail(svc.process.log_file),
+                        )
+                    )
+        if errors:
+            raise StackErrors(errors)
+
+    def install(self) -> dict[str, float]:
+        """Install every service (idempotent); returns the seconds each took."""
+        seconds: dict[str, float] = {}
+
+        def install_one(svc: LocalService) -> None:
+            started = time.monotonic()
+            svc.install()
+            seconds[svc.name] = time.monotonic() - started
+            log.info(
+                "installed", extra={"service": svc.name, "seconds": round(seconds[svc.name], 1)}
+            )
+
+        self._each(install_one)
+        return seconds
+
+    def up(self) -> list[ServiceState]:
+        """Start what is not running, wait until all are ready, then provision them."""
+        self.layout.data.mkdir(parents=True, exist_ok=True)
+        self._each(self._start)
+        self._each(self._wait_ready)
+        self._each(lambda svc: svc.provision())
+        return self.status()
+
+    def _start(self, svc: LocalService) -> None:
+        if svc.process.record() is not None:
+            log.info("already running", extra={"service": svc.name, "pid": svc.process.pid})
+            return
+        if not svc.is_installed():
+            raise StackError(svc.name, "it is not installed", "run `cbir stack install`")
+        for port in svc.ports:
+            host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
+            if not port_is_free(port.number, host):
+                owner = port_owner(port.number) or "another process"
+                raise StackError(
+                    svc.name,
+                    f"port {port.number} ({port.label}) is already taken by {owner}, "
+                    "which this launcher did not start",
+                    f"stop that process, or move this service with {port.setting}",
+                )
+        svc.prepare()
+        pid = svc.process.start(svc.command(), svc.environment(), svc.working_directory())
+        log.info(
+            "started", extra={"service": svc.name, "pid": pid, "log": str(svc.process.log_file)}
+        )
+
+    def _wait_ready(self, svc: LocalService) -> None:
+        timeout = self.settings.stack.ready_timeout_s
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if svc.process.exited():
+                raise StackError(
+                    svc.name,
+                    "it exited while starting",
+                    svc.start_hint or f"read {svc.process.log_file}",
+                    tail(svc.process.log_file),
+                )
+            try:
+                svc.probe()
+                return
+            except NotReady as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise StackError(
+            svc.name,
+            f"not ready after {timeout:.0f} s (last probe: {last})",
+            (svc.start_hint + "; " if svc.start_hint else "")
+            + "raise CBIR_STACK__READY_TIMEOUT_S on a slow machine, or `cbir stack down` and retry",
+            tail(svc.process.log_file),
+        )
+
+    def down(self) -> dict[str, bool]:
+        """Stop the services this launcher started; True for each that was running."""
+        stopped: dict[str, bool] = {}
+
+        def stop_one(svc: LocalService) -> None:
+            stopped[svc.name] = svc.process.stop(self.settings.stack.stop_timeout_s)
+
+        self._each(stop_one)
+        return stopped
+
+    def status(self) -> list[ServiceState]:
+        return [self._state(svc) for svc in self.services]
+
+    def _state(self, svc: LocalService) -> ServiceState:
+        pid = svc.process.pid
+        health: Health = "stopped"
+        detail = ""
+        if pid is not None:
+            try:
+                svc.probe()
+                health = "healthy"
+            except NotReady as exc:
+                health, detail = "unhealthy", str(exc)
+        elif not svc.is_installed():
+            detail = "not installed"
+        return ServiceState(
+            svc.name,
+            health,
+            pid,
+            svc.ports,
+            svc.data_dir,
+            svc.process.log_file,
+            svc.process.memory_rss(),
+            detail,
+        )

@@ -1,0 +1,1 @@
+"""The Faust app: the embed and index agents, dead letters, replay (the ingestion issue)."""

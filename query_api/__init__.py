@@ -1,0 +1,1 @@
+"""The FastAPI query service and web page (the query API issue)."""

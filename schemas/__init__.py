@@ -1,0 +1,1 @@
+"""Avro schemas of every event and their codec (the ingestion issue)."""

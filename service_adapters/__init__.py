@@ -1,0 +1,1 @@
+"""Thin adapters, one per service: the only modules that talk to the servers' clients."""
