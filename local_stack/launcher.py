@@ -117,6 +117,12 @@ class Launcher:
         if not svc.is_installed():
             raise StackError(svc.name, "it is not installed", "run `cbir stack install`")
         for port in svc.ports:
+            if not 0 < port.number < 65536:
+                raise StackError(
+                    svc.name,
+                    f"port {port.number} ({port.label}) is out of range",
+                    f"choose a smaller {port.setting}",
+                )
             host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
             if not port_is_free(port.number, host):
                 owner = port_owner(port.number) or "another process"

@@ -1,0 +1,73 @@
+"""The integration suite runs against a real local stack that it starts through the launcher,
+on its own ports (+10000) and data directory, so it never touches a developer's own stack.
+Servers are installed by `cbir stack install` (the test command runs it first)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cbir.settings import (
+    KafkaSettings,
+    MilvusSettings,
+    MinioSettings,
+    MySQLSettings,
+    RedisSettings,
+    Settings,
+    StackSettings,
+    TritonSettings,
+)
+from local_stack.launcher import Launcher
+
+TEST_PORT_OFFSET = 10000
+HERE = Path(__file__).parent
+
+
+def stack_settings(
+    data_dir: Path, model_repository: Path, offset: int = TEST_PORT_OFFSET
+) -> Settings:
+    """Settings of a stack whose every port is moved by `offset`."""
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{9092 + offset}"),
+        minio=MinioSettings(endpoint=f"127.0.0.1:{9000 + offset}"),
+        milvus=MilvusSettings(port=19530 + offset),
+        mysql=MySQLSettings(port=3306 + offset),
+        redis=RedisSettings(url=f"redis://127.0.0.1:{6379 + offset}/0"),
+        triton=TritonSettings(
+            http_url=f"127.0.0.1:{8000 + offset}",
+            grpc_url=f"127.0.0.1:{8001 + offset}",
+            model_repository=model_repository,
+        ),
+        stack=StackSettings(data_dir=data_dir, internal_port_offset=offset),
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("stack")
+    repository = root / "triton_models"
+    shutil.copytree(HERE / "triton_models", repository)
+    return stack_settings(root / "data", repository)
+
+
+@pytest.fixture(scope="session")
+def launcher(settings: Settings) -> Iterator[Launcher]:
+    """The test stack, up for the whole session and stopped at its end."""
+    launcher = Launcher(settings)
+    missing = [svc.name for svc in launcher.services if not svc.is_installed()]
+    if missing:
+        pytest.fail(f"not installed: {', '.join(missing)}; run `cbir stack install` first")
+    launcher.up()
+    yield launcher
+    if not os.environ.get("CBIR_TEST_KEEP_STACK"):
+        launcher.down()
+
+
+@pytest.fixture()
+def stack(launcher: Launcher) -> Settings:
+    """Settings of a running, healthy test stack."""
+    return launcher.settings
