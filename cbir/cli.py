@@ -17,6 +17,7 @@ from cbir.settings import get_settings
 from local_stack.errors import StackError
 from local_stack.launcher import Launcher, ServiceState, StackErrors
 from local_stack.process import tail
+from service_adapters.errors import ServiceUnavailable
 
 # wide enough for the status table when output is not a terminal (CI logs, pipes)
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -114,6 +115,45 @@ def _stack(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def _provision(args: argparse.Namespace) -> int:
+    from service_adapters.provisioning import provision
+
+    done = provision(get_settings())
+    console.print(f"topics created: {', '.join(done.topics_created) or 'none (all present)'}")
+    console.print(f"bucket created: {'yes' if done.bucket_created else 'no (present)'}")
+    applied = ", ".join(map(str, done.migrations_applied)) or "none (schema current)"
+    console.print(f"migrations applied: {applied}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from service_adapters.health import check_all
+
+    table = Table("service", "result", "ms", "detail", box=None)
+    results = check_all(get_settings())
+    for result in results:
+        verdict = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        table.add_row(result.service, verdict, f"{result.latency_ms:.0f}", result.detail)
+    console.print(table)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _config(args: argparse.Namespace) -> int:
+    from cbir.settings import describe_settings
+
+    docs = describe_settings()
+    if args.markdown:
+        print("| variable | default | what it is |\n|---|---|---|")
+        for doc in docs:
+            print(f"| `{doc.variable}` | `{doc.default}` | {doc.description} |")
+        return 0
+    table = Table("variable", "default", "what it is", box=None)
+    for doc in docs:
+        table.add_row(doc.variable, doc.default, doc.description)
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbir", description=__doc__)
     areas = parser.add_subparsers(dest="area", required=True)
@@ -145,6 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(only=None)
     stack.set_defaults(run=_stack)
+
+    provision = areas.add_parser(
+        "provision",
+        help="create the topics, the bucket and the tables in any deployment "
+        "(idempotent; `stack up` does it for the local stack)",
+    )
+    provision.set_defaults(run=_provision)
+
+    check = areas.add_parser(
+        "check", help="one real request to every service (write, read, delete where it can)"
+    )
+    check.set_defaults(run=_check)
+
+    config = areas.add_parser("config", help="every setting: its variable, default, meaning")
+    config.add_argument("--markdown", action="store_true", help="as the README's table")
+    config.set_defaults(run=_config)
     return parser
 
 
@@ -154,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.run(args))
-    except (StackError, StackErrors) as exc:
+    except (StackError, StackErrors, ServiceUnavailable) as exc:
         errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ docker-compose.yml: ``CBIR_<SECTION>__<FIELD>``, for example ``CBIR_KAFKA__BOOTS
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,10 +29,10 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
 
 
 class KafkaSettings(BaseModel):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    images_topic: str = "cbir.images"
-    embeddings_topic: str = "cbir.embeddings"
-    dead_letter_topic: str = "cbir.dead-letter"
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka brokers")
+    images_topic: str = Field(default="cbir.images", description="image uploaded/deleted events")
+    embeddings_topic: str = Field(default="cbir.embeddings", description="embedding events")
+    dead_letter_topic: str = Field(default="cbir.dead-letter", description="failed events")
     partitions: int = Field(default=4, ge=1, description="partitions of each pipeline topic")
     dead_letter_retention_ms: int = Field(
         default=30 * 24 * 3600 * 1000, description="how long failed events are kept"
@@ -43,11 +44,11 @@ class KafkaSettings(BaseModel):
 
 
 class MinioSettings(BaseModel):
-    endpoint: str = "127.0.0.1:9000"
-    access_key: str = "cbir-admin"
-    secret_key: SecretStr = SecretStr("cbir-admin-secret")
-    bucket: str = "images"
-    secure: bool = False
+    endpoint: str = Field(default="127.0.0.1:9000", description="MinIO / S3 host:port")
+    access_key: str = Field(default="cbir-admin", description="S3 access key")
+    secret_key: SecretStr = Field(default=SecretStr("cbir-admin-secret"), description="S3 secret")
+    bucket: str = Field(default="images", description="bucket holding the image bytes")
+    secure: bool = Field(default=False, description="use HTTPS")
 
     @property
     def port(self) -> int:
@@ -59,11 +60,11 @@ class MinioSettings(BaseModel):
 
 
 class MilvusSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 19530
+    host: str = Field(default="127.0.0.1", description="Milvus host")
+    port: int = Field(default=19530, description="Milvus gRPC port")
     collection: str = Field(default="images", description="the alias that queries search")
     index_type: str = Field(default="HNSW", description="DISKANN in production, HNSW locally")
-    metric_type: str = "IP"
+    metric_type: str = Field(default="IP", description="inner product on unit vectors = cosine")
 
     @property
     def uri(self) -> str:
@@ -71,15 +72,15 @@ class MilvusSettings(BaseModel):
 
 
 class MySQLSettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 3306
-    user: str = "cbir"
-    password: SecretStr = SecretStr("cbir-secret")
-    database: str = "cbir"
+    host: str = Field(default="127.0.0.1", description="MySQL / MariaDB host")
+    port: int = Field(default=3306, description="MySQL port")
+    user: str = Field(default="cbir", description="MySQL user of the application")
+    password: SecretStr = Field(default=SecretStr("cbir-secret"), description="its password")
+    database: str = Field(default="cbir", description="database holding the metadata")
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL (the cache)")
 
     @property
     def port(self) -> int:
@@ -87,9 +88,11 @@ class RedisSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
-    http_url: str = "127.0.0.1:8000"
-    grpc_url: str = "127.0.0.1:8001"
-    model_repository: Path = PROJECT_ROOT / "triton_repo"
+    http_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP host:port")
+    grpc_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port")
+    model_repository: Path = Field(
+        default=PROJECT_ROOT / "triton_repo", description="model repository the local Triton serves"
+    )
 
     @property
     def http_port(self) -> int:
@@ -112,7 +115,7 @@ class StackSettings(BaseModel):
     )
     ready_timeout_s: float = Field(default=120.0, description="how long `up` waits per service")
     stop_timeout_s: float = Field(default=30.0, description="SIGTERM grace before SIGKILL")
-    kafka_heap: str = "-Xms256m -Xmx768m"
+    kafka_heap: str = Field(default="-Xms256m -Xmx768m", description="the local broker's JVM heap")
     milvus_mq_retention_minutes: int = Field(
         default=60, description="Milvus's own rocksmq WAL (not our Kafka log)"
     )
@@ -135,7 +138,42 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    variable: str
+    default: str
+    description: str
+
+
+def describe_settings() -> list[SettingDoc]:
+    """Every setting as its environment variable, default and description (for the README)."""
+    docs = []
+    home = str(_default_stack_home())
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, sub in model.model_fields.items():
+                default = sub.get_default(call_default_factory=True)
+                if isinstance(default, SecretStr):
+                    default = "(secret, local default)"
+                text = (
+                    str(default)
+                    .replace(str(PROJECT_ROOT), ".")
+                    .replace(home, "~/.cache/cbir-stack")
+                )
+                docs.append(
+                    SettingDoc(
+                        f"CBIR_{section.upper()}__{name.upper()}", text, sub.description or ""
+                    )
+                )
+        else:
+            docs.append(
+                SettingDoc(f"CBIR_{section.upper()}", str(field.default), field.description or "")
+            )
+    return docs
 
 
 @lru_cache(maxsize=1)

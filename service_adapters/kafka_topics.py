@@ -59,6 +59,12 @@ def broker_count(kafka: KafkaSettings, timeout_s: float = 5.0) -> int:
     return len(_admin(kafka).list_topics(timeout=timeout_s).brokers)
 
 
+def topic_partitions(kafka: KafkaSettings, timeout_s: float = 5.0) -> dict[str, int]:
+    """Every topic the broker knows, with its partition count."""
+    metadata = _admin(kafka).list_topics(timeout=timeout_s)
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
 def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
     """Create the missing pipeline topics; returns the names it created."""
     admin = _admin(kafka)

@@ -67,7 +67,7 @@ def test_kafka_produce_and_consume(stack: Settings) -> None:
     while len(received) < len(sent) and time.monotonic() < deadline:
         message = consumer.poll(1.0)
         if message is not None and message.error() is None:
-            received[message.key()] = message.value()
+            received[message.key() or b""] = message.value() or b""
     consumer.close()
     assert received == sent
 
