@@ -139,14 +139,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from cbir.settings import describe_settings
+    from cbir.settings import describe_settings, settings_markdown
 
-    docs = describe_settings()
     if args.markdown:
-        print("| variable | default | what it is |\n|---|---|---|")
-        for doc in docs:
-            print(f"| `{doc.variable}` | `{doc.default}` | {doc.description} |")
+        print(settings_markdown())
         return 0
+    docs = describe_settings()
     table = Table("variable", "default", "what it is", box=None)
     for doc in docs:
         table.add_row(doc.variable, doc.default, doc.description)

@@ -176,6 +176,12 @@ def describe_settings() -> list[SettingDoc]:
     return docs
 
 
+def settings_markdown() -> str:
+    """The configuration table of the README."""
+    rows = [f"| `{d.variable}` | `{d.default}` | {d.description} |" for d in describe_settings()]
+    return "\n".join(["| variable | default | what it is |", "|---|---|---|", *rows])
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings read from the environment once per process."""

@@ -62,21 +62,24 @@ def marker_matches(marker: Path, content: str) -> bool:
 
 def apt_install(service: str, packages: Sequence[str], binaries: Sequence[str]) -> None:
     """Install Debian packages unless the binaries they provide are already there."""
-    if all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in binaries):
+    missing = [b for b in binaries if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+    if not missing:
         return
+    names = ", ".join(f"`{b}`" for b in missing)
     manual = f"sudo apt-get update && sudo apt-get install -y {' '.join(packages)}"
     apt = shutil.which("apt-get")
     if apt is None:
         raise StackError(
             service,
-            "it needs " + ", ".join(packages) + " and apt-get is missing",
-            f"install {', '.join(packages)} with your package manager",
+            f"{names} not installed, and there is no apt-get here",
+            f"install {', '.join(packages)} with your package manager "
+            f"(Debian: apt-get install {' '.join(packages)})",
         )
     prefix: list[str] = []
     if os.geteuid() != 0:
         sudo = shutil.which("sudo")
         if sudo is None:
-            raise StackError(service, "installing Debian packages needs root", manual)
+            raise StackError(service, f"{names} not installed; installing needs root", manual)
         prefix = [sudo, "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = [*prefix, apt, "install", "-y", "-q", "--no-install-recommends", *packages]

@@ -8,7 +8,13 @@ import uuid
 from pathlib import Path
 
 from local_stack.errors import StackError
-from local_stack.install import marker_matches, require_tool, resource_text, run_checked
+from local_stack.install import (
+    apt_install,
+    marker_matches,
+    require_tool,
+    resource_text,
+    run_checked,
+)
 from local_stack.services.base import LocalService, NotReady, Port
 from service_adapters import kafka_topics
 
@@ -41,9 +47,7 @@ class KafkaService(LocalService):
     def install(self) -> None:
         if self.is_installed():
             return
-        require_tool(
-            self.name, "java", "install a Java 17+ runtime: apt-get install openjdk-17-jre-headless"
-        )
+        apt_install(self.name, ["openjdk-17-jre-headless", "maven"], ["java", "mvn"])
         mvn = require_tool(self.name, "mvn", "install Maven: apt-get install maven")
         self.install_dir.mkdir(parents=True, exist_ok=True)
         libs = self.install_dir / "libs"

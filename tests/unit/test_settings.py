@@ -47,3 +47,10 @@ def test_defaults_point_at_loopback() -> None:
 )
 def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
     assert split_host_port(address, 1) == expected
+
+
+def test_the_readme_configuration_table_is_the_settings_table() -> None:
+    from cbir.settings import PROJECT_ROOT, settings_markdown
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert settings_markdown() in readme, "README is stale: paste `cbir config --markdown`"
