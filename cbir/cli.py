@@ -3,202 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
+from cbir.commands import model, ops, stack
+from cbir.commands.output import errors
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
+from embedding_models.export import ExportError
 from local_stack.errors import StackError
-from local_stack.launcher import Launcher, ServiceState, StackErrors
-from local_stack.process import tail
+from local_stack.launcher import StackErrors
 from service_adapters.errors import ServiceUnavailable
-
-# wide enough for the status table when output is not a terminal (CI logs, pipes)
-console = Console(width=None if sys.stdout.isatty() else 120)
-errors = Console(stderr=True)
-
-
-def _states_table(states: Sequence[ServiceState], data_root: Path) -> Table:
-    table = Table(
-        "service",
-        "health",
-        "ports",
-        "pid",
-        "memory",
-        "data",
-        box=None,
-        caption=f"data under {data_root}",
-        caption_justify="left",
-    )
-    colours = {"healthy": "green", "unhealthy": "yellow", "stopped": "red"}
-    for state in states:
-        ports = ", ".join(f"{p.label} {p.number}" for p in state.ports[:3])
-        if len(state.ports) > 3:
-            ports += f" (+{len(state.ports) - 3} internal)"
-        health = f"[{colours[state.health]}]{state.health}[/]"
-        if state.detail:
-            health += f" ({state.detail})"
-        memory = f"{state.rss_bytes / 2**20:.0f} MiB" if state.rss_bytes else "-"
-        table.add_row(
-            state.name,
-            health,
-            ports,
-            str(state.pid or "-"),
-            memory,
-            str(state.data_dir.relative_to(data_root)),
-        )
-    return table
-
-
-def _stack(args: argparse.Namespace) -> int:
-    launcher = Launcher(get_settings(), only=args.only or ())
-    started = time.monotonic()
-    if args.action == "install":
-        seconds = launcher.install()
-        for name, took in seconds.items():
-            console.print(f"{name:8} installed ({took:.1f} s)")
-        console.print(f"stack home: {launcher.layout.home} ({time.monotonic() - started:.1f} s)")
-        return 0
-    if args.action == "up":
-        states = launcher.up()
-        console.print(_states_table(states, launcher.layout.data))
-        console.print(f"logs: {launcher.layout.logs}   up in {time.monotonic() - started:.1f} s")
-        return 0 if all(s.health == "healthy" for s in states) else 1
-    if args.action == "down":
-        for name, was_running in launcher.down().items():
-            console.print(f"{name:8} {'stopped' if was_running else 'was not running'}")
-        return 0
-    if args.action == "status":
-        states = launcher.status()
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        {
-                            "service": s.name,
-                            "health": s.health,
-                            "pid": s.pid,
-                            "ports": {p.label: p.number for p in s.ports},
-                            "rss_bytes": s.rss_bytes,
-                            "data_dir": str(s.data_dir),
-                            "detail": s.detail,
-                        }
-                        for s in states
-                    ],
-                    indent=2,
-                )
-            )
-        else:
-            console.print(_states_table(states, launcher.layout.data))
-        return 0 if all(s.health == "healthy" for s in states) else 1
-    if args.action == "logs":
-        log_file = launcher.service(args.service).process.log_file
-        if not log_file.exists():
-            raise StackError(args.service, f"no log at {log_file}", "start it with `cbir stack up`")
-        print(tail(log_file, args.lines))
-        if args.follow:
-            with log_file.open() as handle:
-                handle.seek(0, 2)
-                while True:
-                    line = handle.readline()
-                    if line:
-                        print(line, end="")
-                    else:
-                        time.sleep(0.3)
-        return 0
-    raise AssertionError(args.action)
-
-
-def _provision(args: argparse.Namespace) -> int:
-    from service_adapters.provisioning import provision
-
-    done = provision(get_settings())
-    console.print(f"topics created: {', '.join(done.topics_created) or 'none (all present)'}")
-    console.print(f"bucket created: {'yes' if done.bucket_created else 'no (present)'}")
-    applied = ", ".join(map(str, done.migrations_applied)) or "none (schema current)"
-    console.print(f"migrations applied: {applied}")
-    return 0
-
-
-def _check(args: argparse.Namespace) -> int:
-    from service_adapters.health import check_all
-
-    table = Table("service", "result", "ms", "detail", box=None)
-    results = check_all(get_settings())
-    for result in results:
-        verdict = "[green]ok[/]" if result.ok else "[red]failed[/]"
-        table.add_row(result.service, verdict, f"{result.latency_ms:.0f}", result.detail)
-    console.print(table)
-    return 0 if all(r.ok for r in results) else 1
-
-
-def _config(args: argparse.Namespace) -> int:
-    from cbir.settings import describe_settings, settings_markdown
-
-    if args.markdown:
-        print(settings_markdown())
-        return 0
-    docs = describe_settings()
-    table = Table("variable", "default", "what it is", box=None)
-    for doc in docs:
-        table.add_row(doc.variable, doc.default, doc.description)
-    console.print(table)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbir", description=__doc__)
     areas = parser.add_subparsers(dest="area", required=True)
-
-    stack = areas.add_parser(
-        "stack",
-        help="the local services (Kafka, MinIO, Milvus, MariaDB, "
-        "Redis, Triton) as plain processes on 127.0.0.1",
-    )
-    actions = stack.add_subparsers(dest="action", required=True)
-    for name, text in (
-        ("install", "install every server into the stack home (idempotent)"),
-        ("up", "start the services, wait until ready, create topics/bucket/tables"),
-        ("down", "stop the services this launcher started; data stays"),
-        ("status", "healthy / unhealthy / stopped per service"),
-    ):
-        sub = actions.add_parser(name, help=text)
-        sub.add_argument(
-            "--only",
-            action="append",
-            metavar="SERVICE",
-            help="act on this service only (repeatable)",
-        )
-        if name == "status":
-            sub.add_argument("--json", action="store_true", help="machine-readable output")
-    logs = actions.add_parser("logs", help="print the last lines of a service's log")
-    logs.add_argument("service")
-    logs.add_argument("-n", "--lines", type=int, default=50)
-    logs.add_argument("-f", "--follow", action="store_true")
-    logs.set_defaults(only=None)
-    stack.set_defaults(run=_stack)
-
-    provision = areas.add_parser(
-        "provision",
-        help="create the topics, the bucket and the tables in any deployment "
-        "(idempotent; `stack up` does it for the local stack)",
-    )
-    provision.set_defaults(run=_provision)
-
-    check = areas.add_parser(
-        "check", help="one real request to every service (write, read, delete where it can)"
-    )
-    check.set_defaults(run=_check)
-
-    config = areas.add_parser("config", help="every setting: its variable, default, meaning")
-    config.add_argument("--markdown", action="store_true", help="as the README's table")
-    config.set_defaults(run=_config)
+    for area in (stack, ops, model):
+        area.register(areas)
     return parser
 
 
@@ -208,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.run(args))
-    except (StackError, StackErrors, ServiceUnavailable) as exc:
+    except (StackError, StackErrors, ServiceUnavailable, ExportError) as exc:
         errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:

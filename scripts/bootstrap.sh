@@ -20,7 +20,7 @@ fi
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.cbir-deps 2>/dev/null)" != "$want" ]; then
   say "installing the project's dependencies (pinned by constraints.txt)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,export]"
   echo "$want" > .venv/.cbir-deps
 fi
 

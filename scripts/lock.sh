@@ -4,11 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 python3.11 -m venv "$tmp/venv" 2>/dev/null || python3 -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install -q "setuptools<70" -e ".[dev]"
+"$tmp/venv/bin/pip" install -q -e ".[dev,export]"
 {
-  echo "# Every package of the project's venv, pinned: pip install -c constraints.txt -e '.[dev]'."
+  echo "# Every package of the project's venv, pinned: pip install -c constraints.txt -e '.[dev,export]'."
   echo "# Regenerate after changing pyproject.toml: scripts/lock.sh"
-  "$tmp/venv/bin/pip" freeze --exclude-editable | grep -v '^-e'
+  "$tmp/venv/bin/pip" freeze --all --exclude-editable | grep -vE '^(-e|pip==)' | sort -f
 } > constraints.txt
 rm -rf "$tmp"
 echo "constraints.txt updated"

@@ -18,7 +18,6 @@ from cbir.settings import (
     MySQLSettings,
     RedisSettings,
     Settings,
-    StackSettings,
     TritonSettings,
 )
 from local_stack.launcher import Launcher
@@ -30,19 +29,24 @@ HERE = Path(__file__).parent
 def stack_settings(
     data_dir: Path, model_repository: Path, offset: int = TEST_PORT_OFFSET
 ) -> Settings:
-    """Settings of a stack whose every port is moved by `offset`."""
-    return Settings(
-        kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{9092 + offset}"),
-        minio=MinioSettings(endpoint=f"127.0.0.1:{9000 + offset}"),
-        milvus=MilvusSettings(port=19530 + offset),
-        mysql=MySQLSettings(port=3306 + offset),
-        redis=RedisSettings(url=f"redis://127.0.0.1:{6379 + offset}/0"),
-        triton=TritonSettings(
-            http_url=f"127.0.0.1:{8000 + offset}",
-            grpc_url=f"127.0.0.1:{8001 + offset}",
-            model_repository=model_repository,
-        ),
-        stack=StackSettings(data_dir=data_dir, internal_port_offset=offset),
+    """This environment's settings (stack home included) with every port moved by `offset`."""
+    base = Settings()
+    return base.model_copy(
+        update={
+            "kafka": KafkaSettings(bootstrap_servers=f"127.0.0.1:{9092 + offset}"),
+            "minio": MinioSettings(endpoint=f"127.0.0.1:{9000 + offset}"),
+            "milvus": MilvusSettings(port=19530 + offset),
+            "mysql": MySQLSettings(port=3306 + offset),
+            "redis": RedisSettings(url=f"redis://127.0.0.1:{6379 + offset}/0"),
+            "triton": TritonSettings(
+                http_url=f"127.0.0.1:{8000 + offset}",
+                grpc_url=f"127.0.0.1:{8001 + offset}",
+                model_repository=model_repository,
+            ),
+            "stack": base.stack.model_copy(
+                update={"data_dir": data_dir, "internal_port_offset": offset}
+            ),
+        }
     )
 
 

@@ -24,9 +24,12 @@ def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        settings = Settings(
-            redis=RedisSettings(url=f"redis://127.0.0.1:{port}/0"),
-            stack=StackSettings(data_dir=tmp_path),
+        base = Settings()
+        settings = base.model_copy(
+            update={
+                "redis": RedisSettings(url=f"redis://127.0.0.1:{port}/0"),
+                "stack": base.stack.model_copy(update={"data_dir": tmp_path}),
+            }
         )
         started = time.monotonic()
         with pytest.raises(StackErrors) as caught:
@@ -53,7 +56,7 @@ def test_a_missing_tool_names_the_tool_and_how_to_install_it(
 
 def test_a_service_not_ready_in_time_reports_its_log(tmp_path: Path) -> None:
     settings = stack_settings(tmp_path / "data", tmp_path, offset=11000)
-    settings.stack.ready_timeout_s = 0.5
+    settings.stack.ready_timeout_s = 0.5  # Milvus takes seconds to start
     launcher = Launcher(settings, only=["milvus"])
     try:
         with pytest.raises(StackErrors) as caught:

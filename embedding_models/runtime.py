@@ -1,0 +1,332 @@
+"""From encoded image bytes to an L2-normalised embedding.
+
+This module runs in two places: inside Triton's Python backend (the export copies it next to
+model.py as `embedding_runtime.py`) and in-process (tests, benchmarks, the reference that Triton
+must equal). It therefore imports nothing of the project and needs only numpy, Pillow and
+ONNX Runtime, which the servers' venv and the compose Triton image both have.
+
+A model entry's version folder holds `model.onnx`, `embedding.json` (the ModelSpec below) and,
+with PCA, `pca.npz`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SPEC_FILE = "embedding.json"
+ONNX_FILE = "model.onnx"
+PCA_FILE = "pca.npz"
+
+# Pillow's names; MPO is the multi-picture JPEG that many cameras write
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"}
+_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+class ImageRejected(ValueError):
+    """This item cannot be embedded; the message says why, in a user's words."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards applied before any pixel is decoded."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000  # decompression-bomb guard: 40 MP is a large camera photo
+    max_side: int = 20_000
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the network's input: value = (pixel * scale - mean) / std."""
+
+    input_size: int = 224
+    resize: str = "shorter_side_crop"  # or "squash": straight to input_size x input_size
+    resize_shorter: int = 256  # shorter side before the centre crop (shorter_side_crop)
+    interpolation: str = "bilinear"
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("shorter_side_crop", "squash"):
+            raise ValueError(f"resize must be shorter_side_crop or squash, not {self.resize!r}")
+        if self.interpolation not in _RESAMPLING:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLING)}")
+        if self.channel_order not in ("RGB", "BGR") or self.layout not in ("NCHW", "NHWC"):
+            raise ValueError("channel_order is RGB or BGR, layout is NCHW or NHWC")
+        if self.resize == "shorter_side_crop" and self.resize_shorter < self.input_size:
+            raise ValueError("resize_shorter must be at least input_size")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How the network's output becomes one vector per image.
+
+    gap: mean over the spatial positions (N,C,H,W) or the patch tokens (N,T,C);
+    gem: generalised mean, (mean of max(x, eps)^p)^(1/p), over the same;
+    cls: the first token of a transformer's output (N,T,C);
+    none: the output is already (N,D).
+    """
+
+    kind: str = "gap"
+    gem_p: float = 3.0
+    prefix_tokens: int = 1  # tokens before the patch tokens (CLS, registers)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gap", "gem", "cls", "none"):
+            raise ValueError(f"pooling must be gap, gem, cls or none, not {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides what a vector means. Two models whose specs (and weights)
+    differ produce vectors that must never share an index: `model_id` tells them apart."""
+
+    name: str
+    version: int
+    source: str  # where the weights came from, e.g. "timm:resnet50 weights=hub"
+    onnx_input: str
+    onnx_output: str
+    feature_dim: int  # after pooling, before PCA
+    dim: int  # of the embedding served
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    pooling: Pooling = field(default_factory=Pooling)
+    pca_whiten: bool | None = None  # None: no PCA
+    onnx_sha256: str = ""
+    pca_sha256: str = ""
+
+    def fingerprint(self) -> str:
+        """A hash of the weights, the preprocessing, the pooling and the PCA."""
+        meaning = asdict(self)
+        for identity_only in ("name", "version", "source"):
+            meaning.pop(identity_only)
+        return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def model_id(self) -> str:
+        return (
+            f"{self.name}:{self.version}:{self.dim}d:{self.pooling.kind}:{self.fingerprint()[:12]}"
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data: dict[str, Any] = json.loads(text)
+        prep = data.pop("preprocessing")
+        prep["mean"], prep["std"] = tuple(prep["mean"]), tuple(prep["std"])
+        return cls(
+            preprocessing=Preprocessing(**prep), pooling=Pooling(**data.pop("pooling")), **data
+        )
+
+
+def decode_image(data: bytes, target_side: int, limits: Limits = Limits()) -> Image.Image:
+    """Decode encoded bytes to an upright RGB image, or raise ImageRejected.
+
+    Dimensions are checked from the header before any pixel is decoded. JPEGs are decoded at
+    a reduced DCT scale when they are at least twice the size needed, which is several times
+    faster for camera photos and does not change what the network sees at 224 px.
+    """
+    if not data:
+        raise ImageRejected("empty: zero bytes")
+    if len(data) > limits.max_bytes:
+        raise ImageRejected(f"{len(data)} bytes is over the {limits.max_bytes}-byte limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image: Image.Image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image: the bytes are not JPEG, PNG, WebP, BMP or GIF") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"rejected as a decompression bomb: {exc}") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageRejected(f"unsupported format {image.format}: send JPEG, PNG, WebP, BMP or GIF")
+    width, height = image.size
+    if min(width, height) < 1 or max(width, height) > limits.max_side:
+        raise ImageRejected(
+            f"absurd dimensions {width}x{height} (at most {limits.max_side} a side)"
+        )
+    if width * height > limits.max_pixels:
+        raise ImageRejected(
+            f"{width}x{height} is {width * height} pixels, over the {limits.max_pixels}-pixel "
+            "limit (decompression-bomb guard)"
+        )
+    try:
+        if image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (target_side, target_side))
+        image.seek(0)  # the first frame of an animation
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected(f"corrupt {image.format} data: {exc}") from None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def to_input(image: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """One image as the network's input for one item (no batch axis), float32."""
+    size, resample = prep.input_size, _RESAMPLING[prep.interpolation]
+    if prep.resize == "squash":
+        image = image.resize((size, size), resample)
+    else:
+        width, height = image.size
+        ratio = prep.resize_shorter / min(width, height)
+        resized = (max(size, round(width * ratio)), max(size, round(height * ratio)))
+        image = image.resize(resized, resample)
+        left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    pixels = np.asarray(image, dtype=np.float32)
+    if prep.channel_order == "BGR":
+        pixels = pixels[..., ::-1]
+    values = (pixels * np.float32(prep.scale) - np.asarray(prep.mean, np.float32)) / np.asarray(
+        prep.std, np.float32
+    )
+    return np.ascontiguousarray(values.transpose(2, 0, 1) if prep.layout == "NCHW" else values)
+
+
+def pool(features: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """The network's raw output, (N,C,H,W), (N,T,C) or (N,D), as one row per image."""
+    if features.ndim == 2:
+        if pooling.kind not in ("none", "gap"):
+            raise ValueError(f"{pooling.kind} pooling needs a spatial or token output")
+        return features
+    if features.ndim == 4:
+        positions = features.reshape(features.shape[0], features.shape[1], -1).transpose(0, 2, 1)
+    elif features.ndim == 3:
+        if pooling.kind == "cls":
+            return features[:, 0, :]
+        positions = features[:, pooling.prefix_tokens :, :]
+    else:
+        raise ValueError(f"cannot pool an output of shape {features.shape}")
+    if pooling.kind == "gap":
+        return positions.mean(axis=1)
+    if pooling.kind == "gem":
+        p = np.float32(pooling.gem_p)
+        clamped = np.maximum(positions, np.float32(1e-6))
+        return np.power(np.power(clamped, p).mean(axis=1), 1 / p)
+    raise ValueError(
+        f"{pooling.kind} pooling does not apply to an output of shape {features.shape}"
+    )
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Pca:
+    """Projection fitted on L2-normalised descriptors: (x - mean) @ components.T * scale."""
+
+    mean: np.ndarray
+    components: np.ndarray  # (dim, feature_dim)
+    scale: np.ndarray  # 1/sqrt(eigenvalue) with whitening, ones without
+
+    @classmethod
+    def fit(cls, descriptors: np.ndarray, dim: int, whiten: bool) -> Pca:
+        if dim > min(descriptors.shape):
+            raise ValueError(
+                f"PCA to {dim} dimensions needs at least {dim} images and {dim} features "
+                f"(got {descriptors.shape[0]} images of {descriptors.shape[1]})"
+            )
+        data = descriptors.astype(np.float64)
+        mean = data.mean(axis=0)
+        _, singular, vt = np.linalg.svd(data - mean, full_matrices=False)
+        # fix each component's sign so that a refit on the same data gives the same bytes
+        signs = np.sign(vt[:dim, np.argmax(np.abs(vt[:dim]), axis=1)].diagonal())
+        components = vt[:dim] * signs[:, None]
+        eigenvalues = singular[:dim] ** 2 / max(1, data.shape[0] - 1)
+        scale = 1 / np.sqrt(eigenvalues + 1e-9) if whiten else np.ones(dim)
+        return cls(mean.astype(np.float32), components.astype(np.float32), scale.astype(np.float32))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        return ((vectors - self.mean) @ self.components.T) * self.scale
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as out:
+            np.savez(out, mean=self.mean, components=self.components, scale=self.scale)
+
+    @classmethod
+    def load(cls, path: Path) -> Pca:
+        with np.load(path) as arrays:
+            return cls(arrays["mean"], arrays["components"], arrays["scale"])
+
+
+class Embedder:
+    """A model entry's version folder, run with ONNX Runtime."""
+
+    def __init__(
+        self, model_dir: Path, intra_op_threads: int = 1, limits: Limits = Limits()
+    ) -> None:
+        import onnxruntime as ort
+
+        self.spec = ModelSpec.from_json((model_dir / SPEC_FILE).read_text())
+        self.limits = limits
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(
+            str(model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        pca_path = model_dir / PCA_FILE
+        self.pca = Pca.load(pca_path) if self.spec.pca_whiten is not None else None
+
+    def describe(self, features: np.ndarray) -> np.ndarray:
+        """The network's raw output as final embeddings: pool, PCA, L2-normalise."""
+        vectors = l2_normalise(pool(features, self.spec.pooling))
+        if self.pca is not None:
+            vectors = l2_normalise(self.pca.apply(vectors))
+        return vectors
+
+    def embed_tensors(self, inputs: np.ndarray) -> np.ndarray:
+        """Embeddings of already preprocessed inputs, (N, 3, S, S) float32."""
+        (features,) = self.session.run([self.spec.onnx_output], {self.spec.onnx_input: inputs})
+        return self.describe(features)
+
+    def prepare(self, data: bytes) -> np.ndarray:
+        """One encoded image as network input; raises ImageRejected."""
+        prep = self.spec.preprocessing
+        target = prep.resize_shorter if prep.resize == "shorter_side_crop" else prep.input_size
+        return to_input(decode_image(data, target, self.limits), prep)
+
+    def embed(self, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
+        """Embeddings of encoded images, and per image '' or the reason it was rejected.
+
+        A rejected image gets a row of zeros; the others are unaffected.
+        """
+        vectors = np.zeros((len(images), self.spec.dim), dtype=np.float32)
+        errors = [""] * len(images)
+        inputs, good = [], []
+        for index, data in enumerate(images):
+            try:
+                inputs.append(self.prepare(data))
+                good.append(index)
+            except ImageRejected as exc:
+                errors[index] = str(exc)
+        if inputs:
+            vectors[good] = self.embed_tensors(np.stack(inputs))
+        return vectors, errors
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,122 @@
+"""Triton serving the embedding models exported by `cbir model export`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from cbir.settings import TritonSettings
+from service_adapters.errors import ServiceUnavailable
+
+Protocol = Literal["grpc", "http"]
+
+
+class ModelNotServed(Exception):
+    """Triton is up but does not serve the model; the message says how to get it there."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    model_id: str
+    dim: int
+    pooling: str
+    fingerprint: str
+    max_batch_size: int
+
+
+class TritonEmbedder:
+    """Encoded images in, L2-normalised embeddings out, through Triton over gRPC or HTTP."""
+
+    def __init__(
+        self,
+        settings: TritonSettings,
+        model: str,
+        protocol: Protocol = "grpc",
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.model = model
+        self.protocol = protocol
+        self.timeout_s = timeout_s
+        self.url = settings.grpc_url if protocol == "grpc" else settings.http_url
+        if protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module
+        self._module: Any = client_module
+        self._client: Any = client_module.InferenceServerClient(self.url)
+        self._identity: ModelIdentity | None = None
+
+    def _call(self, action: str, *args: Any, **kwargs: Any) -> Any:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return getattr(self._client, action)(*args, **kwargs)
+        except InferenceServerException as exc:
+            text = str(exc)
+            if "unknown model" in text or "not found" in text or "not ready" in text:
+                raise ModelNotServed(
+                    f"Triton at {self.url} does not serve {self.model!r} ({text.strip()}): "
+                    f"export it with `cbir model export {self.model} ...` and load it with "
+                    f"`cbir model load {self.model}`"
+                ) from exc
+            if "failed to connect" in text.lower() or "unavailable" in text.lower():
+                raise ServiceUnavailable(
+                    "Triton", self.url, "CBIR_TRITON__GRPC_URL / HTTP_URL", exc
+                ) from exc
+            raise
+
+    def identity(self) -> ModelIdentity:
+        """What the served model's vectors mean, from its config's parameters."""
+        if self._identity is None:
+            if self.protocol == "grpc":
+                config = self._call("get_model_config", self.model, as_json=True)["config"]
+            else:
+                config = self._call("get_model_config", self.model)
+            params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+            if "model_id" not in params:
+                raise ModelNotServed(
+                    f"{self.model!r} is not an embedding model exported by "
+                    "`cbir model export` (its config has no model_id)"
+                )
+            self._identity = ModelIdentity(
+                name=self.model,
+                model_id=params["model_id"],
+                dim=int(params["dim"]),
+                pooling=params["pooling"],
+                fingerprint=params["fingerprint"],
+                max_batch_size=int(config.get("max_batch_size", 32)),
+            )
+        return self._identity
+
+    def embed(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
+        """Embeddings (N, dim) and per image '' or why it was rejected (its row is zeros)."""
+        identity = self.identity()
+        vectors = np.zeros((len(images), identity.dim), dtype=np.float32)
+        errors: list[str] = []
+        step = identity.max_batch_size
+        for start in range(0, len(images), step):
+            chunk = np.array([[bytes(b)] for b in images[start : start + step]], dtype=np.object_)
+            model_input = self._module.InferInput("IMAGE", list(chunk.shape), "BYTES")
+            model_input.set_data_from_numpy(chunk)
+            outputs = [self._module.InferRequestedOutput(n) for n in ("EMBEDDING", "ERROR")]
+            result = self._call(
+                "infer", self.model, [model_input], outputs=outputs, client_timeout=self.timeout_s
+            )
+            vectors[start : start + len(chunk)] = result.as_numpy("EMBEDDING")
+            errors.extend(
+                e.decode() if isinstance(e, bytes) else str(e)
+                for e in result.as_numpy("ERROR").reshape(-1)
+            )
+        return vectors, errors
+
+    def load(self) -> None:
+        """Ask Triton to (re)load the model from its repository."""
+        self._call("load_model", self.model)
+        self._identity = None
+
+    def close(self) -> None:
+        self._client.close()
