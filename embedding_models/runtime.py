@@ -150,7 +150,7 @@ def decode_image(data: bytes, target_side: int, limits: Limits = Limits()) -> Im
     except UnidentifiedImageError:
         raise ImageRejected("not an image: the bytes are not JPEG, PNG, WebP, BMP or GIF") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"rejected as a decompression bomb: {exc}") from None
+        raise ImageRejected(f"rejected by the decompression-bomb guard: {exc}") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected(f"unsupported format {image.format}: send JPEG, PNG, WebP, BMP or GIF")
     width, height = image.size

@@ -47,7 +47,14 @@ class TritonEmbedder:
         else:
             import tritonclient.http as client_module
         self._module: Any = client_module
-        self._client: Any = client_module.InferenceServerClient(self.url)
+        if protocol == "grpc":
+            self._client: Any = client_module.InferenceServerClient(self.url)
+            self._infer_options: dict[str, Any] = {"client_timeout": timeout_s}
+        else:
+            self._client = client_module.InferenceServerClient(
+                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+            self._infer_options = {}
         self._identity: ModelIdentity | None = None
 
     def _call(self, action: str, *args: Any, **kwargs: Any) -> Any:
@@ -104,7 +111,7 @@ class TritonEmbedder:
             model_input.set_data_from_numpy(chunk)
             outputs = [self._module.InferRequestedOutput(n) for n in ("EMBEDDING", "ERROR")]
             result = self._call(
-                "infer", self.model, [model_input], outputs=outputs, client_timeout=self.timeout_s
+                "infer", self.model, [model_input], outputs=outputs, **self._infer_options
             )
             vectors[start : start + len(chunk)] = result.as_numpy("EMBEDDING")
             errors.extend(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pymilvus import connections, utility
+with warnings.catch_warnings():
+    # pymilvus 2.3 imports pkg_resources, which warns on every start
+    warnings.simplefilter("ignore")
+    from pymilvus import connections, utility
 
 from cbir.settings import MilvusSettings
 

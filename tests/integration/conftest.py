@@ -65,7 +65,11 @@ def launcher(settings: Settings) -> Iterator[Launcher]:
     missing = [svc.name for svc in launcher.services if not svc.is_installed()]
     if missing:
         pytest.fail(f"not installed: {', '.join(missing)}; run `cbir stack install` first")
-    launcher.up()
+    try:
+        launcher.up()
+    except BaseException:
+        launcher.down()  # leave nothing running when the stack did not come up whole
+        raise
     yield launcher
     if not os.environ.get("CBIR_TEST_KEEP_STACK"):
         launcher.down()

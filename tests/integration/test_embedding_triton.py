@@ -1,0 +1,91 @@
+"""The shared MobileNet served by the test stack's Triton, through the real clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cbir.settings import Settings
+from embedding_models.runtime import Embedder
+from local_stack.launcher import Launcher
+from service_adapters.embedder import ModelNotServed, TritonEmbedder
+from tests.conftest import export_mobilenet
+from tests.images import bad_inputs, reencoded
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def served(launcher: Launcher, mobilenet_onnx: Path) -> Iterator[tuple[Settings, Path]]:
+    """The MobileNet exported into the stack's repository and loaded; its version folder."""
+    settings = launcher.settings
+    export_mobilenet(settings.triton.model_repository, mobilenet_onnx)
+    TritonEmbedder(settings.triton, "mobilenet", protocol="http").load()
+    yield settings, settings.triton.model_repository / "mobilenet" / "1"
+
+
+def test_http_and_grpc_give_identical_unit_vectors(
+    served: tuple[Settings, Path], flower_photos: list[Path]
+) -> None:
+    settings, _ = served
+    images = [p.read_bytes() for p in flower_photos]
+    over_grpc, grpc_errors = TritonEmbedder(settings.triton, "mobilenet", "grpc").embed(images)
+    over_http, http_errors = TritonEmbedder(settings.triton, "mobilenet", "http").embed(images)
+    assert not any(grpc_errors) and not any(http_errors)
+    assert over_grpc.shape == (len(images), 1024)
+    np.testing.assert_array_equal(over_grpc, over_http)
+    np.testing.assert_allclose(np.linalg.norm(over_grpc, axis=1), 1.0, rtol=1e-5)
+
+
+def test_triton_equals_the_same_model_in_process(
+    served: tuple[Settings, Path], flower_photos: list[Path]
+) -> None:
+    settings, version_dir = served
+    images = [p.read_bytes() for p in flower_photos]
+    through_triton, _ = TritonEmbedder(settings.triton, "mobilenet").embed(images)
+    in_process, _ = Embedder(version_dir).embed(images)
+    np.testing.assert_allclose(through_triton, in_process, atol=1e-5)
+
+
+def test_jpeg_and_png_of_one_photo_agree_and_two_photos_do_not(
+    served: tuple[Settings, Path], flower_photos: list[Path]
+) -> None:
+    settings, _ = served
+    photo, other = flower_photos[0], flower_photos[4]  # species 0 and species 10
+    images = [reencoded(photo, "JPEG", quality=90), reencoded(photo, "PNG"), other.read_bytes()]
+    vectors, _ = TritonEmbedder(settings.triton, "mobilenet").embed(images)
+    assert float(vectors[0] @ vectors[1]) > 0.99
+    assert float(vectors[0] @ vectors[2]) < 0.9
+
+
+def test_a_mixed_batch_embeds_the_good_and_names_each_bad(
+    served: tuple[Settings, Path], flower_photos: list[Path]
+) -> None:
+    settings, _ = served
+    bad = bad_inputs(flower_photos[0])
+    good = [p.read_bytes() for p in flower_photos[:2]]
+    vectors, errors = TritonEmbedder(settings.triton, "mobilenet").embed(
+        [good[0], *bad.values(), good[1]]
+    )
+    assert errors[0] == errors[-1] == ""
+    for kind, error in zip(bad, errors[1:-1], strict=True):
+        assert error, f"{kind} was not rejected"
+    np.testing.assert_allclose(np.linalg.norm(vectors[[0, -1]], axis=1), 1.0, rtol=1e-5)
+    assert not vectors[1:-1].any()
+
+
+def test_the_model_identity_is_in_its_metadata(served: tuple[Settings, Path]) -> None:
+    settings, version_dir = served
+    identity = TritonEmbedder(settings.triton, "mobilenet").identity()
+    spec = Embedder(version_dir).spec
+    assert identity.model_id == spec.model_id
+    assert (identity.dim, identity.pooling) == (1024, "gap")
+    assert identity.fingerprint == spec.fingerprint()
+
+
+def test_a_model_not_served_says_how_to_serve_it(stack: Settings) -> None:
+    with pytest.raises(ModelNotServed, match="cbir model export"):
+        TritonEmbedder(stack.triton, "no_such_model").embed([b"x"])
