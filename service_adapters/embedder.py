@@ -120,6 +120,17 @@ class TritonEmbedder:
             )
         return vectors, errors
 
+    def embed_tensors(self, inputs: np.ndarray) -> np.ndarray:
+        """Embeddings of preprocessed inputs (N, 3, S, S), for a model exported with
+        --tensor-input (ten times larger requests than encoded images; for comparison)."""
+        model_input = self._module.InferInput("TENSOR", list(inputs.shape), "FP32")
+        model_input.set_data_from_numpy(inputs.astype(np.float32))
+        output = self._module.InferRequestedOutput("EMBEDDING")
+        result = self._call(
+            "infer", self.model, [model_input], outputs=[output], **self._infer_options
+        )
+        return np.asarray(result.as_numpy("EMBEDDING"))
+
     def load(self) -> None:
         """Ask Triton to (re)load the model from its repository."""
         self._call("load_model", self.model)

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures and writes them to bench/results/<name>.json."""

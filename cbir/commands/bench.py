@@ -1,0 +1,13 @@
+"""`cbir bench ...`: benchmarks that print their figures and write bench/results/*.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(areas: Any) -> None:
+    from bench import embedding
+
+    bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
+    actions = bench.add_subparsers(dest="action", required=True)
+    embedding.register(actions)
