@@ -37,7 +37,7 @@ def machine() -> dict[str, Any]:
 
 def commit() -> str:
     result = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=PROJECT_ROOT
     )
     return result.stdout.strip() or "unknown"
 
