@@ -320,8 +320,9 @@ def run(args: argparse.Namespace) -> int:
     path = write_results(
         "embedding", records, {"quality": quality, "notes": __doc__.strip().splitlines()[-4:]}
     )
+    (RESULTS / "embedding.md").write_text(render_markdown(json.loads(path.read_text())))
     print_summary(records, quality)
-    console.print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    console.print(f"wrote {path.relative_to(PROJECT_ROOT)} and embedding.md")
     return 0
 
 
