@@ -30,7 +30,8 @@ from bench.common import RESULTS, write_results
 from cbir.commands.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings
 from embedding_models.export import export_model, image_files
-from embedding_models.runtime import SPEC_FILE, Embedder, ModelSpec, Pooling, Preprocessing
+from embedding_models.runtime import SPEC_FILE, Embedder, ModelSpec, Pooling
+from embedding_models.shared_mobilenet import export_shared_mobilenet
 from evaluation.metrics import leave_one_out
 from local_stack.launcher import Launcher
 from service_adapters.embedder import TritonEmbedder
@@ -38,14 +39,6 @@ from service_adapters.embedder import TritonEmbedder
 RESNET = "resnet50_random"
 RESNET_TENSOR = "resnet50_random_tensor"
 MOBILENET = "mobilenet"
-MOBILENET_PREPROCESSING = Preprocessing(
-    input_size=224,
-    resize="squash",
-    interpolation="bilinear",
-    scale=1 / 128,
-    mean=(1.0, 1.0, 1.0),
-    std=(1.0, 1.0, 1.0),
-)
 MOBILENET_REFERENCE = {"map": 0.541, "p@1": 0.896, "p@10": 0.819}  # ../shared/data/README.md
 
 
@@ -72,13 +65,7 @@ def ensure_models(settings: Settings, mobilenet_onnx: Path) -> None:
             pooling=Pooling("gap"),
             input_kind="TENSOR",
         ),
-        MOBILENET: lambda: export_model(
-            repository,
-            MOBILENET,
-            1,
-            onnx_file=mobilenet_onnx,
-            preprocessing=MOBILENET_PREPROCESSING,
-        ),
+        MOBILENET: lambda: export_shared_mobilenet(repository, mobilenet_onnx, MOBILENET),
     }
     for name, export in wanted.items():
         if not (repository / name / "1" / SPEC_FILE).exists():

@@ -10,8 +10,16 @@ from typing import Any
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+def _parts(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, Any]:
+    """A record as ordered fields: time, level, logger, event, then its extra fields."""
+    extra = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+    return {
+        "ts": formatter.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+        **extra,
+    }
 
 
 def _quote(value: Any) -> str:
@@ -21,13 +29,7 @@ def _quote(value: Any) -> str:
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-            **_fields(record),
-        }
+        parts = _parts(self, record)
         line = " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -36,13 +38,7 @@ class KeyValueFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-            **_fields(record),
-        }
+        parts = _parts(self, record)
         if record.exc_info:
             parts["exception"] = self.formatException(record.exc_info)
         return json.dumps(parts, default=str)

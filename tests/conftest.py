@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from cbir.settings import PROJECT_ROOT
-from embedding_models.export import export_model
-from embedding_models.runtime import ModelSpec, Pooling, Preprocessing
+from embedding_models.shared_mobilenet import export_shared_mobilenet
 
 SHARED = Path(os.environ.get("CBIR_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 
@@ -36,33 +35,9 @@ def flower_photos(shared_dir: Path) -> list[Path]:
     return [p for c in ("0", "5", "10") for p in sorted((folder / c).glob("*.jpg"))[:2]]
 
 
-# The shared MobileNet's declared preprocessing (../shared/models/README.md): RGB, squashed
-# to 224x224 with bilinear resampling, (pixel - 128) / 128.
-MOBILENET_PREPROCESSING = Preprocessing(
-    input_size=224,
-    resize="squash",
-    interpolation="bilinear",
-    scale=1 / 128,
-    mean=(1.0, 1.0, 1.0),
-    std=(1.0, 1.0, 1.0),
-)
-
-
-def export_mobilenet(repository: Path, onnx_file: Path, name: str = "mobilenet") -> ModelSpec:
-    return export_model(
-        repository,
-        name,
-        1,
-        onnx_file=onnx_file,
-        preprocessing=MOBILENET_PREPROCESSING,
-        pooling=Pooling("gap"),
-        instances=2,
-    )
-
-
 @pytest.fixture(scope="session")
 def mobilenet_entry(tmp_path_factory: pytest.TempPathFactory, mobilenet_onnx: Path) -> Path:
     """The shared MobileNet exported into a repository of its own: its version folder."""
     repository = tmp_path_factory.mktemp("models")
-    export_mobilenet(repository, mobilenet_onnx)
+    export_shared_mobilenet(repository, mobilenet_onnx)
     return repository / "mobilenet" / "1"

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from cbir.settings import Settings
 from local_stack.layout import StackLayout
 from local_stack.process import ManagedProcess
@@ -14,6 +16,16 @@ from local_stack.process import ManagedProcess
 
 class NotReady(Exception):
     """The service is not (yet) answering; the message says what the probe saw."""
+
+
+def probe_http(url: str, must_contain: str = "") -> None:
+    """Raise NotReady unless GET url answers 200 (with `must_contain` in the body)."""
+    try:
+        response = httpx.get(url, timeout=2)
+    except httpx.HTTPError as exc:
+        raise NotReady(f"{url}: {exc}") from exc
+    if response.status_code != 200 or must_contain not in response.text:
+        raise NotReady(f"{url} answered {response.status_code} {response.text[:80]!r}")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,9 @@ import re
 import shutil
 from pathlib import Path
 
-import httpx
-
 from local_stack.errors import StackError
 from local_stack.install import ensure_servers_venv, marker_matches, site_packages
-from local_stack.services.base import LocalService, NotReady, Port
+from local_stack.services.base import LocalService, NotReady, Port, probe_http
 from service_adapters import vector_index
 
 MILVUS_VERSION = "2.3.5"
@@ -178,13 +176,7 @@ class MilvusService(LocalService):
         }
 
     def probe(self) -> None:
-        url = f"http://127.0.0.1:{self.internal_port(METRICS_PORT)}/healthz"
-        try:
-            response = httpx.get(url, timeout=2)
-        except httpx.HTTPError as exc:
-            raise NotReady(f"{url}: {exc}") from exc
-        if response.status_code != 200 or "OK" not in response.text:
-            raise NotReady(f"{url} answered {response.status_code} {response.text[:80]!r}")
+        probe_http(f"http://127.0.0.1:{self.internal_port(METRICS_PORT)}/healthz", "OK")
         try:
             vector_index.list_collections(self.settings.milvus, timeout_s=3)
         except Exception as exc:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx
-
 from local_stack.install import marker_matches, require_tool, run_checked
-from local_stack.services.base import LocalService, NotReady, Port
+from local_stack.services.base import LocalService, Port, probe_http
 from service_adapters import object_store
 
 # MinIO publishes no semver tags, so the module proxy knows its commits as pseudo-versions.
@@ -83,13 +81,7 @@ class MinioService(LocalService):
         }
 
     def probe(self) -> None:
-        url = f"{self.settings.minio.url}/minio/health/ready"
-        try:
-            response = httpx.get(url, timeout=2)
-        except httpx.HTTPError as exc:
-            raise NotReady(f"{url}: {exc}") from exc
-        if response.status_code != 200:
-            raise NotReady(f"{url} answered {response.status_code}")
+        probe_http(f"{self.settings.minio.url}/minio/health/ready")
 
     def provision(self) -> None:
         object_store.ensure_bucket(self.settings.minio)

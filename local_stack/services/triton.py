@@ -15,11 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx
-
 from local_stack.errors import StackError
 from local_stack.install import ensure_servers_venv, libpython_dir, site_packages
-from local_stack.services.base import LocalService, NotReady, Port
+from local_stack.services.base import LocalService, Port, probe_http
 
 METRICS_PORT = 8002
 SHM_BYTES = 16 * 1024 * 1024
@@ -121,10 +119,4 @@ class TritonService(LocalService):
         }
 
     def probe(self) -> None:
-        url = f"http://{self.settings.triton.http_url}/v2/health/ready"
-        try:
-            response = httpx.get(url, timeout=2)
-        except httpx.HTTPError as exc:
-            raise NotReady(f"{url}: {exc}") from exc
-        if response.status_code != 200:
-            raise NotReady(f"{url} answered {response.status_code}")
+        probe_http(f"http://{self.settings.triton.http_url}/v2/health/ready")

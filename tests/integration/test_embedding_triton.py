@@ -10,9 +10,9 @@ import pytest
 
 from cbir.settings import Settings
 from embedding_models.runtime import Embedder
+from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
 from service_adapters.embedder import ModelNotServed, TritonEmbedder
-from tests.conftest import export_mobilenet
 from tests.images import bad_inputs, reencoded
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def served(launcher: Launcher, mobilenet_onnx: Path) -> Iterator[tuple[Settings, Path]]:
     """The MobileNet exported into the stack's repository and loaded; its version folder."""
     settings = launcher.settings
-    export_mobilenet(settings.triton.model_repository, mobilenet_onnx)
+    export_shared_mobilenet(settings.triton.model_repository, mobilenet_onnx)
     TritonEmbedder(settings.triton, "mobilenet", protocol="http").load()
     yield settings, settings.triton.model_repository / "mobilenet" / "1"
 

@@ -119,23 +119,20 @@ def test_milvus_collection_insert_index_search_delete(stack: Settings) -> None:
                 },
             )
             collection.load()
-            hits = collection.search(
-                vectors[:3].tolist(),
-                "embedding",
-                {"metric_type": "IP", "params": {"ef": 32}},
-                limit=1,
-                consistency_level="Strong",
-            )
-            assert [h[0].id for h in hits] == ids[:3]
+
+            def nearest(queries: np.ndarray) -> list[str]:
+                hits = collection.search(
+                    queries.tolist(),
+                    "embedding",
+                    {"metric_type": "IP", "params": {"ef": 32}},
+                    limit=1,
+                    consistency_level="Strong",
+                )
+                return [h[0].id for h in hits]
+
+            assert nearest(vectors[:3]) == ids[:3]
             collection.delete('image_id in ["img-0"]')
-            hits = collection.search(
-                vectors[:1].tolist(),
-                "embedding",
-                {"metric_type": "IP", "params": {"ef": 32}},
-                limit=1,
-                consistency_level="Strong",
-            )
-            assert hits[0][0].id != "img-0"
+            assert nearest(vectors[:1]) != ["img-0"]
             remaining = collection.query(
                 'image_id != ""', output_fields=["count(*)"], consistency_level="Strong"
             )

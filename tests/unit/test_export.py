@@ -11,7 +11,8 @@ import pytest
 
 from embedding_models.export import ExportError, PcaOptions, export_model
 from embedding_models.runtime import Embedder, Pooling
-from tests.conftest import MOBILENET_PREPROCESSING, export_mobilenet
+from embedding_models.shared_mobilenet import PREPROCESSING as MOBILENET_PREPROCESSING
+from embedding_models.shared_mobilenet import export_shared_mobilenet
 
 VIT = "vit_tiny_patch16_224"  # the ViT-B/16 design at a size a test can afford
 
@@ -43,8 +44,8 @@ def vit_entries(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_same_inputs_give_the_same_entry(
     tmp_path: Path, mobilenet_onnx: Path, vit_entries: Path
 ) -> None:
-    export_mobilenet(tmp_path / "a", mobilenet_onnx)
-    export_mobilenet(tmp_path / "b", mobilenet_onnx)
+    export_shared_mobilenet(tmp_path / "a", mobilenet_onnx)
+    export_shared_mobilenet(tmp_path / "b", mobilenet_onnx)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     export_model(
         tmp_path / "c",
