@@ -7,7 +7,11 @@ FROM ${PYTHON_IMAGE} AS app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+# every package pyproject.toml lists (tests/unit/test_compose_file.py keeps the two in step)
+COPY bench bench
 COPY cbir cbir
+COPY embedding_models embedding_models
+COPY evaluation evaluation
 COPY local_stack local_stack
 COPY service_adapters service_adapters
 COPY producers producers

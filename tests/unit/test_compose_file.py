@@ -77,3 +77,14 @@ def test_docker_compose_config_accepts_the_file() -> None:
         "processors",
         "query-api",
     } <= set(services)
+
+
+def test_the_app_image_copies_every_package() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    packages = {
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    copied = set(re.findall(r"^COPY (\w+) \1$", (PROJECT_ROOT / "Dockerfile").read_text(), re.M))
+    assert packages == copied
