@@ -1,0 +1,123 @@
+"""The pipeline's events as typed values, and their conversion to and from Avro records."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Union
+
+import numpy as np
+
+from schemas.codec import EventCodec
+
+
+def now() -> datetime:
+    """Avro timestamp-millis precision, in UTC."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    image_id: str
+    bucket: str
+    object_key: str
+    file_name: str
+    source: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    uploaded_at: datetime
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageUploaded:
+    image: ImageMetadata
+
+
+@dataclass(frozen=True)
+class ImageDeleted:
+    image_id: str
+    source: str
+    deleted_at: datetime = field(default_factory=now)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class EmbeddingComputed:
+    image: ImageMetadata
+    model_id: str
+    dim: int
+    embedding: bytes  # dim float32 values, little-endian
+    computed_at: datetime = field(default_factory=now)
+
+    @classmethod
+    def of(cls, image: ImageMetadata, model_id: str, vector: np.ndarray) -> EmbeddingComputed:
+        values = np.asarray(vector, dtype="<f4")
+        return cls(image, model_id, int(values.shape[0]), values.tobytes())
+
+    @property
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype="<f4")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    stage: str
+    reason: str
+    error_type: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    image_id: str | None = None
+    original_key: bytes | None = None
+    original_value: bytes | None = None
+    attempts: int = 1
+    failed_at: datetime = field(default_factory=now)
+
+
+Event = Union[ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter]  # noqa: UP007
+EVENT_TYPES: dict[str, type[Any]] = {
+    f"cbir.{t.__name__}": t for t in (ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter)
+}
+
+
+def _to_record(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_record(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _from_record(cls: type[Any], record: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for item in dataclasses.fields(cls):
+        if item.name not in record:
+            continue
+        value, hint = record[item.name], hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_record(hint, value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[item.name] = value
+    return cls(**values)
+
+
+class EventSerializer:
+    """Typed events to and from the wire (Avro single-object encoding)."""
+
+    def __init__(self, codec: EventCodec | None = None) -> None:
+        self.codec = codec or EventCodec()
+
+    def dumps(self, event: Event) -> bytes:
+        return self.codec.encode(type(event).__name__, _to_record(event))
+
+    def loads(self, data: bytes | None) -> Event:
+        name, record = self.codec.decode(data)
+        return _from_record(EVENT_TYPES[name], record)
