@@ -3,13 +3,16 @@ applied once each and recorded in `schema_migrations`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pymysql
 from pymysql.connections import Connection
 
 from cbir.settings import MySQLSettings
+from schemas.events import ImageMetadata
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -77,3 +80,47 @@ def migrate(conn: Connection) -> list[int]:
             cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
     return applied
+
+
+def existing_image_ids(conn: Connection, image_ids: Iterable[str]) -> set[str]:
+    """Which of these images have a row (pending, indexed or failed)."""
+    wanted = list(image_ids)
+    if not wanted:
+        return set()
+    with conn.cursor() as cur:
+        placeholders = ", ".join(["%s"] * len(wanted))
+        cur.execute(f"SELECT image_id FROM images WHERE image_id IN ({placeholders})", wanted)
+        return {row[0] for row in cur.fetchall()}
+
+
+def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
+    """A `pending` row per image sent into the pipeline; an existing row is left alone."""
+    if not images:
+        return
+    rows = [
+        (
+            i.image_id,
+            i.object_key,
+            i.file_name,
+            i.source,
+            i.content_type,
+            i.size_bytes,
+            i.width,
+            i.height,
+            json.dumps(list(i.tags)),
+            _utc(i.uploaded_at),
+        )
+        for i in images
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT IGNORE INTO images (image_id, object_key, file_name, source, content_type,"
+            " size_bytes, width, height, tags, status, uploaded_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)",
+            rows,
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    """MySQL DATETIME holds no zone: store UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

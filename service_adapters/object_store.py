@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from minio import Minio
+from minio.error import S3Error
 
 from cbir.settings import MinioSettings
 
@@ -22,4 +23,14 @@ def ensure_bucket(settings: MinioSettings) -> bool:
     if minio.bucket_exists(settings.bucket):
         return False
     minio.make_bucket(settings.bucket)
+    return True
+
+
+def exists(minio: Minio, bucket: str, key: str) -> bool:
+    try:
+        minio.stat_object(bucket, key)
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject"):
+            return False
+        raise
     return True

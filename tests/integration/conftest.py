@@ -22,7 +22,9 @@ from cbir.settings import (
 )
 from local_stack.launcher import Launcher
 
-TEST_PORT_OFFSET = 10000
+# another offset lets a second suite run beside one already running (at most 12435: Milvus's
+# highest internal port is 53100)
+TEST_PORT_OFFSET = int(os.environ.get("CBIR_TEST_PORT_OFFSET", "10000"))
 HERE = Path(__file__).parent
 
 

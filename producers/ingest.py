@@ -1,0 +1,246 @@
+"""Ingest image files: bytes to the object store, an ImageUploaded event to Kafka.
+
+The image id is the sha256 of the bytes, so the same bytes twice are one image. The object key
+derives from the id. The event is keyed by the id (one partition per image, in order). After
+Kafka acknowledges an event the image gets a `pending` row in the metadata store; a re-run
+skips every image that has a row, so an interrupted ingest resumes where it stopped, and a
+crash between the object and the event only means the event is sent again (the sinks are
+idempotent).
+
+Files that are not images are still sent: the embed stage rejects them into the dead-letter
+topic with the reason, where they can be seen. The producer itself rejects only what it cannot
+send: unreadable files and files over the size limit.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from PIL import Image, UnidentifiedImageError
+
+from cbir.settings import Settings
+from schemas.events import EventSerializer, ImageMetadata, ImageUploaded, now
+from service_adapters import metadata_store, object_store
+
+log = logging.getLogger("cbir.ingest")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+MAX_BYTES = 50 * 1024 * 1024
+FLUSH_EVERY = 256
+_MIME = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+}
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    path: Path
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class IngestSummary:
+    new: int = 0
+    present: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def image_id_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_key_of(image_id: str) -> str:
+    return f"{image_id[:2]}/{image_id}"
+
+
+def sniff(data: bytes) -> tuple[str, int, int]:
+    """Content type, width and height from the header alone; unknown bytes give zeros."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return _MIME.get(image.format or "", "application/octet-stream"), *image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return "application/octet-stream", 0, 0
+
+
+def collect(
+    arguments: Sequence[str], tags: Sequence[str] = (), folder_tags: bool = True
+) -> list[IngestItem]:
+    """Files named, image files below folders (recursively), and matches of globs.
+
+    With `folder_tags`, the folders between a given folder and a file become its tags
+    (flowers17/5/image_0401.jpg ingested as flowers17 is tagged "5").
+    """
+    items: dict[Path, IngestItem] = {}
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = [
+                (p, p.parent.relative_to(path).parts)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            ]
+        elif path.is_file():
+            found = [(path, ())]
+        else:
+            found = [
+                (Path(p), ())
+                for p in sorted(glob.glob(argument, recursive=True))
+                if Path(p).is_file()
+            ]
+            if not found:
+                raise FileNotFoundError(f"{argument}: no such file, folder or matching glob")
+        for file, parts in found:
+            extra = tuple(parts) if folder_tags else ()
+            items.setdefault(
+                file.resolve(), IngestItem(file, tuple(dict.fromkeys([*tags, *extra])))
+            )
+    return list(items.values())
+
+
+class Ingestor:
+    """Sends files into the pipeline; one per run, closed at the end."""
+
+    def __init__(self, settings: Settings, source: str = "cli") -> None:
+        self.settings = settings
+        self.source = source
+        self.serializer = EventSerializer()
+        self.minio = object_store.client(settings.minio)
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap_servers,
+                "enable.idempotence": True,  # no duplicates from the producer's own retries
+                "acks": "all",
+                "linger.ms": 20,
+                "compression.type": "lz4",
+                "logger": logging.getLogger("cbir.kafka.producer"),
+            }
+        )
+        self._delivered: list[ImageMetadata] = []
+        self._failed: list[tuple[str, str]] = []
+
+    def ingest(
+        self, items: Iterable[IngestItem], progress: Callable[[], Any] = lambda: None
+    ) -> IngestSummary:
+        summary = IngestSummary()
+        with metadata_store.connect(self.settings.mysql) as conn:
+            batch: list[tuple[IngestItem, bytes]] = []
+            for item in items:
+                try:
+                    data = item.path.read_bytes()
+                except OSError as exc:
+                    summary.rejected.append((str(item.path), f"unreadable: {exc.strerror}"))
+                    progress()
+                    continue
+                if len(data) > MAX_BYTES:
+                    summary.rejected.append(
+                        (str(item.path), f"{len(data)} bytes is over the {MAX_BYTES}-byte limit")
+                    )
+                    progress()
+                    continue
+                batch.append((item, data))
+                if len(batch) >= FLUSH_EVERY:
+                    self._send(conn, batch, summary, progress)
+                    batch = []
+            self._send(conn, batch, summary, progress)
+        summary.rejected.extend(self._failed)
+        return summary
+
+    def _send(
+        self,
+        conn: Any,
+        batch: list[tuple[IngestItem, bytes]],
+        summary: IngestSummary,
+        progress: Callable[[], Any],
+    ) -> None:
+        if not batch:
+            return
+        ids = {image_id_of(data) for _, data in batch}
+        known = metadata_store.existing_image_ids(conn, ids)
+        sent: set[str] = set()
+        for item, data in batch:
+            image_id = image_id_of(data)
+            if image_id in known or image_id in sent:
+                summary.present += 1
+                progress()
+                continue
+            sent.add(image_id)
+            image = self._store(item, data, image_id)
+            self.producer.produce(
+                self.settings.kafka.images_topic,
+                key=image_id.encode(),
+                value=self.serializer.dumps(ImageUploaded(image)),
+                on_delivery=partial(self._on_delivery, image),
+            )
+            self.producer.poll(0)
+            progress()
+        remaining = self.producer.flush(60)
+        if remaining:
+            self._failed.append(("(kafka)", f"{remaining} events not acknowledged in 60 s"))
+        metadata_store.insert_pending(conn, self._delivered)
+        summary.new += len(self._delivered)
+        self._delivered = []
+
+    def _store(self, item: IngestItem, data: bytes, image_id: str) -> ImageMetadata:
+        content_type, width, height = sniff(data)
+        key = object_key_of(image_id)
+        bucket = self.settings.minio.bucket
+        if not object_store.exists(self.minio, bucket, key):
+            self.minio.put_object(
+                bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        return ImageMetadata(
+            image_id=image_id,
+            bucket=bucket,
+            object_key=key,
+            file_name=item.path.name,
+            source=self.source,
+            content_type=content_type,
+            size_bytes=len(data),
+            width=width,
+            height=height,
+            uploaded_at=now(),
+            tags=item.tags,
+        )
+
+    def _on_delivery(
+        self, image: ImageMetadata, error: KafkaError | None, message: Message
+    ) -> None:
+        if error is not None:
+            self._failed.append((image.file_name, f"Kafka refused the event: {error.str()}"))
+        else:
+            self._delivered.append(image)
+
+
+def summary_lines(summary: IngestSummary) -> list[str]:
+    lines = [
+        f"new: {summary.new}",
+        f"already present: {summary.present}",
+        f"rejected: {len(summary.rejected)}",
+    ]
+    lines += [f"  {name}: {reason}" for name, reason in summary.rejected]
+    return lines
+
+
+def summary_json(summary: IngestSummary) -> str:
+    return json.dumps(
+        {
+            "new": summary.new,
+            "present": summary.present,
+            "rejected": [{"file": f, "reason": r} for f, r in summary.rejected],
+        }
+    )

@@ -1,0 +1,105 @@
+"""`cbir ingest` against the real stack: objects in MinIO, events in Kafka, resumable."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from cbir.settings import Settings
+from producers.ingest import Ingestor, collect, image_id_of, object_key_of
+from schemas.events import EventSerializer, ImageUploaded
+from service_adapters import metadata_store, object_store
+
+pytestmark = pytest.mark.integration
+
+
+def end_offsets(settings: Settings) -> int:
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "offsets-probe"}
+    )
+    topic = settings.kafka.images_topic
+    total = sum(
+        consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(settings.kafka.partitions)
+    )
+    consumer.close()
+    return total
+
+
+def read_events(settings: Settings, expected: int) -> dict[str, ImageUploaded]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"ingest-test-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.kafka.images_topic])
+    events: dict[str, ImageUploaded] = {}
+    deadline = time.monotonic() + 30
+    while len(events) < expected and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None or message.error() is not None:
+            continue
+        event = EventSerializer().loads(message.value())
+        assert isinstance(event, ImageUploaded)
+        assert message.key() == event.image.image_id.encode()
+        events[event.image.image_id] = event
+    consumer.close()
+    return events
+
+
+def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    for species in ("2", "7"):
+        (folder / species).mkdir(parents=True)
+        for photo in sorted((shared_dir / "data" / "flowers17" / species).glob("*.jpg"))[:5]:
+            shutil.copy(photo, folder / species / photo.name)
+    (folder / "odd").mkdir()
+    (folder / "odd" / "text.jpg").write_text("not an image")
+    (folder / "odd" / "README.txt").write_text("not picked up: not an image suffix")
+    items = collect([str(folder)], tags=["test"])
+    assert len(items) == 11
+    before = end_offsets(stack)
+
+    summary = Ingestor(stack).ingest(items)
+    assert (summary.new, summary.present, summary.rejected) == (11, 0, [])
+    assert end_offsets(stack) - before == 11
+
+    events = read_events(stack, expected=11)
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    assert ids <= set(events)
+    rose = next(i for i in items if i.path.parent.name == "2")
+    image = events[image_id_of(rose.path.read_bytes())].image
+    assert (image.file_name, image.tags, image.content_type) == (
+        rose.path.name,
+        ("test", "2"),
+        "image/jpeg",
+    )
+    assert image.width > 0 and image.height > 0
+    assert image.object_key == object_key_of(image.image_id)
+    minio = object_store.client(stack.minio)
+    assert minio.get_object(stack.minio.bucket, image.object_key).read() == rose.path.read_bytes()
+    with metadata_store.connect(stack.mysql) as conn:
+        assert metadata_store.existing_image_ids(conn, ids) == ids
+
+    again = Ingestor(stack).ingest(collect([str(folder)], tags=["test"]))
+    assert (again.new, again.present) == (0, 11)
+    assert end_offsets(stack) - before == 11, "a re-run must send nothing"
+
+
+def test_unreadable_and_missing_paths_are_reported(stack: Settings, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file, folder or matching glob"):
+        collect([str(tmp_path / "nothing-*.jpg")])
+    vanished = tmp_path / "vanished.jpg"
+    vanished.write_bytes(b"gone before it is read")
+    items = collect([str(vanished)])
+    vanished.unlink()
+    summary = Ingestor(stack).ingest(items)
+    assert summary.new == 0
+    assert summary.rejected == [(str(vanished), "unreadable: No such file or directory")]
