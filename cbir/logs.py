@@ -46,7 +46,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send every log record to stderr in the chosen structured format."""
-    handler = logging.StreamHandler(sys.stderr)
+    # the real stream: Faust redirects sys.stderr into logging, which would loop
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -103,6 +103,21 @@ class TritonSettings(BaseModel):
         return split_host_port(self.grpc_url, 8001)[1]
 
 
+class ProcessorsSettings(BaseModel):
+    """The Faust processors (`cbir process`)."""
+
+    app_id: str = Field(default="cbir-processors", description="Faust app id = consumer group")
+    model: str = Field(default="mobilenet", description="the Triton model that embeds images")
+    batch_size: int = Field(default=64, ge=1, description="events per batch, at most")
+    batch_wait_s: float = Field(default=0.5, gt=0, description="how long a batch may wait to fill")
+    embed_chunk: int = Field(default=8, ge=1, description="images per Triton request")
+    embed_in_flight: int = Field(default=4, ge=1, description="Triton requests in flight")
+    hnsw_m: int = Field(default=16, description="HNSW graph degree (local index)")
+    hnsw_ef_construction: int = Field(default=200, description="HNSW build effort")
+    diskann_search_list: int = Field(default=100, description="DISKANN search list (L) default")
+    hnsw_ef: int = Field(default=64, description="HNSW search effort default")
+
+
 class StackSettings(BaseModel):
     """The local launcher: where it installs servers and keeps their data."""
 
@@ -136,6 +151,7 @@ class Settings(BaseSettings):
     mysql: MySQLSettings = MySQLSettings()
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
+    processors: ProcessorsSettings = ProcessorsSettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
@@ -174,6 +190,23 @@ def describe_settings() -> list[SettingDoc]:
                 SettingDoc(f"CBIR_{section.upper()}", str(field.default), field.description or "")
             )
     return docs
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as the CBIR_* variables that reproduce them in a child process."""
+    env: dict[str, str] = {}
+    for section in Settings.model_fields:
+        value = getattr(settings, section)
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                item = getattr(value, name)
+                if item is None:
+                    continue
+                text = item.get_secret_value() if isinstance(item, SecretStr) else str(item)
+                env[f"CBIR_{section.upper()}__{name.upper()}"] = text
+        else:
+            env[f"CBIR_{section.upper()}"] = str(value)
+    return env
 
 
 def settings_markdown() -> str:

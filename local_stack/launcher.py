@@ -66,11 +66,16 @@ class Launcher:
             name, "no such service", f"choose among {', '.join(s.name for s in self.services)}"
         )
 
-    def _each(self, action: Callable[[LocalService], None]) -> None:
+    def _each(
+        self, action: Callable[[LocalService], None], services: Sequence[LocalService] | None = None
+    ) -> None:
         """Run the action for every service in parallel; raise all failures together."""
+        chosen = list(self.services if services is None else services)
+        if not chosen:
+            return
         errors: list[StackError] = []
-        with ThreadPoolExecutor(max_workers=len(self.services)) as pool:
-            futures = [(svc, pool.submit(action, svc)) for svc in self.services]
+        with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+            futures = [(svc, pool.submit(action, svc)) for svc in chosen]
             for svc, future in futures:
                 exc = future.exception()
                 if isinstance(exc, StackError):
@@ -105,9 +110,12 @@ class Launcher:
     def up(self) -> list[ServiceState]:
         """Start what is not running, wait until all are ready, then provision them."""
         self.layout.data.mkdir(parents=True, exist_ok=True)
-        self._each(self._start)
-        self._each(self._wait_ready)
-        self._each(lambda svc: svc.provision())
+        servers = [svc for svc in self.services if not svc.application]
+        applications = [svc for svc in self.services if svc.application]
+        for phase in (servers, applications):
+            self._each(self._start, phase)
+            self._each(self._wait_ready, phase)
+            self._each(lambda svc: svc.provision(), phase)
         return self.status()
 
     def _start(self, svc: LocalService) -> None:

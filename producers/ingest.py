@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from PIL import Image, UnidentifiedImageError
 
 from cbir.settings import Settings
-from schemas.events import EventSerializer, ImageMetadata, ImageUploaded, now
+from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
 from service_adapters import metadata_store, object_store
 
 log = logging.getLogger("cbir.ingest")
@@ -244,3 +244,26 @@ def summary_json(summary: IngestSummary) -> str:
             "rejected": [{"file": f, "reason": r} for f, r in summary.rejected],
         }
     )
+
+
+def delete_images(
+    settings: Settings, image_ids: Sequence[str], source: str = "cli", reason: str = ""
+) -> None:
+    """An ImageDeleted event, then a tombstone, per image: the processors remove it from
+    Milvus, MySQL and the object store, and compaction later forgets it in the log."""
+    serializer = EventSerializer()
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "logger": logging.getLogger("cbir.kafka.producer"),
+        }
+    )
+    topic = settings.kafka.images_topic
+    for image_id in image_ids:
+        event = ImageDeleted(image_id=image_id, source=source, reason=reason)
+        producer.produce(topic, key=image_id.encode(), value=serializer.dumps(event))
+        producer.produce(topic, key=image_id.encode(), value=None)
+    if producer.flush(30):
+        raise RuntimeError("Kafka did not acknowledge the deletes within 30 s; run it again")

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pymysql
 from pymysql.connections import Connection
@@ -124,3 +125,73 @@ def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
 def _utc(moment: datetime) -> datetime:
     """MySQL DATETIME holds no zone: store UTC."""
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def upsert_indexed(
+    conn: Connection, images: Sequence[ImageMetadata], model_id: str, generation: str
+) -> None:
+    """Rows of images whose vectors are indexed: INSERT ... ON DUPLICATE KEY UPDATE."""
+    if not images:
+        return
+    rows = [
+        (
+            i.image_id,
+            i.object_key,
+            i.file_name,
+            i.source,
+            i.content_type,
+            i.size_bytes,
+            i.width,
+            i.height,
+            json.dumps(list(i.tags)),
+            _utc(i.uploaded_at),
+            model_id,
+            generation,
+        )
+        for i in images
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO images (image_id, object_key, file_name, source, content_type,"
+            " size_bytes, width, height, tags, status, uploaded_at, model_id, generation)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'indexed', %s, %s, %s)"
+            " ON DUPLICATE KEY UPDATE object_key = VALUES(object_key),"
+            " file_name = VALUES(file_name), source = VALUES(source),"
+            " content_type = VALUES(content_type), size_bytes = VALUES(size_bytes),"
+            " width = VALUES(width), height = VALUES(height), tags = VALUES(tags),"
+            " status = 'indexed', error = NULL, uploaded_at = VALUES(uploaded_at),"
+            " model_id = VALUES(model_id), generation = VALUES(generation)",
+            rows,
+        )
+
+
+def mark_failed(conn: Connection, image_id: str, reason: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE images SET status = 'failed', error = %s WHERE image_id = %s",
+            (reason[:2000], image_id),
+        )
+
+
+def delete_images(conn: Connection, image_ids: Sequence[str]) -> None:
+    if not image_ids:
+        return
+    with conn.cursor() as cur:
+        placeholders = ", ".join(["%s"] * len(image_ids))
+        cur.execute(f"DELETE FROM images WHERE image_id IN ({placeholders})", list(image_ids))
+
+
+def lookup(conn: Connection, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Rows by image id, as dictionaries."""
+    if not image_ids:
+        return {}
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        placeholders = ", ".join(["%s"] * len(image_ids))
+        cur.execute(f"SELECT * FROM images WHERE image_id IN ({placeholders})", list(image_ids))
+        return {row["image_id"]: row for row in cur.fetchall()}
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
+        return {str(status): int(count) for status, count in cur.fetchall()}

@@ -7,6 +7,7 @@ from local_stack.services.kafka import KafkaService
 from local_stack.services.mariadb import MariaDBService
 from local_stack.services.milvus import MilvusService
 from local_stack.services.minio import MinioService
+from local_stack.services.processors import ProcessorsService
 from local_stack.services.redis import RedisService
 from local_stack.services.triton import TritonService
 
@@ -17,6 +18,7 @@ ALL_SERVICES: tuple[type[LocalService], ...] = (
     KafkaService,
     MilvusService,
     TritonService,
+    ProcessorsService,
 )
 
 __all__ = ["ALL_SERVICES", "LocalService"]

@@ -42,6 +42,8 @@ class LocalService(ABC):
     name: str = ""
     #: what to say when it is installed but does not start or get ready
     start_hint: str = ""
+    #: the project's own services start only once every server is ready
+    application: bool = False
 
     def __init__(self, settings: Settings, layout: StackLayout) -> None:
         self.settings = settings

@@ -1,0 +1,106 @@
+"""`cbir process | search | delete`: run the processors, query the index, remove images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from cbir.commands.output import console
+from cbir.settings import get_settings
+
+
+def _process(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from processors import status
+
+        settings = get_settings()
+        table = Table("topic", "end offset", "processed", "lag", box=None)
+        for lag in status.consumer_lag(
+            settings, [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+        ):
+            table.add_row(lag.topic, str(lag.end_offset), str(lag.committed), str(lag.lag))
+        console.print(table)
+        console.print(f"dead letters: {status.dead_letter_count(settings)}")
+        console.print(f"images by status: {status.image_statuses(settings)}")
+        console.print(f"vectors searchable: {status.indexed_vectors(settings)}")
+        return 0
+    worker = [
+        sys.executable,
+        "-m",
+        "processors",
+        "worker",
+        "--loglevel",
+        args.loglevel,
+        "--without-web",
+    ]
+    os.execv(sys.executable, worker)
+
+
+def _search(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from service_adapters import metadata_store
+    from service_adapters.embedder import TritonEmbedder
+    from service_adapters.vector_index import VectorIndex
+
+    settings = get_settings()
+    embedder = TritonEmbedder(settings.triton, args.model or settings.processors.model)
+    vectors, errors = embedder.embed([args.image.read_bytes()])
+    if errors[0]:
+        console.print(f"[red]error[/]: {args.image}: {errors[0]}")
+        return 2
+    index = VectorIndex(settings.milvus, settings.processors)
+    hits = index.search(np.asarray(vectors), args.k, args.effort)[0]
+    index.close()
+    with metadata_store.connect(settings.mysql) as conn:
+        rows = metadata_store.lookup(conn, [h.image_id for h in hits])
+    table = Table("rank", "score", "image id", "file", "tags", box=None)
+    for rank, hit in enumerate(hits, 1):
+        row = rows.get(hit.image_id, {})
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.image_id[:16],
+            row.get("file_name", "?"),
+            str(row.get("tags", "")),
+        )
+    console.print(table)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from producers.ingest import delete_images
+
+    delete_images(get_settings(), args.image_ids, reason=args.reason)
+    console.print(f"delete sent for {len(args.image_ids)} image(s); the processors apply it")
+    return 0
+
+
+def register(areas: Any) -> None:
+    process = areas.add_parser("process", help="run the Faust processors (embed, index)")
+    process.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "status"],
+        default="run",
+        help="run the worker in the foreground (default), or show its status",
+    )
+    process.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
+    process.set_defaults(run=_process)
+
+    search = areas.add_parser("search", help="the stored images most like an image file")
+    search.add_argument("image", type=Path)
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--effort", type=int, help="search_list (DISKANN) or ef (HNSW)")
+    search.add_argument("--model", help="default: CBIR_PROCESSORS__MODEL")
+    search.set_defaults(run=_search)
+
+    delete = areas.add_parser("delete", help="remove images (by id) from every store")
+    delete.add_argument("image_ids", nargs="+")
+    delete.add_argument("--reason", default="")
+    delete.set_defaults(run=_delete)

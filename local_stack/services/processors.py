@@ -1,0 +1,47 @@
+"""The project's own Faust processors (`cbir process`), run by the launcher after the servers."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
+
+from cbir.settings import settings_environment
+from local_stack.services.base import LocalService, NotReady, Port
+
+WORKER = ["-m", "processors", "worker", "--loglevel", "info", "--without-web"]
+
+
+class ProcessorsService(LocalService):
+    name = "processors"
+    application = True  # starts once the servers are ready
+    start_hint = "the log says which service the processors could not reach"
+
+    @property
+    def ports(self) -> list[Port]:
+        return []
+
+    def is_installed(self) -> bool:
+        return True
+
+    def install(self) -> None:
+        """Part of the project: nothing to install."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, *WORKER]
+
+    def environment(self) -> dict[str, str]:
+        # the child reads its settings from the environment: hand it this launcher's
+        return {**os.environ, **settings_environment(self.settings)}
+
+    def probe(self) -> None:
+        group = self.settings.processors.app_id
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers})
+        try:
+            description = admin.describe_consumer_groups([group])[group].result(timeout=5)
+        except Exception as exc:
+            raise NotReady(f"cannot describe consumer group {group}: {exc}") from exc
+        if description.state != ConsumerGroupState.STABLE or not description.members:
+            raise NotReady(f"consumer group {group} is {description.state.name.lower()}")

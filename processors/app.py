@@ -1,0 +1,99 @@
+"""The Faust app: the `embed` agent (images -> embeddings) and the `index` agent
+(embeddings -> Milvus and MySQL). Run it with `cbir process` (or the launcher).
+
+Each agent takes events in batches (size and time bound), hands the batch to its stage in a
+worker thread, produces what the stage returns, waits until Kafka has it, and only then lets
+Faust acknowledge the batch; Faust commits acknowledged offsets (after flushing its producer).
+A crash at any point before that replays the batch: at-least-once, made harmless by
+idempotent sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+
+from cbir.logs import configure_logging
+from cbir.settings import Settings, get_settings
+from processors.stages import EmbedStage, IndexStage, Output, SourceMessage, Stage
+
+log = logging.getLogger("cbir.processors")
+
+
+def _source(event: Any) -> SourceMessage:
+    message = event.message
+    return SourceMessage(
+        message.topic, message.partition, message.offset, message.key, message.value
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    config = settings.processors
+    app = faust.App(
+        config.app_id,
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        store="memory://",
+        web_enabled=False,
+        datadir=str(settings.stack.resolved_data_dir / "processors"),
+        topic_replication_factor=1,
+        topic_partitions=settings.kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    images = app.topic(settings.kafka.images_topic, **raw)
+    embeddings = app.topic(settings.kafka.embeddings_topic, **raw)
+    dead_letters = app.topic(settings.kafka.dead_letter_topic, **raw)
+
+    async def run(stream: Any, stage: Stage, name: str, next_topic: Any) -> None:
+        configure_logging(settings.log_level, settings.log_format)  # after Faust's own set-up
+        async for events in stream.take_events(config.batch_size, within=config.batch_wait_s):
+            started = time.perf_counter()
+            outputs: list[Output] = await asyncio.to_thread(
+                stage.process,
+                [_source(e) for e in events],
+            )
+            pending = [
+                await (dead_letters if o.dead else next_topic).send(
+                    key=o.key, value=o.value, force=True
+                )
+                for o in outputs
+            ]
+            for delivery in pending:
+                await delivery
+            seconds = time.perf_counter() - started
+            log.info(
+                "batch",
+                extra={
+                    "agent": name,
+                    "events": len(events),
+                    "dead_letters": sum(o.dead for o in outputs),
+                    "seconds": round(seconds, 3),
+                    "events_per_s": round(len(events) / seconds, 1),
+                },
+            )
+
+    @app.agent(images, name="embed")
+    async def embed(stream: Any) -> None:
+        stage = await asyncio.to_thread(EmbedStage, settings)
+        await run(stream, stage, "embed", embeddings)
+
+    @app.agent(embeddings, name="index")
+    async def index(stream: Any) -> None:
+        stage = await asyncio.to_thread(IndexStage, settings)
+        await run(stream, stage, "index", dead_letters)
+
+    return app
+
+
+app = create_app(get_settings())
