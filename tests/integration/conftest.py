@@ -20,7 +20,9 @@ from cbir.settings import (
     Settings,
     TritonSettings,
 )
+from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
+from service_adapters.embedder import TritonEmbedder
 
 # another offset lets a second suite run beside one already running (at most 12435: Milvus's
 # highest internal port is 53100)
@@ -81,3 +83,15 @@ def launcher(settings: Settings) -> Iterator[Launcher]:
 def stack(launcher: Launcher) -> Settings:
     """Settings of a running, healthy test stack."""
     return launcher.settings
+
+
+@pytest.fixture(scope="session")
+def mobilenet_served(launcher: Launcher, mobilenet_onnx: Path) -> Path:
+    """The shared MobileNet exported into the test stack's repository and loaded in Triton
+    (the processors embed with it): its version folder."""
+    settings = launcher.settings
+    export_shared_mobilenet(
+        settings.triton.model_repository, mobilenet_onnx, settings.processors.model, instances=2
+    )
+    TritonEmbedder(settings.triton, settings.processors.model, protocol="http").load()
+    return settings.triton.model_repository / settings.processors.model / "1"

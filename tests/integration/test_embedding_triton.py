@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from cbir.settings import Settings
 from embedding_models.runtime import Embedder
-from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
 from service_adapters.embedder import ModelNotServed, TritonEmbedder
 from tests.images import bad_inputs, reencoded
@@ -19,12 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def served(launcher: Launcher, mobilenet_onnx: Path) -> Iterator[tuple[Settings, Path]]:
-    """The MobileNet exported into the stack's repository and loaded; its version folder."""
-    settings = launcher.settings
-    export_shared_mobilenet(settings.triton.model_repository, mobilenet_onnx)
-    TritonEmbedder(settings.triton, "mobilenet", protocol="http").load()
-    yield settings, settings.triton.model_repository / "mobilenet" / "1"
+def served(launcher: Launcher, mobilenet_served: Path) -> tuple[Settings, Path]:
+    """The stack's settings and the served MobileNet's version folder."""
+    return launcher.settings, mobilenet_served
 
 
 def test_http_and_grpc_give_identical_unit_vectors(

@@ -1,0 +1,237 @@
+"""The streaming pipeline on the real stack: producer -> Kafka -> Faust embed (Triton) ->
+Kafka -> Faust index -> Milvus and MySQL, with dead letters, deletes and a crash."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer
+from PIL import Image
+
+from cbir.settings import Settings
+from local_stack.launcher import Launcher
+from processors.status import consumer_lag
+from producers.ingest import Ingestor, collect, delete_images, image_id_of, object_key_of
+from schemas.events import DeadLetter, EventSerializer
+from service_adapters import metadata_store, object_store
+from service_adapters.embedder import TritonEmbedder
+from service_adapters.vector_index import VectorIndex
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(launcher: Launcher, mobilenet_served: Path) -> Settings:
+    """A healthy stack whose processors embed with the served MobileNet."""
+    assert launcher.service("processors").process.pid is not None
+    return launcher.settings
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def rows(settings: Settings, image_ids: set[str]) -> dict[str, dict[str, object]]:
+    with metadata_store.connect(settings.mysql) as conn:
+        return metadata_store.lookup(conn, sorted(image_ids))
+
+
+def indexed(settings: Settings, image_ids: set[str]) -> int:
+    return sum(r["status"] == "indexed" for r in rows(settings, image_ids).values())
+
+
+def vectors_of(settings: Settings, image_ids: set[str]) -> int:
+    """How many entities the searched collection holds for these ids (duplicates counted)."""
+    index = VectorIndex(settings.milvus, settings.processors)
+    try:
+        found = 0
+        ordered = sorted(image_ids)
+        for start in range(0, len(ordered), 1000):
+            chunk = ordered[start : start + 1000]
+            result = index.served().query(
+                f"image_id in {json.dumps(chunk)}",
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+            )
+            found += int(result[0]["count(*)"])
+        return found
+    finally:
+        index.close()
+
+
+def drained(settings: Settings) -> bool:
+    topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+    return all(lag.lag == 0 for lag in consumer_lag(settings, topics))
+
+
+def unique_png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_flowers17_is_indexed_exactly_once_and_each_image_finds_itself(
+    pipeline: Settings, shared_dir: Path
+) -> None:
+    folder = shared_dir / "data" / "flowers17"
+    items = collect([str(folder)])
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    assert len(items) == 1360
+    summary = Ingestor(pipeline).ingest(items)
+    assert summary.new + summary.present == 1360 and not summary.rejected
+    wait_for(lambda: indexed(pipeline, ids) == len(ids), 300, "flowers17 to be indexed")
+    assert vectors_of(pipeline, ids) == len(ids)
+    by_id = rows(pipeline, ids)
+    for item in items:  # the species folder became a tag
+        assert item.path.parent.name in json.loads(
+            str(by_id[image_id_of(item.path.read_bytes())]["tags"])
+        )
+
+    sample = random.Random(17).sample(items, 50)
+    vectors, errors = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed(
+        [item.path.read_bytes() for item in sample]
+    )
+    assert not any(errors)
+    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    hits = index.search(vectors, k=5)
+    index.close()
+    for item, found in zip(sample, hits, strict=True):
+        assert found[0].image_id == image_id_of(item.path.read_bytes()), item.path
+
+    again = Ingestor(pipeline).ingest(collect([str(folder)]))
+    assert (again.new, again.present) == (0, 1360)
+    assert vectors_of(pipeline, ids) == len(ids)
+
+
+def test_bad_files_land_in_the_dead_letter_topic_with_reasons(
+    pipeline: Settings, shared_dir: Path, tmp_path: Path
+) -> None:
+    photo = sorted((shared_dir / "data" / "flowers17" / "9").glob("*.jpg"))[0]
+    (tmp_path / "corrupt.jpg").write_bytes(photo.read_bytes()[:2000] + uuid.uuid4().bytes)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text(f"a text file named .jpg {uuid.uuid4()}")
+    (tmp_path / "good.png").write_bytes(unique_png(seed=int(time.time())))
+    bad = {
+        image_id_of((tmp_path / n).read_bytes()): n
+        for n in ("corrupt.jpg", "empty.jpg", "text.jpg")
+    }
+    good = image_id_of((tmp_path / "good.png").read_bytes())
+    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
+
+    wait_for(lambda: indexed(pipeline, {good}) == 1, 120, "the good image to be indexed")
+    wait_for(
+        lambda: (
+            all(r["status"] == "failed" for r in rows(pipeline, set(bad)).values())
+            and len(rows(pipeline, set(bad))) == 3
+        ),
+        120,
+        "the bad images to fail",
+    )
+    reasons = {image_id: str(row["error"]) for image_id, row in rows(pipeline, set(bad)).items()}
+    assert "zero bytes" in reasons[image_id_of(b"")]
+    assert all(reasons.values())
+
+    letters = read_dead_letters(pipeline, set(bad))
+    assert set(letters) == set(bad)
+    assert {letter.stage for letter in letters.values()} == {"embed"}
+    assert all(letter.original_value for letter in letters.values())
+
+
+def read_dead_letters(settings: Settings, image_ids: set[str]) -> dict[str, DeadLetter]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"dlq-test-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.kafka.dead_letter_topic])
+    found: dict[str, DeadLetter] = {}
+    deadline = time.monotonic() + 30
+    while set(found) != image_ids and time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None or message.error() is not None:
+            continue
+        letter = EventSerializer().loads(message.value())
+        if isinstance(letter, DeadLetter) and letter.image_id in image_ids:
+            found[letter.image_id] = letter
+    consumer.close()
+    return found
+
+
+def gone_everywhere(settings: Settings, image_id: str) -> bool:
+    minio = object_store.client(settings.minio)
+    return (
+        not rows(settings, {image_id})
+        and vectors_of(settings, {image_id}) == 0
+        and not object_store.exists(minio, settings.minio.bucket, object_key_of(image_id))
+    )
+
+
+def test_a_deleted_image_is_gone_from_every_store_and_from_search(
+    pipeline: Settings, tmp_path: Path
+) -> None:
+    data = unique_png(seed=1000 + int(time.time()))
+    (tmp_path / "doomed.png").write_bytes(data)
+    image_id = image_id_of(data)
+    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
+    wait_for(lambda: indexed(pipeline, {image_id}) == 1, 120, "the image to be indexed")
+    vectors, _ = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed([data])
+    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    assert index.search(vectors, k=1)[0][0].image_id == image_id
+
+    delete_images(pipeline, [image_id])
+    wait_for(lambda: gone_everywhere(pipeline, image_id), 120, "the image to be gone")
+    assert all(hit.image_id != image_id for hit in index.search(vectors, k=10)[0])
+    index.close()
+
+
+def test_upload_then_delete_in_quick_succession_ends_deleted(
+    pipeline: Settings, tmp_path: Path
+) -> None:
+    ids = set()
+    for n in range(5):
+        data = unique_png(seed=5000 + n + int(time.time()))
+        (tmp_path / f"brief-{n}.png").write_bytes(data)
+        ids.add(image_id_of(data))
+    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
+    delete_images(pipeline, sorted(ids))
+    wait_for(lambda: drained(pipeline), 120, "the processors to catch up")
+    for image_id in ids:
+        assert gone_everywhere(pipeline, image_id), image_id
+
+
+def test_kill_9_while_indexing_cifar10_loses_and_duplicates_nothing(
+    pipeline: Settings, launcher: Launcher, shared_dir: Path
+) -> None:
+    items = collect([str(shared_dir / "data" / "cifar10-test")])
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    summary = Ingestor(pipeline).ingest(items)
+    assert summary.new + summary.present == len(items) == 10_000
+    wait_for(lambda: indexed(pipeline, ids) >= len(ids) // 4, 300, "a quarter to be indexed")
+    processors = launcher.service("processors").process
+    pid = processors.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(processors.exited, 30, "the processors to die")
+    assert indexed(pipeline, ids) < len(ids), "killed too late to prove anything"
+
+    launcher.up()  # the launcher starts what is not running: the processors
+    wait_for(lambda: indexed(pipeline, ids) == len(ids), 600, "every image to be indexed")
+    assert vectors_of(pipeline, ids) == len(ids)
