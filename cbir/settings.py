@@ -33,6 +33,9 @@ class KafkaSettings(BaseModel):
     images_topic: str = Field(default="cbir.images", description="image uploaded/deleted events")
     embeddings_topic: str = Field(default="cbir.embeddings", description="embedding events")
     dead_letter_topic: str = Field(default="cbir.dead-letter", description="failed events")
+    object_events_topic: str = Field(
+        default="cbir.object-events", description="MinIO's bucket notifications (S3 clients)"
+    )
     partitions: int = Field(default=4, ge=1, description="partitions of each pipeline topic")
     dead_letter_retention_ms: int = Field(
         default=30 * 24 * 3600 * 1000, description="how long failed events are kept"

@@ -1,5 +1,6 @@
-"""The Faust app: the `embed` agent (images -> embeddings) and the `index` agent
-(embeddings -> Milvus and MySQL). Run it with `cbir process` (or the launcher).
+"""The Faust app: the `embed` agent (images -> embeddings), the `index` agent
+(embeddings -> Milvus and MySQL) and the `bridge` agent (MinIO bucket notifications ->
+images). Run it with `cbir process` (or the launcher).
 
 Each agent takes events in batches (size and time bound), hands the batch to its stage in a
 worker thread, produces what the stage returns, waits until Kafka has it, and only then lets
@@ -19,7 +20,14 @@ import faust
 
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
-from processors.stages import EmbedStage, IndexStage, Output, SourceMessage, Stage
+from processors.stages import (
+    EmbedStage,
+    IndexStage,
+    ObjectEventsStage,
+    Output,
+    SourceMessage,
+    Stage,
+)
 
 log = logging.getLogger("cbir.processors")
 
@@ -54,6 +62,7 @@ def create_app(settings: Settings) -> faust.App:
     images = app.topic(settings.kafka.images_topic, **raw)
     embeddings = app.topic(settings.kafka.embeddings_topic, **raw)
     dead_letters = app.topic(settings.kafka.dead_letter_topic, **raw)
+    object_events = app.topic(settings.kafka.object_events_topic, **raw)
 
     async def run(stream: Any, stage: Stage, name: str, next_topic: Any) -> None:
         configure_logging(settings.log_level, settings.log_format)  # after Faust's own set-up
@@ -92,6 +101,11 @@ def create_app(settings: Settings) -> faust.App:
     async def index(stream: Any) -> None:
         stage = await asyncio.to_thread(IndexStage, settings)
         await run(stream, stage, "index", dead_letters)
+
+    @app.agent(object_events, name="bridge")
+    async def bridge(stream: Any) -> None:
+        stage = await asyncio.to_thread(ObjectEventsStage, settings)
+        await run(stream, stage, "bridge", images)
 
     return app
 

@@ -14,15 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
 from minio.error import S3Error
 
 from cbir.settings import Settings
+from processors.object_events import ObjectEvent, parse_object_events
 from processors.plan import plan_index
-from producers.ingest import object_key_of
+from producers.ingest import image_id_of, object_key_of, sniff
 from schemas.codec import MalformedEvent
 from schemas.events import (
     DeadLetter,
@@ -78,6 +79,7 @@ class Stage:
         self.settings = settings
         self.serializer = EventSerializer()
         self.failures: dict[str, str] = {}  # image id -> reason, of the batch in hand
+        self.minio = object_store.client(settings.minio)
 
     def record_failures(self) -> None:
         """Mark the batch's dead-lettered images `failed`, with the reason, for status queries."""
@@ -91,6 +93,24 @@ class Stage:
 
         retry_until_done(write, f"mark {len(self.failures)} images failed")
         self.failures = {}
+
+    def fetch(self, image: ImageMetadata) -> bytes | str:
+        """The image's bytes, or why they are gone for good."""
+
+        def get() -> bytes | str:
+            try:
+                response = self.minio.get_object(image.bucket, image.object_key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
+                    return f"the object {image.bucket}/{image.object_key} is gone (deleted?)"
+                raise
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return retry_until_done(get, f"fetch {image.object_key} from MinIO")
 
     def process(self, messages: list[SourceMessage]) -> list[Output]:
         """What to produce for this batch, in order; returns only when it is all decided."""
@@ -127,7 +147,6 @@ class EmbedStage(Stage):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.minio = object_store.client(settings.minio)
         config = settings.processors
         self.embedder = TritonEmbedder(settings.triton, config.model, protocol="grpc")
         self.pool = ThreadPoolExecutor(max(config.embed_in_flight, 8))
@@ -160,7 +179,7 @@ class EmbedStage(Stage):
                 )
         uploads.reverse()
         identity = retry_until_done(self.embedder.identity, f"ask Triton for {self.embedder.model}")
-        fetched = list(self.pool.map(self._fetch, [image for _, image in uploads]))
+        fetched = list(self.pool.map(self.fetch, [image for _, image in uploads]))
         ready = [
             (i, image, data)
             for (i, image), data in zip(uploads, fetched, strict=True)
@@ -178,24 +197,6 @@ class EmbedStage(Stage):
                 outputs[index] = Output(False, messages[index].key, self.serializer.dumps(event))
         self.record_failures()
         return [o for o in outputs if o is not None and (o.key is not None or o.value is not None)]
-
-    def _fetch(self, image: ImageMetadata) -> bytes | str:
-        """The image's bytes, or why they are gone for good."""
-
-        def get() -> bytes | str:
-            try:
-                response = self.minio.get_object(image.bucket, image.object_key)
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
-                    return f"the object {image.bucket}/{image.object_key} is gone (deleted?)"
-                raise
-            try:
-                return bytes(response.read())
-            finally:
-                response.close()
-                response.release_conn()
-
-        return retry_until_done(get, f"fetch {image.object_key} from MinIO")
 
     def _embed(self, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
@@ -217,7 +218,6 @@ class IndexStage(Stage):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.minio = object_store.client(settings.minio)
         self.index = retry_until_done(
             lambda: VectorIndex(settings.milvus, settings.processors), "connect to Milvus"
         )
@@ -278,3 +278,76 @@ class IndexStage(Stage):
         for image_id in image_ids:
             key = rows[image_id]["object_key"] if image_id in rows else object_key_of(image_id)
             self.minio.remove_object(self.settings.minio.bucket, key)
+
+
+class ObjectEventsStage(Stage):
+    """object-events topic (MinIO bucket notifications) -> images topic.
+
+    An object created by any S3 client becomes an ImageUploaded event (its id is the sha256
+    of its bytes, its key stays the client's); one removed becomes ImageDeleted plus a
+    tombstone for every image stored under that key. Objects of our own producer are skipped.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+
+    def process(self, messages: list[SourceMessage]) -> list[Output]:
+        outputs: list[Output] = []
+        for message in messages:
+            try:
+                events = parse_object_events(message.value or b"")
+            except (ValueError, KeyError, TypeError) as exc:
+                outputs.append(
+                    self.dead_letter(message, "decode", f"not a bucket notification: {exc}")
+                )
+                continue
+            for event in events:
+                if event.ours or event.bucket != self.settings.minio.bucket:
+                    continue
+                outputs.extend(self._created(event) if event.created else self._removed(event))
+        return outputs
+
+    def _created(self, event: ObjectEvent) -> list[Output]:
+        image = ImageMetadata(
+            image_id="",
+            bucket=event.bucket,
+            object_key=event.key,
+            file_name=event.key.rsplit("/", 1)[-1],
+            source="s3",
+            content_type="",
+            size_bytes=event.size,
+            width=0,
+            height=0,
+            uploaded_at=event.time,
+        )
+        data = self.fetch(image)
+        if isinstance(data, str):
+            return []  # removed again already; its removal event follows
+        content_type, width, height = sniff(data)
+        image = replace(
+            image,
+            image_id=image_id_of(data),
+            content_type=content_type,
+            size_bytes=len(data),
+            width=width,
+            height=height,
+        )
+        retry_until_done(lambda: self._pending(image), "record the image as pending")
+        key = image.image_id.encode()
+        return [Output(False, key, self.serializer.dumps(ImageUploaded(image)))]
+
+    def _pending(self, image: ImageMetadata) -> None:
+        with metadata_store.connect(self.settings.mysql) as conn:
+            metadata_store.insert_pending(conn, [image])
+
+    def _removed(self, event: ObjectEvent) -> list[Output]:
+        def find() -> list[str]:
+            with metadata_store.connect(self.settings.mysql) as conn:
+                return metadata_store.image_ids_for_object(conn, event.key)
+
+        outputs = []
+        for image_id in retry_until_done(find, f"look up the images of {event.key}"):
+            deleted = ImageDeleted(image_id=image_id, source="s3", reason="object removed")
+            outputs.append(Output(False, image_id.encode(), self.serializer.dumps(deleted)))
+            outputs.append(Output(False, image_id.encode(), None))
+        return outputs

@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from PIL import Image, UnidentifiedImageError
 
 from cbir.settings import Settings
+from processors.object_events import PRODUCER_MARK
 from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
 from service_adapters import metadata_store, object_store
 
@@ -200,8 +201,14 @@ class Ingestor:
         key = object_key_of(image_id)
         bucket = self.settings.minio.bucket
         if not object_store.exists(self.minio, bucket, key):
+            # the mark tells the bucket-notification bridge that this object's event is sent
             self.minio.put_object(
-                bucket, key, io.BytesIO(data), len(data), content_type=content_type
+                bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata={PRODUCER_MARK: image_id},
             )
         return ImageMetadata(
             image_id=image_id,

@@ -38,6 +38,11 @@ def pipeline_topics(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(kafka.images_topic, kafka.partitions, compacted),
         TopicSpec(kafka.embeddings_topic, kafka.partitions, compacted),
         TopicSpec(
+            kafka.object_events_topic,
+            kafka.partitions,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+        ),
+        TopicSpec(
             kafka.dead_letter_topic,
             kafka.partitions,
             {"cleanup.policy": "delete", "retention.ms": str(kafka.dead_letter_retention_ms)},

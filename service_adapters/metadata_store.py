@@ -195,3 +195,10 @@ def status_counts(conn: Connection) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
         return {str(status): int(count) for status, count in cur.fetchall()}
+
+
+def image_ids_for_object(conn: Connection, object_key: str) -> list[str]:
+    """The images whose bytes are the object at this key."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT image_id FROM images WHERE object_key = %s", (object_key,))
+        return [row[0] for row in cur.fetchall()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from minio import Minio
 from minio.error import S3Error
+from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from cbir.settings import MinioSettings
 
@@ -34,3 +35,24 @@ def exists(minio: Minio, bucket: str, key: str) -> bool:
             return False
         raise
     return True
+
+
+# MinIO's name for the Kafka target the launcher and the compose file configure (identifier CBIR)
+KAFKA_TARGET_ARN = "arn:minio:sqs::CBIR:kafka"
+
+
+def ensure_notifications(settings: MinioSettings) -> None:
+    """Publish every object created or removed in the bucket to Kafka (the object-events
+    topic), so that objects written by any S3 client enter the pipeline."""
+    client(settings).set_bucket_notification(
+        settings.bucket,
+        NotificationConfig(
+            queue_config_list=[
+                QueueConfig(
+                    ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                    config_id="cbir",
+                    queue=KAFKA_TARGET_ARN,
+                )
+            ]
+        ),
+    )

@@ -45,6 +45,18 @@ def list_collections(settings: MilvusSettings, timeout_s: float = 10.0) -> list[
         return list(utility.list_collections(timeout=timeout_s, using=alias))
 
 
+def collections_still_loading(settings: MilvusSettings, timeout_s: float = 10.0) -> list[str]:
+    """Collections being loaded: after a restart Milvus reloads what was loaded, and a load or
+    search before it has finished fails or waits."""
+    with connection(settings, timeout_s) as alias:
+        names = utility.list_collections(timeout=timeout_s, using=alias)
+        return [
+            name
+            for name in names
+            if utility.load_state(name, using=alias, timeout=timeout_s).name == "Loading"
+        ]
+
+
 @dataclass(frozen=True)
 class Hit:
     image_id: str

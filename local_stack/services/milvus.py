@@ -26,6 +26,7 @@ from service_adapters import vector_index
 MILVUS_VERSION = "2.3.5"
 METRICS_PORT = 9091
 ETCD_PEER_PORT = 2380
+GRACEFUL_STOP_S = 10
 INTERNAL_PORTS = {
     "etcd_port": 2379,
     "root_coord_port": 53100,
@@ -139,6 +140,10 @@ class MilvusService(LocalService):
         )
         minutes = self.settings.stack.milvus_mq_retention_minutes
         config = re.sub(r"(?m)^(  retentionTimeInMinutes:)\s*\d+", rf"\1 {minutes}", config)
+        # Milvus waits up to 1800 s by default to hand its segments over on SIGTERM, which a
+        # standalone server never can; killed after our grace instead, it leaves stale
+        # sessions that make the next start refuse to load collections for a while
+        config = re.sub(r"(?m)^(  gracefulStopTimeout:)\s*\d+", rf"\1 {GRACEFUL_STOP_S}", config)
         config = self._with_etcd_config(config)
         (self.config_dir / "milvus.yaml").write_text(config)
         shutil.copy(self.wheel_dir / "data" / "glog.conf", self.config_dir / "glog.conf")
@@ -178,6 +183,8 @@ class MilvusService(LocalService):
     def probe(self) -> None:
         probe_http(f"http://127.0.0.1:{self.internal_port(METRICS_PORT)}/healthz", "OK")
         try:
-            vector_index.list_collections(self.settings.milvus, timeout_s=3)
+            loading = vector_index.collections_still_loading(self.settings.milvus, timeout_s=3)
         except Exception as exc:
             raise NotReady(f"listing collections failed: {exc}") from exc
+        if loading:
+            raise NotReady(f"still loading {', '.join(loading)}")

@@ -78,6 +78,11 @@ class MinioService(LocalService):
             "MINIO_ROOT_PASSWORD": minio.secret_key.get_secret_value(),
             "MINIO_UPDATE": "off",
             "MINIO_BROWSER_LOGIN_ANIMATION": "off",
+            # bucket notifications to Kafka; queued on disk while Kafka is away
+            "MINIO_NOTIFY_KAFKA_ENABLE_CBIR": "on",
+            "MINIO_NOTIFY_KAFKA_BROKERS_CBIR": self.settings.kafka.bootstrap_servers,
+            "MINIO_NOTIFY_KAFKA_TOPIC_CBIR": self.settings.kafka.object_events_topic,
+            "MINIO_NOTIFY_KAFKA_QUEUE_DIR_CBIR": str(self.data_dir / "notify-queue"),
         }
 
     def probe(self) -> None:
@@ -85,3 +90,4 @@ class MinioService(LocalService):
 
     def provision(self) -> None:
         object_store.ensure_bucket(self.settings.minio)
+        object_store.ensure_notifications(self.settings.minio)

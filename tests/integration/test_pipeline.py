@@ -235,3 +235,26 @@ def test_kill_9_while_indexing_cifar10_loses_and_duplicates_nothing(
     launcher.up()  # the launcher starts what is not running: the processors
     wait_for(lambda: indexed(pipeline, ids) == len(ids), 600, "every image to be indexed")
     assert vectors_of(pipeline, ids) == len(ids)
+
+
+def test_an_object_put_by_an_s3_client_is_searchable_and_its_removal_deletes_it(
+    pipeline: Settings,
+) -> None:
+    data = unique_png(seed=9000 + int(time.time()))
+    image_id, key = image_id_of(data), f"incoming/{uuid.uuid4().hex}.png"
+    minio = object_store.client(pipeline.minio)  # a plain S3 client: no producer involved
+    minio.put_object(pipeline.minio.bucket, key, io.BytesIO(data), len(data))
+    wait_for(lambda: indexed(pipeline, {image_id}) == 1, 120, "the S3 object to be indexed")
+    row = rows(pipeline, {image_id})[image_id]
+    assert (row["object_key"], row["source"], row["file_name"]) == (key, "s3", key.split("/")[1])
+    vectors, _ = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed([data])
+    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    assert index.search(vectors, k=1)[0][0].image_id == image_id
+    index.close()
+
+    minio.remove_object(pipeline.minio.bucket, key)
+    wait_for(
+        lambda: not rows(pipeline, {image_id}) and vectors_of(pipeline, {image_id}) == 0,
+        120,
+        "the removed object's image to be gone",
+    )
