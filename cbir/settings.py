@@ -195,6 +195,33 @@ def describe_settings() -> list[SettingDoc]:
     return docs
 
 
+def side_by_side(base: Settings, offset: int, data_dir: Path, model_repository: Path) -> Settings:
+    """`base` with every port moved by `offset` and data of its own: a second local stack
+    that runs beside the first (the tests use +10000, the ingest benchmark +11000; at most
+    12435, for Milvus's highest internal port is 53100)."""
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(
+                update={"bootstrap_servers": f"127.0.0.1:{9092 + offset}"}
+            ),
+            "minio": base.minio.model_copy(update={"endpoint": f"127.0.0.1:{9000 + offset}"}),
+            "milvus": base.milvus.model_copy(update={"host": "127.0.0.1", "port": 19530 + offset}),
+            "mysql": base.mysql.model_copy(update={"host": "127.0.0.1", "port": 3306 + offset}),
+            "redis": base.redis.model_copy(update={"url": f"redis://127.0.0.1:{6379 + offset}/0"}),
+            "triton": base.triton.model_copy(
+                update={
+                    "http_url": f"127.0.0.1:{8000 + offset}",
+                    "grpc_url": f"127.0.0.1:{8001 + offset}",
+                    "model_repository": model_repository,
+                }
+            ),
+            "stack": base.stack.model_copy(
+                update={"data_dir": data_dir, "internal_port_offset": offset}
+            ),
+        }
+    )
+
+
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The settings as the CBIR_* variables that reproduce them in a child process."""
     env: dict[str, str] = {}

@@ -56,6 +56,7 @@ def connect(settings: MySQLSettings, database: bool = True) -> Iterator[Connecti
         connect_timeout=5,
         autocommit=True,
         charset="utf8mb4",
+        init_command="SET time_zone = '+00:00'",  # DATETIME columns hold UTC
     )
     try:
         yield conn

@@ -6,8 +6,9 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from bench import embedding
+    from bench import embedding, ingest
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
     embedding.register(actions)
+    ingest.register(actions)

@@ -11,15 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cbir.settings import (
-    KafkaSettings,
-    MilvusSettings,
-    MinioSettings,
-    MySQLSettings,
-    RedisSettings,
-    Settings,
-    TritonSettings,
-)
+from cbir.settings import Settings, side_by_side
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
 from service_adapters.embedder import TritonEmbedder
@@ -34,24 +26,7 @@ def stack_settings(
     data_dir: Path, model_repository: Path, offset: int = TEST_PORT_OFFSET
 ) -> Settings:
     """This environment's settings (stack home included) with every port moved by `offset`."""
-    base = Settings()
-    return base.model_copy(
-        update={
-            "kafka": KafkaSettings(bootstrap_servers=f"127.0.0.1:{9092 + offset}"),
-            "minio": MinioSettings(endpoint=f"127.0.0.1:{9000 + offset}"),
-            "milvus": MilvusSettings(port=19530 + offset),
-            "mysql": MySQLSettings(port=3306 + offset),
-            "redis": RedisSettings(url=f"redis://127.0.0.1:{6379 + offset}/0"),
-            "triton": TritonSettings(
-                http_url=f"127.0.0.1:{8000 + offset}",
-                grpc_url=f"127.0.0.1:{8001 + offset}",
-                model_repository=model_repository,
-            ),
-            "stack": base.stack.model_copy(
-                update={"data_dir": data_dir, "internal_port_offset": offset}
-            ),
-        }
-    )
+    return side_by_side(Settings(), offset, data_dir, model_repository)
 
 
 @pytest.fixture(scope="session")
