@@ -20,6 +20,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger("cbir.ingest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BYTES = 50 * 1024 * 1024
 FLUSH_EVERY = 256
+PARALLEL_PUTS = 8
 _MIME = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
@@ -132,6 +134,7 @@ class Ingestor:
             }
         )
         self._delivered: list[ImageMetadata] = []
+        self.pool = ThreadPoolExecutor(PARALLEL_PUTS)
         self._failed: list[tuple[str, str]] = []
 
     def ingest(
@@ -170,17 +173,19 @@ class Ingestor:
     ) -> None:
         if not batch:
             return
-        ids = {image_id_of(data) for _, data in batch}
-        known = metadata_store.existing_image_ids(conn, ids)
-        sent: set[str] = set()
-        for item, data in batch:
-            image_id = image_id_of(data)
-            if image_id in known or image_id in sent:
+        ids = [image_id_of(data) for _, data in batch]
+        known = metadata_store.existing_image_ids(conn, set(ids))
+        fresh: dict[str, tuple[IngestItem, bytes]] = {}
+        for (item, data), image_id in zip(batch, ids, strict=True):
+            if image_id in known or image_id in fresh:
                 summary.present += 1
                 progress()
-                continue
-            sent.add(image_id)
-            image = self._store(item, data, image_id)
+            else:
+                fresh[image_id] = (item, data)
+        # object puts are network round trips: several at a time, events in the same order
+        stored = self.pool.map(self._store, fresh.items())
+        for image in stored:
+            image_id = image.image_id
             self.producer.produce(
                 self.settings.kafka.images_topic,
                 key=image_id.encode(),
@@ -196,20 +201,22 @@ class Ingestor:
         summary.new += len(self._delivered)
         self._delivered = []
 
-    def _store(self, item: IngestItem, data: bytes, image_id: str) -> ImageMetadata:
+    def _store(self, entry: tuple[str, tuple[IngestItem, bytes]]) -> ImageMetadata:
+        """Put one image's bytes into the bucket; its metadata."""
+        image_id, (item, data) = entry
         content_type, width, height = sniff(data)
         key = object_key_of(image_id)
         bucket = self.settings.minio.bucket
-        if not object_store.exists(self.minio, bucket, key):
-            # the mark tells the bucket-notification bridge that this object's event is sent
-            self.minio.put_object(
-                bucket,
-                key,
-                io.BytesIO(data),
-                len(data),
-                content_type=content_type,
-                metadata={PRODUCER_MARK: image_id},
-            )
+        # content-addressed: putting the same key again writes the same bytes. The mark tells
+        # the bucket-notification bridge that this object's event is sent by us.
+        self.minio.put_object(
+            bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            metadata={PRODUCER_MARK: image_id},
+        )
         return ImageMetadata(
             image_id=image_id,
             bucket=bucket,

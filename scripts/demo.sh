@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # The demo: set up what is missing, start the local stack, serve the shared MobileNet from
-# Triton, check every service, and embed two photos and a file that is not an image.
+# Triton, stream flowers17 through the pipeline, and search with a photo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${CBIR_SHARED_DIR:-../shared}
+cbir=.venv/bin/cbir
 scripts/bootstrap.sh
-.venv/bin/cbir stack up
+$cbir stack up
 # the shared model is your-own-ONNX: RGB, squashed to 224x224, (pixel - 128) / 128
-.venv/bin/cbir model export mobilenet --onnx "$shared/models/mobilenet_v1_embed.onnx" \
+$cbir model export mobilenet --onnx "$shared/models/mobilenet_v1_embed.onnx" \
   --resize squash --scale 0.0078125 --offset -1
-.venv/bin/cbir check
-.venv/bin/cbir model embed mobilenet "$shared/data/flowers17/0/image_0001.jpg" \
-  "$shared/data/flowers17/5/image_0401.jpg" README.md || true  # README.md is rejected, on purpose
+$cbir check
+$cbir ingest "$shared/data/flowers17"           # 1360 photos; a re-run skips what is in
+$cbir process status --wait 600                 # lag, dead letters, what the stores hold
+echo; echo "search with a photo of species 5 (its own copy ranks first, then its kin):"
+$cbir search "$shared/data/flowers17/5/image_0401.jpg" -k 8
 cat <<MSG
 
-The stack is up and serves the model. Try:
-  .venv/bin/cbir stack status          # health, ports, pids, memory
-  .venv/bin/cbir model list            # the models in triton_repo/ and their identities
-  .venv/bin/cbir stack logs triton     # any service's log
-  .venv/bin/cbir stack down            # stop it; the data stays for the next \`up\`
+The pipeline is up. Try:
+  $cbir ingest PHOTOS_FOLDER           # your own images (folder names become tags)
+  $cbir search PHOTO                   # the most similar stored images
+  $cbir stack status                   # health, ports, pids, memory of every service
+  $cbir stack down                     # stop; the data stays for the next \`up\`
 MSG

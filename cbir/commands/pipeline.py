@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ def _process(args: argparse.Namespace) -> int:
         from processors import status
 
         settings = get_settings()
+        topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+        if args.wait:
+            deadline = time.monotonic() + args.wait
+            while any(lag.lag for lag in status.consumer_lag(settings, topics)):
+                if time.monotonic() > deadline:
+                    console.print(f"[red]still behind after {args.wait} s[/]")
+                    break
+                time.sleep(1)
         table = Table("topic", "end offset", "processed", "lag", box=None)
         for lag in status.consumer_lag(
             settings, [settings.kafka.images_topic, settings.kafka.embeddings_topic]
@@ -91,6 +100,13 @@ def register(areas: Any) -> None:
         help="run the worker in the foreground (default), or show its status",
     )
     process.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
+    process.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="with status: first wait (up to SECONDS) until nothing is left",
+    )
     process.set_defaults(run=_process)
 
     search = areas.add_parser("search", help="the stored images most like an image file")
