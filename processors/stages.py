@@ -221,6 +221,18 @@ class IndexStage(Stage):
         self.index = retry_until_done(
             lambda: VectorIndex(settings.milvus, settings.processors), "connect to Milvus"
         )
+        self._connection: Any = None
+
+    def _mysql(self) -> Any:
+        """One connection for the stage's life, opened again after it breaks."""
+        if self._connection is not None:
+            try:
+                self._connection.ping(reconnect=True)
+            except Exception:
+                self._connection = None
+        if self._connection is None:
+            self._connection = metadata_store.open_connection(self.settings.mysql)
+        return self._connection
 
     def process(self, messages: list[SourceMessage]) -> list[Output]:
         outputs: list[Output] = []
@@ -270,11 +282,9 @@ class IndexStage(Stage):
             metadata_store.upsert_indexed(conn, [e.image for e in embeddings], model_id, generation)
 
     def _delete(self, image_ids: list[str]) -> None:
-        with metadata_store.connect(self.settings.mysql) as conn:
-            rows = metadata_store.lookup(conn, image_ids)
+        rows = metadata_store.lookup(self._mysql(), image_ids)
         self.index.delete_everywhere(image_ids)
-        with metadata_store.connect(self.settings.mysql) as conn:
-            metadata_store.delete_images(conn, image_ids)
+        metadata_store.delete_images(self._mysql(), image_ids)
         for image_id in image_ids:
             key = rows[image_id]["object_key"] if image_id in rows else object_key_of(image_id)
             self.minio.remove_object(self.settings.minio.bucket, key)

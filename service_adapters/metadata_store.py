@@ -45,9 +45,9 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 
-@contextmanager
-def connect(settings: MySQLSettings, database: bool = True) -> Iterator[Connection]:
-    conn = pymysql.connect(
+def open_connection(settings: MySQLSettings, database: bool = True) -> Connection:
+    """A connection the caller closes (for long-lived users such as the index stage)."""
+    return pymysql.connect(
         host=settings.host,
         port=settings.port,
         user=settings.user,
@@ -58,6 +58,11 @@ def connect(settings: MySQLSettings, database: bool = True) -> Iterator[Connecti
         charset="utf8mb4",
         init_command="SET time_zone = '+00:00'",  # DATETIME columns hold UTC
     )
+
+
+@contextmanager
+def connect(settings: MySQLSettings, database: bool = True) -> Iterator[Connection]:
+    conn = open_connection(settings, database)
     try:
         yield conn
     finally:

@@ -104,6 +104,7 @@ class VectorIndex:
             alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
         )
         self._collection: Collection | None = None
+        self._ensured: dict[str, Collection] = {}
 
     def ensure(self, model_id: str, dim: int) -> Collection:
         """The model's collection, created, indexed, loaded and aliased if it is new.
@@ -111,6 +112,9 @@ class VectorIndex:
         The alias is only created, never moved, here: switching it is the reindex's job, so
         an index agent of another model can never take over the alias queries use.
         """
+        if model_id in self._ensured:
+            self._collection = self._ensured[model_id]
+            return self._collection
         name = collection_name(self.settings.collection, model_id)
         if not utility.has_collection(name, using=self.alias):
             schema = CollectionSchema(
@@ -133,7 +137,7 @@ class VectorIndex:
             except MilvusException as exc:
                 if "already exist" not in str(exc).lower():
                     raise
-        self._collection = collection
+        self._collection = self._ensured[model_id] = collection
         return collection
 
     def served(self) -> Collection:
