@@ -56,3 +56,12 @@ def write_results(name: str, records: list[dict[str, Any]], extra: dict[str, Any
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def provenance_line(document: dict[str, Any]) -> str:
+    """The first line of every results table: when, where, which code, which command."""
+    machine_ = document["machine"]
+    return (
+        f"Measured {document['date'][:10]} on {machine_['cpu']} ({machine_['cores']} cores),"
+        f" commit {document['commit']}, `{document['command']}`."
+    )

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, provenance_line, write_results
 from cbir.commands.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings
 from embedding_models.export import export_model, image_files
@@ -372,9 +372,7 @@ def print_summary(records: list[dict[str, Any]], quality: list[dict[str, Any]]) 
 def render_markdown(document: dict[str, Any]) -> str:
     """The README's tables, from bench/results/embedding.json."""
     lines = [
-        f"Measured {document['date'][:10]} on {document['machine']['cpu']} "
-        f"({document['machine']['cores']} cores), commit {document['commit']}, "
-        f"`{document['command']}`.",
+        provenance_line(document),
         "",
         "| model | path | input | batch | concurrency | images/s | server CPU-ms/image "
         "| client CPU-ms/image |",

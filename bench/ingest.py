@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, provenance_line, write_results
+from bench.embedding import CpuMeter
 from cbir.commands.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings, side_by_side
 from embedding_models.export import export_model
@@ -92,6 +93,11 @@ def measure(
         unique = len({image_id_of(item.path.read_bytes()) for item in items})
         sample = [item.path.read_bytes() for item in items[: min(len(items), 1000)]]
         alone = triton_alone(settings, model, sample)
+        meters = {
+            svc.name: CpuMeter(svc.process.pid) for svc in launcher.services if svc.process.pid
+        }
+        meters["producer"] = CpuMeter()
+        cpu_before = {name: meter.seconds() for name, meter in meters.items()}
         started = time.perf_counter()
         summary = Ingestor(settings).ingest(items)
         produced = time.perf_counter() - started
@@ -100,6 +106,7 @@ def measure(
                 raise RuntimeError("the pipeline did not index everything within an hour")
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        cpu = {name: round(meter.seconds() - cpu_before[name], 1) for name, meter in meters.items()}
         waits = latencies(settings)
     finally:
         launcher.down()
@@ -116,24 +123,25 @@ def measure(
         "ratio_to_triton": round(rate / alone, 3),
         "latency_p50_s": round(float(np.percentile(waits, 50)), 2),
         "latency_p95_s": round(float(np.percentile(waits, 95)), 2),
+        # where the two cores went, CPU seconds per process tree during the run
+        "cpu_seconds": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
     }
 
 
 def render_markdown(document: dict[str, Any]) -> str:
     lines = [
-        f"Measured {document['date'][:10]} on {document['machine']['cpu']} "
-        f"({document['machine']['cores']} cores), commit {document['commit']}, "
-        f"`{document['command']}`.",
+        provenance_line(document),
         "",
         "| dataset | model | images | end to end, s | images/s | Triton alone, images/s "
-        "| ratio | latency p50, s | latency p95, s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| ratio | latency p50, s | latency p95, s | CPU seconds by process |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in document["records"]:
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['images']} | {r['end_to_end_seconds']} "
             f"| {r['images_per_s']} | {r['triton_alone_images_per_s']} "
-            f"| {r['ratio_to_triton']:.0%} | {r['latency_p50_s']} | {r['latency_p95_s']} |"
+            f"| {r['ratio_to_triton']:.0%} | {r['latency_p50_s']} | {r['latency_p95_s']} "
+            f"| {', '.join(f'{k} {v}' for k, v in r.get('cpu_seconds', {}).items())} |"
         )
     return "\n".join(lines) + "\n"
 

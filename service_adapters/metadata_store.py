@@ -104,21 +104,7 @@ def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
     """A `pending` row per image sent into the pipeline; an existing row is left alone."""
     if not images:
         return
-    rows = [
-        (
-            i.image_id,
-            i.object_key,
-            i.file_name,
-            i.source,
-            i.content_type,
-            i.size_bytes,
-            i.width,
-            i.height,
-            json.dumps(list(i.tags)),
-            _utc(i.uploaded_at),
-        )
-        for i in images
-    ]
+    rows = [_metadata_columns(i) for i in images]
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT IGNORE INTO images (image_id, object_key, file_name, source, content_type,"
@@ -126,6 +112,23 @@ def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)",
             rows,
         )
+
+
+def _metadata_columns(image: ImageMetadata) -> tuple[Any, ...]:
+    """image_id, object_key, file_name, source, content_type, size_bytes, width, height,
+    tags, uploaded_at: the columns both writers fill from an image's metadata."""
+    return (
+        image.image_id,
+        image.object_key,
+        image.file_name,
+        image.source,
+        image.content_type,
+        image.size_bytes,
+        image.width,
+        image.height,
+        json.dumps(list(image.tags)),
+        _utc(image.uploaded_at),
+    )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -139,23 +142,7 @@ def upsert_indexed(
     """Rows of images whose vectors are indexed: INSERT ... ON DUPLICATE KEY UPDATE."""
     if not images:
         return
-    rows = [
-        (
-            i.image_id,
-            i.object_key,
-            i.file_name,
-            i.source,
-            i.content_type,
-            i.size_bytes,
-            i.width,
-            i.height,
-            json.dumps(list(i.tags)),
-            _utc(i.uploaded_at),
-            model_id,
-            generation,
-        )
-        for i in images
-    ]
+    rows = [(*_metadata_columns(i), model_id, generation) for i in images]
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO images (image_id, object_key, file_name, source, content_type,"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,8 +10,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from cbir.settings import Settings
 from producers.ingest import Ingestor, collect, image_id_of, object_key_of
-from schemas.events import EventSerializer, ImageUploaded
+from schemas.events import Event, ImageUploaded
 from service_adapters import metadata_store, object_store
+from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -31,27 +30,17 @@ def end_offsets(settings: Settings) -> int:
     return total
 
 
-def read_events(settings: Settings, expected: int) -> dict[str, ImageUploaded]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"ingest-test-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([settings.kafka.images_topic])
-    events: dict[str, ImageUploaded] = {}
-    deadline = time.monotonic() + 30
-    while len(events) < expected and time.monotonic() < deadline:
-        message = consumer.poll(1.0)
-        if message is None or message.error() is not None:
-            continue
-        event = EventSerializer().loads(message.value())
-        assert isinstance(event, ImageUploaded)
-        assert message.key() == event.image.image_id.encode()
-        events[event.image.image_id] = event
-    consumer.close()
-    return events
+def uploads(settings: Settings, ids: set[str]) -> dict[str, ImageUploaded]:
+    """The ImageUploaded events of these images, checking that each is keyed by its id."""
+
+    def found(events: list[tuple[bytes, Event]]) -> dict[str, ImageUploaded]:
+        return {e.image.image_id: e for _, e in events if isinstance(e, ImageUploaded)}
+
+    events = read_events(settings, settings.kafka.images_topic, lambda evs: ids <= set(found(evs)))
+    for key, event in events:
+        if isinstance(event, ImageUploaded):
+            assert key == event.image.image_id.encode()
+    return found(events)
 
 
 def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path: Path) -> None:
@@ -71,8 +60,8 @@ def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path:
     assert (summary.new, summary.present, summary.rejected) == (11, 0, [])
     assert end_offsets(stack) - before == 11
 
-    events = read_events(stack, expected=11)
     ids = {image_id_of(item.path.read_bytes()) for item in items}
+    events = uploads(stack, ids)
     assert ids <= set(events)
     rose = next(i for i in items if i.path.parent.name == "2")
     image = events[image_id_of(rose.path.read_bytes())].image

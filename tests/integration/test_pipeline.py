@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer
 from PIL import Image
 
 from cbir.settings import Settings
 from local_stack.launcher import Launcher
 from processors.status import consumer_lag
 from producers.ingest import Ingestor, collect, delete_images, image_id_of, object_key_of
-from schemas.events import DeadLetter, EventSerializer
+from schemas.events import DeadLetter, Event
 from service_adapters import metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.vector_index import VectorIndex
+from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -154,25 +154,20 @@ def test_bad_files_land_in_the_dead_letter_topic_with_reasons(
 
 
 def read_dead_letters(settings: Settings, image_ids: set[str]) -> dict[str, DeadLetter]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"dlq-test-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
+    def found(events: list[tuple[bytes, Event]]) -> dict[str, DeadLetter]:
+        return {
+            e.image_id: e
+            for _, e in events
+            if isinstance(e, DeadLetter) and e.image_id in image_ids
         }
+
+    return found(
+        read_events(
+            settings,
+            settings.kafka.dead_letter_topic,
+            lambda events: set(found(events)) == image_ids,
+        )
     )
-    consumer.subscribe([settings.kafka.dead_letter_topic])
-    found: dict[str, DeadLetter] = {}
-    deadline = time.monotonic() + 30
-    while set(found) != image_ids and time.monotonic() < deadline:
-        message = consumer.poll(1.0)
-        if message is None or message.error() is not None:
-            continue
-        letter = EventSerializer().loads(message.value())
-        if isinstance(letter, DeadLetter) and letter.image_id in image_ids:
-            found[letter.image_id] = letter
-    consumer.close()
-    return found
 
 
 def gone_everywhere(settings: Settings, image_id: str) -> bool:
