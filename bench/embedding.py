@@ -77,11 +77,14 @@ def ensure_models(settings: Settings, mobilenet_onnx: Path) -> None:
 class CpuMeter:
     """CPU seconds spent by a process tree (the Triton server and its model stubs) or by us."""
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, pid: int | None = None, children: bool = True) -> None:
         self.process = psutil.Process(pid) if pid else psutil.Process()
+        self.children = children
 
     def seconds(self) -> float:
-        processes = [self.process, *self.process.children(recursive=True)]
+        processes = [self.process]
+        if self.children:
+            processes += self.process.children(recursive=True)
         total = 0.0
         for proc in processes:
             try:

@@ -96,7 +96,8 @@ def measure(
         meters = {
             svc.name: CpuMeter(svc.process.pid) for svc in launcher.services if svc.process.pid
         }
-        meters["producer"] = CpuMeter()
+        # the launcher's servers are children of this process: count this process alone
+        meters["producer"] = CpuMeter(children=False)
         cpu_before = {name: meter.seconds() for name, meter in meters.items()}
         started = time.perf_counter()
         summary = Ingestor(settings).ingest(items)
