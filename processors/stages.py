@@ -142,6 +142,11 @@ class Stage:
         return Output(True, message.key, self.serializer.dumps(letter))
 
 
+def _sendable(outputs: list[Output | None]) -> list[Output]:
+    """The decided outputs, less the superseded ones (no key and no value)."""
+    return [o for o in outputs if o is not None and (o.key is not None or o.value is not None)]
+
+
 class EmbedStage(Stage):
     """images topic -> embeddings topic: fetch the bytes, embed them through Triton."""
 
@@ -158,6 +163,7 @@ class EmbedStage(Stage):
         for index in reversed(range(len(messages))):
             message = messages[index]
             if message.value is None:  # a tombstone: pass it on, compaction needs it downstream
+                deleted_later.add((message.key or b"").decode(errors="replace"))
                 outputs[index] = Output(False, message.key, None)
                 continue
             try:
@@ -178,6 +184,8 @@ class EmbedStage(Stage):
                     message, "decode", f"{type(event).__name__} does not belong on the images topic"
                 )
         uploads.reverse()
+        if not uploads:  # deletes only: no need to wait for Triton
+            return _sendable(outputs)
         identity = retry_until_done(self.embedder.identity, f"ask Triton for {self.embedder.model}")
         fetched = list(self.pool.map(self.fetch, [image for _, image in uploads]))
         ready = [
@@ -196,7 +204,7 @@ class EmbedStage(Stage):
                 event = EmbeddingComputed.of(image, identity.model_id, vector)
                 outputs[index] = Output(False, messages[index].key, self.serializer.dumps(event))
         self.record_failures()
-        return [o for o in outputs if o is not None and (o.key is not None or o.value is not None)]
+        return _sendable(outputs)
 
     def _embed(self, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
