@@ -281,9 +281,10 @@ class IndexStage(Stage):
         return outputs
 
     def _upsert(self, model_id: str, embeddings: list[EmbeddingComputed]) -> None:
-        self.index.ensure(model_id, embeddings[0].dim)
         self.index.upsert(
-            [e.image.image_id for e in embeddings], np.stack([e.vector for e in embeddings])
+            model_id,
+            [e.image.image_id for e in embeddings],
+            np.stack([e.vector for e in embeddings]),
         )
         generation = collection_name(self.settings.milvus.collection, model_id)
         with metadata_store.connect(self.settings.mysql) as conn:

@@ -116,7 +116,7 @@ def collect(
 
 
 class Ingestor:
-    """Sends files into the pipeline; one per run, closed at the end."""
+    """Sends files into the pipeline."""
 
     def __init__(self, settings: Settings, source: str = "cli") -> None:
         self.settings = settings
@@ -134,14 +134,17 @@ class Ingestor:
             }
         )
         self._delivered: list[ImageMetadata] = []
-        self.pool = ThreadPoolExecutor(PARALLEL_PUTS)
         self._failed: list[tuple[str, str]] = []
 
     def ingest(
         self, items: Iterable[IngestItem], progress: Callable[[], Any] = lambda: None
     ) -> IngestSummary:
         summary = IngestSummary()
-        with metadata_store.connect(self.settings.mysql) as conn:
+        # object puts are network round trips: several at a time (the pool lives for one run)
+        with (
+            metadata_store.connect(self.settings.mysql) as conn,
+            ThreadPoolExecutor(PARALLEL_PUTS) as pool,
+        ):
             batch: list[tuple[IngestItem, bytes]] = []
             for item in items:
                 try:
@@ -158,15 +161,16 @@ class Ingestor:
                     continue
                 batch.append((item, data))
                 if len(batch) >= FLUSH_EVERY:
-                    self._send(conn, batch, summary, progress)
+                    self._send(conn, pool, batch, summary, progress)
                     batch = []
-            self._send(conn, batch, summary, progress)
+            self._send(conn, pool, batch, summary, progress)
         summary.rejected.extend(self._failed)
         return summary
 
     def _send(
         self,
         conn: Any,
+        pool: ThreadPoolExecutor,
         batch: list[tuple[IngestItem, bytes]],
         summary: IngestSummary,
         progress: Callable[[], Any],
@@ -182,8 +186,7 @@ class Ingestor:
                 progress()
             else:
                 fresh[image_id] = (item, data)
-        # object puts are network round trips: several at a time, events in the same order
-        stored = self.pool.map(self._store, fresh.items())
+        stored = pool.map(self._store, fresh.items())  # in order: events keep it
         for image in stored:
             image_id = image.image_id
             self.producer.produce(

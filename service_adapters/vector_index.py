@@ -103,7 +103,6 @@ class VectorIndex:
         connections.connect(
             alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
         )
-        self._collection: Collection | None = None
         self._ensured: dict[str, Collection] = {}
 
     def ensure(self, model_id: str, dim: int) -> Collection:
@@ -113,8 +112,7 @@ class VectorIndex:
         an index agent of another model can never take over the alias queries use.
         """
         if model_id in self._ensured:
-            self._collection = self._ensured[model_id]
-            return self._collection
+            return self._ensured[model_id]
         name = collection_name(self.settings.collection, model_id)
         if not utility.has_collection(name, using=self.alias):
             schema = CollectionSchema(
@@ -137,20 +135,17 @@ class VectorIndex:
             except MilvusException as exc:
                 if "already exist" not in str(exc).lower():
                     raise
-        self._collection = self._ensured[model_id] = collection
+        self._ensured[model_id] = collection
         return collection
 
     def served(self) -> Collection:
         """The collection the alias points at (what queries search)."""
         return Collection(self.settings.collection, using=self.alias)
 
-    def upsert(self, image_ids: Sequence[str], vectors: np.ndarray) -> None:
-        assert self._collection is not None, "call ensure() first"
-        self._collection.upsert([list(image_ids), vectors.astype(np.float32).tolist()])
-
-    def delete(self, image_ids: Sequence[str]) -> None:
-        assert self._collection is not None, "call ensure() first"
-        self._collection.delete(f"image_id in {json.dumps(list(image_ids))}")
+    def upsert(self, model_id: str, image_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Write vectors into the model's collection (created on first use)."""
+        collection = self.ensure(model_id, int(vectors.shape[1]))
+        collection.upsert([list(image_ids), vectors.astype(np.float32).tolist()])
 
     def delete_everywhere(self, image_ids: Sequence[str]) -> None:
         """Remove images from every model's collection behind the alias."""
