@@ -179,7 +179,11 @@ class Launcher:
         def stop_one(svc: LocalService) -> None:
             stopped[svc.name] = svc.process.stop(self.settings.stack.stop_timeout_s)
 
-        self._each(stop_one)
+        # the reverse of `up`: applications first, while the servers they talk to are still
+        # there (a Faust worker stopped after Kafka cannot leave its consumer group, and its
+        # ghost member forces a rebalance on the next start when its session expires)
+        self._each(stop_one, [svc for svc in self.services if svc.application])
+        self._each(stop_one, [svc for svc in self.services if not svc.application])
         return stopped
 
     def status(self) -> list[ServiceState]:

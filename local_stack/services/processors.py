@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
@@ -11,6 +12,8 @@ from confluent_kafka.admin import AdminClient
 from cbir.settings import settings_environment
 from local_stack.services.base import LocalService, NotReady, Port
 
+REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
+REBALANCE_GRACE_S = 15.0
 WORKER = ["-m", "processors", "worker", "--loglevel", "info", "--without-web"]
 
 
@@ -37,11 +40,19 @@ class ProcessorsService(LocalService):
         return {**os.environ, **settings_environment(self.settings)}
 
     def probe(self) -> None:
+        """Healthy when the worker is a member of its consumer group and the group is stable.
+        A rebalance is a normal, passing state (a member joined or left): give it a few
+        seconds to settle before calling the worker unhealthy."""
         group = self.settings.processors.app_id
         admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers})
-        try:
-            description = admin.describe_consumer_groups([group])[group].result(timeout=5)
-        except Exception as exc:
-            raise NotReady(f"cannot describe consumer group {group}: {exc}") from exc
-        if description.state != ConsumerGroupState.STABLE or not description.members:
-            raise NotReady(f"consumer group {group} is {description.state.name.lower()}")
+        deadline = time.monotonic() + REBALANCE_GRACE_S
+        while True:
+            try:
+                description = admin.describe_consumer_groups([group])[group].result(timeout=5)
+            except Exception as exc:
+                raise NotReady(f"cannot describe consumer group {group}: {exc}") from exc
+            if description.state == ConsumerGroupState.STABLE and description.members:
+                return
+            if description.state not in REBALANCING or time.monotonic() > deadline:
+                raise NotReady(f"consumer group {group} is {description.state.name.lower()}")
+            time.sleep(0.5)

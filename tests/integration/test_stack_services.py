@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, utility
 
 from cbir.settings import Settings
-from local_stack.launcher import Launcher
+from local_stack.launcher import Launcher, ServiceState
 from service_adapters import kafka_topics, metadata_store, object_store, vector_index
 
 pytestmark = pytest.mark.integration
@@ -22,9 +22,14 @@ pytestmark = pytest.mark.integration
 
 def test_every_service_is_healthy_and_up_again_changes_nothing(launcher: Launcher) -> None:
     before = {s.name: s.pid for s in launcher.status()}
-    assert all(s.health == "healthy" for s in launcher.status()), launcher.status()
+    assert unhealthy(launcher.status()) == {}
     after = {s.name: s.pid for s in launcher.up()}
     assert after == before
+
+
+def unhealthy(states: list[ServiceState]) -> dict[str, str]:
+    """Each service that is not healthy, with its health and why: a short assertion message."""
+    return {s.name: f"{s.health}: {s.detail}" for s in states if s.health != "healthy"}
 
 
 def create_topic(settings: Settings, name: str) -> None:
