@@ -121,6 +121,29 @@ class ProcessorsSettings(BaseModel):
     hnsw_ef: int = Field(default=64, description="HNSW search effort default")
 
 
+class ApiSettings(BaseModel):
+    """The query API and web page (`cbir serve`)."""
+
+    host: str = Field(default="127.0.0.1", description="address the API listens on")
+    port: int = Field(default=8080, description="the API's HTTP port")
+    api_key: SecretStr | None = Field(
+        default=None, description="key for uploads and deletes (X-API-Key); unset: writes refused"
+    )
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="largest upload")
+    max_pixels: int = Field(
+        default=40_000_000, ge=1, description="largest image, width x height (as the model)"
+    )
+    default_k: int = Field(default=10, ge=1, description="results when k is not given")
+    max_k: int = Field(default=100, ge=1, description="largest k a search may ask for")
+    result_cache_ttl_s: int = Field(default=3600, ge=1, description="life of a cached result list")
+    embedding_cache_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="life of a cached query embedding"
+    )
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="Redis socket timeout: past it a query goes uncached"
+    )
+
+
 class StackSettings(BaseModel):
     """The local launcher: where it installs servers and keeps their data."""
 
@@ -155,6 +178,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
+    api: ApiSettings = ApiSettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
@@ -215,6 +239,7 @@ def side_by_side(base: Settings, offset: int, data_dir: Path, model_repository: 
                     "model_repository": model_repository,
                 }
             ),
+            "api": base.api.model_copy(update={"host": "127.0.0.1", "port": 8080 + offset}),
             "stack": base.stack.model_copy(
                 update={"data_dir": data_dir, "internal_port_offset": offset}
             ),

@@ -281,19 +281,18 @@ class IndexStage(Stage):
         return outputs
 
     def _upsert(self, model_id: str, embeddings: list[EmbeddingComputed]) -> None:
-        self.index.upsert(
-            model_id,
-            [e.image.image_id for e in embeddings],
-            np.stack([e.vector for e in embeddings]),
-        )
+        images = [e.image for e in embeddings]
+        written = self.index.upsert(model_id, images, np.stack([e.vector for e in embeddings]))
         generation = collection_name(self.settings.milvus.collection, model_id)
-        with metadata_store.connect(self.settings.mysql) as conn:
-            metadata_store.upsert_indexed(conn, [e.image for e in embeddings], model_id, generation)
+        conn = self._mysql()
+        metadata_store.upsert_indexed(conn, images, model_id, generation)
+        metadata_store.bump_generation(conn, written)
 
     def _delete(self, image_ids: list[str]) -> None:
         rows = metadata_store.lookup(self._mysql(), image_ids)
-        self.index.delete_everywhere(image_ids)
+        written = self.index.delete_everywhere(image_ids)
         metadata_store.delete_images(self._mysql(), image_ids)
+        metadata_store.bump_generation(self._mysql(), written)
         for image_id in image_ids:
             key = rows[image_id]["object_key"] if image_id in rows else object_key_of(image_id)
             self.minio.remove_object(self.settings.minio.bucket, key)

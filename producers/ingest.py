@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BYTES = 50 * 1024 * 1024
 FLUSH_EVERY = 256
 PARALLEL_PUTS = 8
-_MIME = {
+MIME_TYPES = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
     "PNG": "image/png",
@@ -75,7 +75,7 @@ def sniff(data: bytes) -> tuple[str, int, int]:
     """Content type, width and height from the header alone; unknown bytes give zeros."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return _MIME.get(image.format or "", "application/octet-stream"), *image.size
+            return MIME_TYPES.get(image.format or "", "application/octet-stream"), *image.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return "application/octet-stream", 0, 0
 
@@ -166,6 +166,21 @@ class Ingestor:
             self._send(conn, pool, batch, summary, progress)
         summary.rejected.extend(self._failed)
         return summary
+
+    def ingest_bytes(self, entries: Sequence[tuple[IngestItem, bytes]]) -> IngestSummary:
+        """Send images already in memory (uploads to the API): the same path as files."""
+        summary = IngestSummary()
+        with (
+            metadata_store.connect(self.settings.mysql) as conn,
+            ThreadPoolExecutor(PARALLEL_PUTS) as pool,
+        ):
+            self._send(conn, pool, list(entries), summary, lambda: None)
+        summary.rejected.extend(self._failed)
+        self._failed = []
+        return summary
+
+    def close(self) -> None:
+        self.producer.flush(30)
 
     def _send(
         self,

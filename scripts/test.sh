@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# the web page's browser test drives Debian's chromium (installed once, skipped when present)
+.venv/bin/python -c "from local_stack.install import apt_install as a; \
+a('browser test', ['chromium', 'chromium-driver'], ['chromium', 'chromedriver'])"
 echo "[test] ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "[test] mypy"; .venv/bin/mypy .
 echo "[test] pytest"; exec .venv/bin/pytest "$@"

@@ -4,16 +4,19 @@ applied once each and recorded in `schema_migrations`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 from pymysql.connections import Connection
 
 from cbir.settings import MySQLSettings
 from schemas.events import ImageMetadata
+
+T = TypeVar("T")
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -42,6 +45,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS index_state (
+            id TINYINT NOT NULL PRIMARY KEY,
+            generation BIGINT NOT NULL COMMENT 'bumped after every change of the index',
+            milvus_ts BIGINT UNSIGNED NOT NULL DEFAULT 0
+                COMMENT 'Milvus timestamp of the last write: searches wait for no more'
+        ) ENGINE=InnoDB
+        """,
+    ),
+    (3, "INSERT IGNORE INTO index_state (id, generation) VALUES (1, 0)"),
 )
 
 
@@ -182,6 +197,82 @@ def lookup(conn: Connection, image_ids: Sequence[str]) -> dict[str, dict[str, An
         placeholders = ", ".join(["%s"] * len(image_ids))
         cur.execute(f"SELECT * FROM images WHERE image_id IN ({placeholders})", list(image_ids))
         return {row["image_id"]: row for row in cur.fetchall()}
+
+
+def bump_generation(conn: Connection, milvus_ts: int) -> None:
+    """Record that the index changed, after the change is written, with the Milvus timestamp
+    of the write. Cached search results are keyed by the generation, so none from before a
+    change is served after it; and a search made after reading the generation asks Milvus
+    to include writes up to `milvus_ts` (cheap, where 'Strong' consistency waits ~200 ms)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE index_state SET generation = generation + 1,"
+            " milvus_ts = GREATEST(milvus_ts, %s) WHERE id = 1",
+            (milvus_ts,),
+        )
+
+
+def index_generation(conn: Connection) -> tuple[int, int]:
+    """The generation and the Milvus timestamp its searches must include."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT generation, milvus_ts FROM index_state WHERE id = 1")
+        row = cur.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def recent(
+    conn: Connection, limit: int, offset: int = 0, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows newest first (for browsing), optionally of one status."""
+    where, params = ("WHERE status = %s", [status]) if status else ("", [])
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(
+            f"SELECT * FROM images {where} ORDER BY uploaded_at DESC, image_id LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return list(cur.fetchall())
+
+
+class ConnectionPool:
+    """A few connections shared by the threads of a server: one per request is 1-2 ms of
+    handshake on loopback, a pooled one is free. A connection that broke is replaced."""
+
+    def __init__(self, settings: MySQLSettings, size: int = 8) -> None:
+        self.settings = settings
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue(maxsize=size)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = open_connection(self.settings)
+        try:
+            yield conn
+        except pymysql.err.OperationalError:
+            conn.close()  # broken: not returned to the pool
+            raise
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def run(self, action: Callable[[Connection], T]) -> T:
+        """`action` on a pooled connection, retried once on a fresh one if the pooled one
+        had gone away (the server restarted, or closed it for idleness)."""
+        try:
+            with self.connection() as conn:
+                return action(conn)
+        except pymysql.err.OperationalError:
+            with self.connection() as conn:
+                return action(conn)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 def status_counts(conn: Connection) -> dict[str, int]:

@@ -27,6 +27,7 @@ with warnings.catch_warnings():
     )
 
 from cbir.settings import MilvusSettings, ProcessorsSettings
+from schemas.events import ImageMetadata
 
 
 @contextmanager
@@ -63,6 +64,50 @@ class Hit:
     score: float
 
 
+# the scalar fields beside each vector, so that a filtered search filters inside Milvus
+# (before the top k is cut, not after); tags beyond these bounds are cut when indexed
+MAX_TAGS = 64
+MAX_TAG_LENGTH = 128
+MAX_SOURCE_LENGTH = 255
+FIELDS = ("image_id", "source", "uploaded_at", "tags", "embedding")
+
+
+def collection_schema(model_id: str, dim: int) -> CollectionSchema:
+    return CollectionSchema(
+        [
+            FieldSchema("image_id", DataType.VARCHAR, is_primary=True, max_length=64),
+            FieldSchema("source", DataType.VARCHAR, max_length=MAX_SOURCE_LENGTH),
+            FieldSchema("uploaded_at", DataType.INT64, description="epoch milliseconds, UTC"),
+            FieldSchema(
+                "tags",
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_TAGS,
+                max_length=MAX_TAG_LENGTH,
+            ),
+            FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=dim),
+        ],
+        description=model_id,
+    )
+
+
+def scalar_columns(images: Sequence[ImageMetadata]) -> list[list[Any]]:
+    """source, uploaded_at (epoch ms) and tags columns of these images, within the bounds."""
+    return [
+        [i.source[:MAX_SOURCE_LENGTH] for i in images],
+        [int(i.uploaded_at.timestamp() * 1000) for i in images],
+        [[t[:MAX_TAG_LENGTH] for t in i.tags[:MAX_TAGS]] for i in images],
+    ]
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the alias points at: the physical collection and the model of its vectors."""
+
+    collection: str
+    model_id: str
+
+
 def collection_name(alias: str, model_id: str) -> str:
     """The physical collection of one model behind the alias (names allow [A-Za-z0-9_])."""
     name, version, _dim, _pooling, fingerprint = model_id.split(":")
@@ -93,6 +138,14 @@ def search_params(
     return {"metric_type": settings.metric_type, "params": params}
 
 
+def consistency(guarantee_ts: int | None) -> dict[str, Any]:
+    """Search arguments that see every write up to a Milvus timestamp ('Strong' when None:
+    Milvus then waits for its next time tick, ~200 ms)."""
+    if guarantee_ts is None:
+        return {"consistency_level": "Strong"}
+    return {"consistency_level": "Customized", "guarantee_timestamp": max(guarantee_ts, 1)}
+
+
 class VectorIndex:
     """The collection of one model, reached through the alias queries use."""
 
@@ -115,18 +168,18 @@ class VectorIndex:
             return self._ensured[model_id]
         name = collection_name(self.settings.collection, model_id)
         if not utility.has_collection(name, using=self.alias):
-            schema = CollectionSchema(
-                [
-                    FieldSchema("image_id", DataType.VARCHAR, is_primary=True, max_length=64),
-                    FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=dim),
-                ],
-                description=model_id,
-            )
-            collection = Collection(name, schema, using=self.alias)
+            collection = Collection(name, collection_schema(model_id, dim), using=self.alias)
             collection.create_index("embedding", index_params(self.settings, self.processors))
         collection = Collection(name, using=self.alias)
         if collection.description != model_id:
             raise ValueError(f"collection {name} holds {collection.description!r}, not {model_id}")
+        missing = set(FIELDS) - {f.name for f in collection.schema.fields}
+        if missing:
+            raise ValueError(
+                f"collection {name} was made by an older version without the fields "
+                f"{sorted(missing)}: rebuild it from the log (drop it and replay the "
+                "embeddings topic)"
+            )
         collection.load()
         aliases = utility.list_aliases(name, using=self.alias)
         if self.settings.collection not in aliases:
@@ -142,25 +195,74 @@ class VectorIndex:
         """The collection the alias points at (what queries search)."""
         return Collection(self.settings.collection, using=self.alias)
 
-    def upsert(self, model_id: str, image_ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Write vectors into the model's collection (created on first use)."""
-        collection = self.ensure(model_id, int(vectors.shape[1]))
-        collection.upsert([list(image_ids), vectors.astype(np.float32).tolist()])
+    def served_model(self) -> Served:
+        collection = self.served()
+        return Served(str(collection.describe()["collection_name"]), collection.description)
 
-    def delete_everywhere(self, image_ids: Sequence[str]) -> None:
-        """Remove images from every model's collection behind the alias."""
+    def upsert(self, model_id: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
+        """Write vectors, with the fields filters use, into the model's collection (created
+        on first use); the Milvus timestamp of the write."""
+        collection = self.ensure(model_id, int(vectors.shape[1]))
+        result = collection.upsert(
+            [
+                [i.image_id for i in images],
+                *scalar_columns(images),
+                vectors.astype(np.float32).tolist(),
+            ]
+        )
+        return int(result.timestamp)
+
+    def vectors_of(
+        self,
+        image_ids: Sequence[str],
+        collection: str | None = None,
+        guarantee_ts: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The stored vectors of these images in the served collection (or a named one);
+        an image without one is not indexed there."""
+        if not image_ids:
+            return {}
+        target = Collection(collection, using=self.alias) if collection else self.served()
+        rows = target.query(
+            f"image_id in {json.dumps(list(image_ids))}",
+            output_fields=["embedding"],
+            **consistency(guarantee_ts),
+        )
+        return {
+            str(row["image_id"]): np.asarray(row["embedding"], dtype=np.float32) for row in rows
+        }
+
+    def delete_everywhere(self, image_ids: Sequence[str]) -> int:
+        """Remove images from every model's collection behind the alias; the Milvus
+        timestamp of the last delete."""
         expression = f"image_id in {json.dumps(list(image_ids))}"
+        timestamp = 0
         for name in utility.list_collections(using=self.alias):
             if name.startswith(f"{self.settings.collection}__"):
-                Collection(name, using=self.alias).delete(expression)
+                result = Collection(name, using=self.alias).delete(expression)
+                timestamp = max(timestamp, int(result.timestamp))
+        return timestamp
 
-    def search(self, vectors: np.ndarray, k: int, effort: int | None = None) -> list[list[Hit]]:
-        results = self.served().search(
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        effort: int | None = None,
+        expression: str | None = None,
+        collection: str | None = None,
+        guarantee_ts: int | None = None,
+    ) -> list[list[Hit]]:
+        """The k nearest of each vector in the served collection (or a named one), among
+        the entities the boolean `expression` admits, seeing every write up to
+        `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
+        target = Collection(collection, using=self.alias) if collection else self.served()
+        results = target.search(
             vectors.astype(np.float32).tolist(),
             "embedding",
             search_params(self.settings, self.processors, effort),
             limit=k,
-            consistency_level="Strong",
+            expr=expression or None,
+            **consistency(guarantee_ts),
         )
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 

@@ -8,6 +8,7 @@ from local_stack.services.mariadb import MariaDBService
 from local_stack.services.milvus import MilvusService
 from local_stack.services.minio import MinioService
 from local_stack.services.processors import ProcessorsService
+from local_stack.services.query_api import QueryApiService
 from local_stack.services.redis import RedisService
 from local_stack.services.triton import TritonService
 
@@ -19,6 +20,7 @@ ALL_SERVICES: tuple[type[LocalService], ...] = (
     MilvusService,
     TritonService,
     ProcessorsService,
+    QueryApiService,
 )
 
 __all__ = ["ALL_SERVICES", "LocalService"]

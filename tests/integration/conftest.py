@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from cbir.settings import Settings, side_by_side
 from embedding_models.shared_mobilenet import export_shared_mobilenet
@@ -20,13 +21,16 @@ from service_adapters.embedder import TritonEmbedder
 # highest internal port is 53100)
 TEST_PORT_OFFSET = int(os.environ.get("CBIR_TEST_PORT_OFFSET", "10000"))
 HERE = Path(__file__).parent
+TEST_API_KEY = "test-key"
 
 
 def stack_settings(
     data_dir: Path, model_repository: Path, offset: int = TEST_PORT_OFFSET
 ) -> Settings:
     """This environment's settings (stack home included) with every port moved by `offset`."""
-    return side_by_side(Settings(), offset, data_dir, model_repository)
+    moved = side_by_side(Settings(), offset, data_dir, model_repository)
+    api = moved.api.model_copy(update={"api_key": SecretStr(TEST_API_KEY)})
+    return moved.model_copy(update={"api": api})
 
 
 @pytest.fixture(scope="session")

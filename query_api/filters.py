@@ -1,0 +1,107 @@
+"""Search filters: validated values, and a Milvus boolean expression built from a whitelist of
+fields and operators (pure: no I/O).
+
+User text never becomes expression syntax: every value is checked (length, no control
+characters) and then written as a quoted literal by a JSON encoder, so a value such as
+`x" or image_id != "` stays one plain string that matches no tag.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service_adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
+
+MAX_VALUES = 32
+TagMode = Literal["any", "all"]
+
+
+class FilterError(ValueError):
+    """A filter a search cannot take; the message says which and why."""
+
+
+def _text(field: str, value: str, limit: int) -> str:
+    if not value or len(value) > limit:
+        raise FilterError(f"{field}: each value must be 1 to {limit} characters, got {value!r}")
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise FilterError(f"{field}: control characters are not allowed in {value!r}")
+    return value
+
+
+def _literal(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a time without zone is UTC, as stored
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What results may be: images with any (or all) of `tags`, from one of `sources`,
+    uploaded in [uploaded_after, uploaded_before)."""
+
+    tags: tuple[str, ...] = ()
+    tag_mode: TagMode = "any"
+    sources: tuple[str, ...] = ()
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        tags: list[str] | None = None,
+        tag_mode: str = "any",
+        sources: list[str] | None = None,
+        uploaded_after: datetime | None = None,
+        uploaded_before: datetime | None = None,
+    ) -> SearchFilters:
+        tags, sources = list(tags or []), list(sources or [])
+        if tag_mode not in ("any", "all"):
+            raise FilterError(f"tag_mode must be 'any' or 'all', got {tag_mode!r}")
+        for field, values in (("tag", tags), ("source", sources)):
+            if len(values) > MAX_VALUES:
+                raise FilterError(f"{field}: at most {MAX_VALUES} values, got {len(values)}")
+        if (
+            uploaded_after
+            and uploaded_before
+            and _epoch_ms(uploaded_after) >= _epoch_ms(uploaded_before)
+        ):
+            raise FilterError("uploaded_after must be earlier than uploaded_before")
+        return cls(
+            tags=tuple(sorted({_text("tag", t, MAX_TAG_LENGTH) for t in tags})),
+            tag_mode="all" if tag_mode == "all" else "any",
+            sources=tuple(sorted({_text("source", s, MAX_SOURCE_LENGTH) for s in sources})),
+            uploaded_after=uploaded_after,
+            uploaded_before=uploaded_before,
+        )
+
+    def expression(self) -> str:
+        """The Milvus boolean expression ('' when nothing is filtered)."""
+        parts = []
+        if self.tags:
+            operator = "array_contains_all" if self.tag_mode == "all" else "array_contains_any"
+            parts.append(f"{operator}(tags, [{', '.join(_literal(t) for t in self.tags)}])")
+        if self.sources:
+            parts.append(f"source in [{', '.join(_literal(s) for s in self.sources)}]")
+        if self.uploaded_after is not None:
+            parts.append(f"uploaded_at >= {_epoch_ms(self.uploaded_after)}")
+        if self.uploaded_before is not None:
+            parts.append(f"uploaded_at < {_epoch_ms(self.uploaded_before)}")
+        return " and ".join(parts)
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-able form for cache keys: equal filters give equal forms."""
+        return {
+            "tags": list(self.tags),
+            "tag_mode": self.tag_mode if self.tags else "any",
+            "sources": list(self.sources),
+            "after": _epoch_ms(self.uploaded_after) if self.uploaded_after else None,
+            "before": _epoch_ms(self.uploaded_before) if self.uploaded_before else None,
+        }

@@ -1,0 +1,71 @@
+"""What an uploaded file is, judged from its bytes (pure: no I/O). The Content-Type a client
+sends is never trusted: the bytes are parsed, header only, before anything else happens."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from producers.ingest import MIME_TYPES
+
+
+class UploadError(ValueError):
+    """An upload refused: HTTP status, a short code, and a message that says what to do."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    content_type: str
+    width: int
+    height: int
+
+
+def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
+    if not data:
+        raise UploadError(400, "empty_upload", "the uploaded file is empty: send an image file")
+    if len(data) > max_bytes:
+        raise UploadError(
+            413,
+            "too_large",
+            f"the upload is {len(data)} bytes, over the {max_bytes}-byte limit: "
+            "send a smaller image (or raise CBIR_API__MAX_UPLOAD_BYTES)",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                kind, (width, height) = image.format or "", image.size
+    except Image.DecompressionBombError:
+        kind, width, height = "", max_pixels, max_pixels  # refused below by its size
+    except UnidentifiedImageError as exc:
+        raise UploadError(
+            415,
+            "not_an_image",
+            "the bytes are not an image this service reads: send JPEG, PNG, WebP, BMP or GIF",
+        ) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UploadError(
+            415, "unreadable_image", f"the image's header cannot be read ({exc}): send it again"
+        ) from exc
+    if width * height > max_pixels:
+        raise UploadError(
+            413,
+            "too_many_pixels",
+            f"the image is {width}x{height} pixels, over the {max_pixels}-pixel limit "
+            "(a guard against decompression bombs): send a smaller image",
+        )
+    if kind not in MIME_TYPES:
+        raise UploadError(
+            415,
+            "unsupported_format",
+            f"{kind or 'this'} images are not supported: send JPEG, PNG, WebP, BMP or GIF",
+        )
+    return ImageInfo(MIME_TYPES[kind], width, height)

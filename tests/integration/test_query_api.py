@@ -1,0 +1,206 @@
+"""The query API on the real stack, through HTTP to the server the launcher started: search,
+more like this, the Redis cache and its invalidation, filters, and every kind of bad request."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from local_stack.launcher import Launcher
+from producers.ingest import Ingestor, collect, image_id_of
+from tests.integration.conftest import TEST_API_KEY
+from tests.integration.test_pipeline import indexed, unique_png, wait_for
+
+pytestmark = pytest.mark.integration
+CLASSES = ("0", "5", "12")  # three flowers17 species, 240 images, tagged with their folder
+
+
+@pytest.fixture(scope="module")
+def indexed_flowers(launcher: Launcher, mobilenet_served: Path, shared_dir: Path) -> list[Path]:
+    settings = launcher.settings
+    folder = shared_dir / "data" / "flowers17"
+    items = [item for item in collect([str(folder)]) if item.path.parent.name in CLASSES]
+    Ingestor(settings).ingest(items)
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    wait_for(lambda: indexed(settings, ids) == len(ids), 180, "three species to be indexed")
+    return [item.path for item in items]
+
+
+@pytest.fixture(scope="module")
+def client(launcher: Launcher, indexed_flowers: list[Path]) -> Iterator[httpx.Client]:
+    api = launcher.settings.api
+    with httpx.Client(base_url=f"http://{api.host}:{api.port}", timeout=60) as http:
+        yield http
+
+
+def search(client: httpx.Client, data: bytes, **form: object) -> httpx.Response:
+    return client.post("/search", files={"image": ("query.jpg", data)}, data=form)
+
+
+def ids_of(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["image_id"] for r in response.json()["results"]]
+
+
+def fresh_photo(photo: Path) -> bytes:
+    """The photo with one pixel changed: new bytes, so nothing about it is cached yet."""
+    with Image.open(photo) as image:
+        rgb = image.convert("RGB")
+    rgb.putpixel((0, 0), tuple(random.randrange(256) for _ in range(3)))
+    out = io.BytesIO()
+    rgb.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_stored_image_finds_itself_first_and_more_like_this_agrees(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    for photo in random.Random(5).sample(indexed_flowers, 5):
+        data = photo.read_bytes()
+        by_image = search(client, data, k=10)
+        assert ids_of(by_image)[0] == image_id_of(data)
+        first = by_image.json()["results"][0]
+        assert first["tags"] == [photo.parent.name] and first["url"].endswith("/content")
+        by_id = client.get(f"/images/{image_id_of(data)}/similar", params={"k": 10})
+        assert ids_of(by_id) == ids_of(by_image)
+        scores = [r["score"] for r in by_id.json()["results"]]
+        assert scores == pytest.approx([r["score"] for r in by_image.json()["results"]], abs=1e-4)
+        image = client.get(first["url"])
+        assert image.status_code == 200 and image.content == data
+
+
+def test_a_repeated_query_comes_from_redis_and_is_identical(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    data = fresh_photo(indexed_flowers[3])
+    first = search(client, data, k=8)
+    assert (first.headers["x-cache"], first.headers["x-embedding-cache"]) == ("miss", "miss")
+    second = search(client, data, k=8)
+    assert second.headers["x-cache"] == "hit"
+    assert second.json()["results"] == first.json()["results"]
+    # a fresh result list, but the embedding of these bytes is not computed again
+    again = client.post(
+        "/search",
+        files={"image": ("q.png", data)},
+        data={"k": 8},
+        headers={"Cache-Control": "no-cache"},
+    )
+    assert (again.headers["x-cache"], again.headers["x-embedding-cache"]) == ("bypass", "hit")
+    assert ids_of(again) == ids_of(first)
+    metrics = client.get("/metrics").text
+    assert 'cbir_api_cache_lookups_total{cache="result",outcome="hit"}' in metrics
+    assert 'cbir_api_dependency_seconds_count{dependency="triton",operation="embed"}' in metrics
+
+
+def status_of(client: httpx.Client, image_id: str) -> str:
+    response = client.get(f"/images/{image_id}")
+    return "gone" if response.status_code == 404 else str(response.json()["status"])
+
+
+def test_an_upload_or_a_delete_is_never_answered_from_the_cache(client: httpx.Client) -> None:
+    data = unique_png(random.randrange(10**9))
+    image_id = image_id_of(data)
+    before = search(client, data, k=5)
+    assert image_id not in ids_of(before)
+    assert search(client, data, k=5).headers["x-cache"] == "hit"
+
+    accepted = client.post(
+        "/images",
+        files={"image": ("new.png", data, "image/png")},
+        data={"tag": ["uploaded"]},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status_url"] == f"/images/{image_id}"
+    wait_for(lambda: status_of(client, image_id) == "indexed", 60, "the upload to be indexed")
+    after_upload = search(client, data, k=5)
+    assert after_upload.headers["x-cache"] == "miss"
+    assert ids_of(after_upload)[0] == image_id
+    assert after_upload.json()["results"][0]["source"] == "api"
+
+    deleted = client.delete(f"/images/{image_id}", headers={"X-API-Key": TEST_API_KEY})
+    assert deleted.status_code == 202, deleted.text
+    wait_for(lambda: status_of(client, image_id) == "gone", 60, "the delete to go through")
+    after_delete = search(client, data, k=5)
+    assert after_delete.headers["x-cache"] == "miss"
+    assert image_id not in ids_of(after_delete)
+
+
+def test_filters_keep_only_matching_results_and_hostile_values_stay_plain(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    data = indexed_flowers[0].read_bytes()  # species 0
+    found = search(client, data, k=20, tag="5").json()["results"]
+    assert found and all("5" in r["tags"] for r in found)
+    mixed = search(client, data, k=30, tag=["5", "12"]).json()["results"]
+    assert {t for r in mixed for t in r["tags"]} <= {"5", "12"}
+    assert len({t for r in mixed for t in r["tags"]}) == 2
+    assert ids_of(search(client, data, k=5, source="nowhere")) == []
+    assert ids_of(search(client, data, k=5, uploaded_after="2999-01-01T00:00:00Z")) == []
+    assert ids_of(search(client, data, k=5, source="cli"))  # the producer's source
+    hostile = search(client, data, k=5, tag='0" ]) or image_id != "')
+    assert ids_of(hostile) == []  # one odd tag that no image has, not an expression
+    refused = search(client, data, k=5, tag="bad\x00tag")
+    assert refused.status_code == 422 and refused.json()["error"] == "invalid_filter"
+
+
+def test_bad_requests_get_a_clear_4xx_in_json(
+    client: httpx.Client, indexed_flowers: list[Path], launcher: Launcher
+) -> None:
+    photo = indexed_flowers[0].read_bytes()
+    api = launcher.settings.api
+
+    def expect(response: httpx.Response, status: int, code: str) -> None:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["error"] == code and len(body["detail"]) > 20, body
+
+    huge = b"\xff\xd8\xff" + bytes(api.max_upload_bytes + 200_000)
+    expect(search(client, huge), 413, "too_large")
+    expect(search(client, b"just some text, not a picture\n" * 20), 415, "not_an_image")
+    expect(search(client, b""), 400, "empty_upload")
+    expect(client.post("/search", data={"k": 3}), 422, "invalid_request")
+    expect(search(client, photo, k=1000), 422, "invalid_k")
+    expect(client.get("/images/not-an-id"), 422, "invalid_id")
+    expect(client.get(f"/images/{'0' * 64}"), 404, "unknown_image")
+    expect(client.get(f"/images/{'0' * 64}/similar"), 404, "unknown_image")
+    upload = {"files": {"image": ("a.jpg", photo)}}
+    expect(client.post("/images", **upload), 401, "unauthorized")  # type: ignore[arg-type]
+    expect(
+        client.post("/images", headers={"X-API-Key": "wrong"}, **upload),  # type: ignore[arg-type]
+        403,
+        "forbidden",
+    )
+    expect(client.delete(f"/images/{image_id_of(photo)}"), 401, "unauthorized")
+    assert status_of(client, image_id_of(photo)) == "indexed"  # nothing was deleted
+
+
+def test_redis_down_the_api_answers_uncached_and_says_degraded(
+    client: httpx.Client, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    redis = launcher.service("redis")
+    data = fresh_photo(indexed_flowers[7])
+    assert client.get("/health/ready").json()["status"] == "ready"
+    redis.process.stop(launcher.settings.stack.stop_timeout_s)
+    try:
+        started = time.monotonic()
+        for _ in range(2):
+            down = search(client, data, k=5)
+            assert down.status_code == 200 and down.headers["x-cache"] == "miss"
+        assert time.monotonic() - started < 10
+        assert ids_of(down)[0] == image_id_of(indexed_flowers[7].read_bytes())
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert not ready.json()["dependencies"]["redis"]["ok"]
+    finally:
+        launcher.up()  # starts Redis again (and only Redis)
+    assert client.get("/health/ready").json()["status"] == "ready"
+    search(client, data, k=5)
+    assert search(client, data, k=5).headers["x-cache"] == "hit"
