@@ -15,13 +15,16 @@ from pydantic import SecretStr
 from cbir.settings import Settings, side_by_side
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
+from producers.ingest import Ingestor, collect, image_id_of
 from service_adapters.embedder import TritonEmbedder
+from tests.integration.helpers import indexed, wait_for
 
 # another offset lets a second suite run beside one already running (at most 12435: Milvus's
 # highest internal port is 53100)
 TEST_PORT_OFFSET = int(os.environ.get("CBIR_TEST_PORT_OFFSET", "10000"))
 HERE = Path(__file__).parent
 TEST_API_KEY = "test-key"
+FLOWER_CLASSES = ("0", "5", "12")  # three flowers17 species, 240 images, tagged by folder
 
 
 def stack_settings(
@@ -74,3 +77,15 @@ def mobilenet_served(launcher: Launcher, mobilenet_onnx: Path) -> Path:
     )
     TritonEmbedder(settings.triton, settings.processors.model, protocol="http").load()
     return settings.triton.model_repository / settings.processors.model / "1"
+
+
+@pytest.fixture(scope="session")
+def indexed_flowers(launcher: Launcher, mobilenet_served: Path, shared_dir: Path) -> list[Path]:
+    """Three species of flowers17 ingested through the pipeline and indexed."""
+    settings = launcher.settings
+    folder = shared_dir / "data" / "flowers17"
+    items = [item for item in collect([str(folder)]) if item.path.parent.name in FLOWER_CLASSES]
+    Ingestor(settings).ingest(items)
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    wait_for(lambda: indexed(settings, ids) == len(ids), 180, "three species to be indexed")
+    return [item.path for item in items]

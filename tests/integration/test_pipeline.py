@@ -10,7 +10,6 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,10 @@ from local_stack.launcher import Launcher
 from processors.status import consumer_lag
 from producers.ingest import Ingestor, collect, delete_images, image_id_of, object_key_of
 from schemas.events import DeadLetter, Event
-from service_adapters import metadata_store, object_store
+from service_adapters import object_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.vector_index import VectorIndex
+from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration
@@ -35,24 +35,6 @@ def pipeline(launcher: Launcher, mobilenet_served: Path) -> Settings:
     """A healthy stack whose processors embed with the served MobileNet."""
     assert launcher.service("processors").process.pid is not None
     return launcher.settings
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def rows(settings: Settings, image_ids: set[str]) -> dict[str, dict[str, object]]:
-    with metadata_store.connect(settings.mysql) as conn:
-        return metadata_store.lookup(conn, sorted(image_ids))
-
-
-def indexed(settings: Settings, image_ids: set[str]) -> int:
-    return sum(r["status"] == "indexed" for r in rows(settings, image_ids).values())
 
 
 def vectors_of(settings: Settings, image_ids: set[str]) -> int:

@@ -14,23 +14,11 @@ import pytest
 from PIL import Image
 
 from local_stack.launcher import Launcher
-from producers.ingest import Ingestor, collect, image_id_of
+from producers.ingest import image_id_of
 from tests.integration.conftest import TEST_API_KEY
-from tests.integration.test_pipeline import indexed, unique_png, wait_for
+from tests.integration.test_pipeline import unique_png, wait_for
 
 pytestmark = pytest.mark.integration
-CLASSES = ("0", "5", "12")  # three flowers17 species, 240 images, tagged with their folder
-
-
-@pytest.fixture(scope="module")
-def indexed_flowers(launcher: Launcher, mobilenet_served: Path, shared_dir: Path) -> list[Path]:
-    settings = launcher.settings
-    folder = shared_dir / "data" / "flowers17"
-    items = [item for item in collect([str(folder)]) if item.path.parent.name in CLASSES]
-    Ingestor(settings).ingest(items)
-    ids = {image_id_of(item.path.read_bytes()) for item in items}
-    wait_for(lambda: indexed(settings, ids) == len(ids), 180, "three species to be indexed")
-    return [item.path for item in items]
 
 
 @pytest.fixture(scope="module")

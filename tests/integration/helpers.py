@@ -1,0 +1,27 @@
+"""Waiting for the pipeline, shared by the integration tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cbir.settings import Settings
+from service_adapters import metadata_store
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def rows(settings: Settings, image_ids: set[str]) -> dict[str, dict[str, object]]:
+    with metadata_store.connect(settings.mysql) as conn:
+        return metadata_store.lookup(conn, sorted(image_ids))
+
+
+def indexed(settings: Settings, image_ids: set[str]) -> int:
+    return sum(r["status"] == "indexed" for r in rows(settings, image_ids).values())

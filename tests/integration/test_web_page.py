@@ -1,0 +1,94 @@
+"""The web page in a real browser (Debian's headless chromium through chromium-driver): it
+loads on a phone-sized screen, a search shows results, and clicking a result searches again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from local_stack.launcher import Launcher
+from producers.ingest import image_id_of
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+)
+PHONE = (390, 844)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail(
+            "chromium and chromium-driver are needed: `apt-get install chromium "
+            "chromium-driver` (scripts/test.sh installs them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    # a phone's viewport (a headless window has a minimum width wider than a phone)
+    options.add_experimental_option(
+        "mobileEmulation",
+        {"deviceMetrics": {"width": PHONE[0], "height": PHONE[1], "pixelRatio": 2}},
+    )
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def result_ids(browser: WebDriver) -> list[str]:
+    return [
+        str(card.get_attribute("data-image-id"))
+        for card in browser.find_elements(By.CSS_SELECTOR, "#results .result")
+    ]
+
+
+def test_search_then_click_a_result_to_search_with_it(
+    browser: WebDriver, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    api = launcher.settings.api
+    browser.get(f"http://{api.host}:{api.port}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: len(result_ids(b)) > 0)  # the newest images, to browse
+    viewport, width = browser.execute_script(
+        "return [window.innerWidth, document.documentElement.scrollWidth]"
+    )
+    assert viewport == PHONE[0]
+    assert width <= viewport, "the page scrolls sideways on a phone-sized screen"
+
+    photo = indexed_flowers[10]
+    browser.find_element(By.ID, "query-file").send_keys(str(photo.resolve()))
+    wait.until(lambda b: "results in" in b.find_element(By.ID, "status").text)
+    found = result_ids(browser)
+    assert found[0] == image_id_of(photo.read_bytes())
+    scores = browser.find_elements(By.CSS_SELECTOR, "#results .result .score")
+    assert float(scores[0].text) == pytest.approx(1.0, abs=1e-3)
+
+    clicked = found[3]
+    browser.find_element(
+        By.CSS_SELECTOR, f'#results .result[data-image-id="{clicked}"] img'
+    ).click()
+    wait.until(lambda b: "results like" in b.find_element(By.ID, "status").text)
+    assert result_ids(browser)[0] == clicked
+    screenshots = os.environ.get("CBIR_TEST_SCREENSHOTS")
+    if screenshots:  # to look at the page: CBIR_TEST_SCREENSHOTS=/some/folder
+        browser.save_screenshot(str(Path(screenshots) / "web_page_phone.png"))
