@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -23,9 +24,11 @@ from query_api.metrics import ApiMetrics
 from service_adapters import metadata_store
 from service_adapters.cache import QueryCache
 from service_adapters.embedder import TritonEmbedder
-from service_adapters.vector_index import Served, VectorIndex
+from service_adapters.vector_index import MilvusException, Served, VectorIndex
 
 CacheOutcome = Literal["hit", "miss", "bypass", "none"]
+T = TypeVar("T")
+MILVUS_TIMEOUT_S = 10.0
 
 
 class QueryError(Exception):
@@ -206,7 +209,11 @@ class QueryEngine:
         if cached is not None:
             return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
         with self.metrics.timed("milvus", "get_vector"):
-            stored = self.index.vectors_of([image_id], served.collection, view.milvus_ts)
+            stored = self._milvus(
+                lambda: self.index.vectors_of(
+                    [image_id], served.collection, view.milvus_ts, MILVUS_TIMEOUT_S
+                )
+            )
         if image_id not in stored:
             raise self._not_indexed(image_id)
         results = self._search(stored[image_id], k, filters, effort, view, served)
@@ -218,6 +225,20 @@ class QueryEngine:
             view.generation,
             "miss" if use_result_cache else "bypass",
         )
+
+    @staticmethod
+    def _milvus(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except MilvusException as exc:
+            if "deadline" in str(exc).lower():
+                raise QueryError(
+                    503,
+                    "index_catching_up",
+                    f"Milvus did not answer within {MILVUS_TIMEOUT_S:.0f} s: after a restart it "
+                    "replays its log before searches see every write; retry in a few seconds",
+                ) from exc
+            raise QueryError(503, "milvus_error", f"Milvus refused the search: {exc}") from exc
 
     def _not_indexed(self, image_id: str) -> QueryError:
         row = self.row(image_id)
@@ -254,13 +275,16 @@ class QueryEngine:
         served: Served,
     ) -> list[dict[str, Any]]:
         with self.metrics.timed("milvus", "search"):
-            hits = self.index.search(
-                vector[None, :],
-                k,
-                effort,
-                filters.expression(),
-                collection=served.collection,
-                guarantee_ts=view.milvus_ts,
+            hits = self._milvus(
+                lambda: self.index.search(
+                    vector[None, :],
+                    k,
+                    effort,
+                    filters.expression(),
+                    collection=served.collection,
+                    guarantee_ts=view.milvus_ts,
+                    timeout_s=MILVUS_TIMEOUT_S,
+                )
             )[0]
         ids = [hit.image_id for hit in hits]
         with self.metrics.timed("mysql", "lookup"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 import warnings
@@ -56,6 +57,34 @@ def collections_still_loading(settings: MilvusSettings, timeout_s: float = 10.0)
             for name in names
             if utility.load_state(name, using=alias, timeout=timeout_s).name == "Loading"
         ]
+
+
+def collections_catching_up(settings: MilvusSettings, timeout_s: float = 2.0) -> list[str]:
+    """Loaded collections that cannot answer a strongly consistent query yet. After a
+    restart Milvus replays its write-ahead log before its 'safe time' reaches the present,
+    and until then (tens of seconds here) a search that must see every write waits."""
+    lagging = []
+    # pymilvus logs every timed-out call as an error: here a timeout is the expected answer
+    quiet = logging.getLogger("pymilvus.decorators")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with connection(settings, 10.0) as alias:
+            for name in utility.list_collections(timeout=10.0, using=alias):
+                if utility.load_state(name, using=alias, timeout=10.0).name != "Loaded":
+                    continue
+                try:
+                    Collection(name, using=alias).query(
+                        "",
+                        output_fields=["count(*)"],
+                        consistency_level="Strong",
+                        timeout=timeout_s,
+                    )
+                except MilvusException:
+                    lagging.append(name)
+    finally:
+        quiet.setLevel(level)
+    return lagging
 
 
 @dataclass(frozen=True)
@@ -157,6 +186,7 @@ class VectorIndex:
             alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
         )
         self._ensured: dict[str, Collection] = {}
+        self._handles: dict[str, Collection] = {}
 
     def ensure(self, model_id: str, dim: int) -> Collection:
         """The model's collection, created, indexed, loaded and aliased if it is new.
@@ -191,6 +221,14 @@ class VectorIndex:
         self._ensured[model_id] = collection
         return collection
 
+    def _named(self, name: str) -> Collection:
+        """A physical collection by name; its handle is kept (making one asks Milvus to
+        describe the collection: a round trip per search otherwise)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = Collection(name, using=self.alias)
+        return handle
+
     def served(self) -> Collection:
         """The collection the alias points at (what queries search)."""
         return Collection(self.settings.collection, using=self.alias)
@@ -217,15 +255,17 @@ class VectorIndex:
         image_ids: Sequence[str],
         collection: str | None = None,
         guarantee_ts: int | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, np.ndarray]:
         """The stored vectors of these images in the served collection (or a named one);
         an image without one is not indexed there."""
         if not image_ids:
             return {}
-        target = Collection(collection, using=self.alias) if collection else self.served()
+        target = self._named(collection) if collection else self.served()
         rows = target.query(
             f"image_id in {json.dumps(list(image_ids))}",
             output_fields=["embedding"],
+            timeout=timeout_s,
             **consistency(guarantee_ts),
         )
         return {
@@ -251,17 +291,19 @@ class VectorIndex:
         expression: str | None = None,
         collection: str | None = None,
         guarantee_ts: int | None = None,
+        timeout_s: float | None = None,
     ) -> list[list[Hit]]:
         """The k nearest of each vector in the served collection (or a named one), among
         the entities the boolean `expression` admits, seeing every write up to
         `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
-        target = Collection(collection, using=self.alias) if collection else self.served()
+        target = self._named(collection) if collection else self.served()
         results = target.search(
             vectors.astype(np.float32).tolist(),
             "embedding",
             search_params(self.settings, self.processors, effort),
             limit=k,
             expr=expression or None,
+            timeout=timeout_s,
             **consistency(guarantee_ts),
         )
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]

@@ -26,6 +26,7 @@ from service_adapters import vector_index
 MILVUS_VERSION = "2.3.5"
 METRICS_PORT = 9091
 ETCD_PEER_PORT = 2380
+SESSION_TTL_S = 10
 GRACEFUL_STOP_S = 10
 INTERNAL_PORTS = {
     "etcd_port": 2379,
@@ -144,6 +145,9 @@ class MilvusService(LocalService):
         # standalone server never can; killed after our grace instead, it leaves stale
         # sessions that make the next start refuse to load collections for a while
         config = re.sub(r"(?m)^(  gracefulStopTimeout:)\s*\d+", rf"\1 {GRACEFUL_STOP_S}", config)
+        # a restarted server waits for the session of its previous life to expire before its
+        # time ticks (and so every strongly consistent search) move on: 30 s by default
+        config = re.sub(r"(?m)^(    ttl:)\s*\d+(.*register service)", rf"\1 {SESSION_TTL_S}\2", config)
         config = self._with_etcd_config(config)
         (self.config_dir / "milvus.yaml").write_text(config)
         shutil.copy(self.wheel_dir / "data" / "glog.conf", self.config_dir / "glog.conf")
@@ -188,3 +192,9 @@ class MilvusService(LocalService):
             raise NotReady(f"listing collections failed: {exc}") from exc
         if loading:
             raise NotReady(f"still loading {', '.join(loading)}")
+        try:
+            lagging = vector_index.collections_catching_up(self.settings.milvus)
+        except Exception as exc:
+            raise NotReady(f"querying collections failed: {exc}") from exc
+        if lagging:
+            raise NotReady(f"replaying its log before {', '.join(lagging)} can be searched")

@@ -1,0 +1,283 @@
+"""`cbir bench query`: latency (p50, p95, p99) and throughput of the query API, per scenario
+and concurrency, from a load generator on the same machine (asyncio + httpx, one process).
+
+Per model, a fresh local stack of its own (ports moved by --port-offset) indexes flowers17:
+the shared MobileNet (real weights), and ResNet-50 with random weights (speed only: its
+inference is 4-5 times MobileNet's, which shows what of the API's cost is fixed). The API is
+the launcher's `cbir serve` process. Scenarios:
+- uncached: every request a distinct image, Redis emptied first (embed + search + join);
+- cached embedding: the images' embeddings are in Redis, result lists are recomputed
+  (`Cache-Control: no-cache`): search + join only;
+- cached result: the same requests again: the list comes from Redis;
+- more like this: by stored image id, the list recomputed (no-cache): the stored vector,
+  search and join.
+Triton alone is measured in the same run on the same images and concurrencies (the model's
+own inference time over gRPC), and the targets are: a cached result answers with p50 under
+5 ms; an uncached search at concurrency 1 costs at most the model's time plus 20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+from bench.common import RESULTS, provenance_line, write_results
+from bench.ingest import MODELS, export_models
+from cbir.commands.output import console
+from cbir.settings import PROJECT_ROOT, Settings, get_settings, side_by_side
+from local_stack.launcher import Launcher
+from producers.ingest import Ingestor, collect, image_id_of
+from service_adapters import metadata_store
+from service_adapters.embedder import TritonEmbedder
+
+SCENARIOS = ("uncached", "cached embedding", "cached result", "more like this")
+CONCURRENCY = (1, 4, 16)
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def summary(latencies_s: list[float], wall_s: float, errors: int) -> dict[str, Any]:
+    ms = np.array(latencies_s) * 1000
+    return {
+        "requests": len(latencies_s),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "throughput_per_s": round(len(latencies_s) / wall_s, 1),
+    }
+
+
+async def load(
+    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    count: int,
+    concurrency: int,
+    base_url: str,
+    check: Callable[[httpx.Response], bool],
+) -> dict[str, Any]:
+    """`count` requests, `concurrency` at a time; the latency of each, and the wall time."""
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal next_index, errors
+            while next_index < count:
+                index = next_index
+                next_index += 1
+                started = time.perf_counter()
+                response = await request(client, index)
+                latencies.append(time.perf_counter() - started)
+                errors += not check(response)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return summary(latencies, wall, errors)
+
+
+def triton_alone(settings: Settings, images: list[bytes], concurrency: int) -> dict[str, Any]:
+    """The model's own time: one image per request over gRPC, as the API sends it."""
+    embedder = TritonEmbedder(settings.triton, settings.processors.model)
+    embedder.embed(images[:1])
+    latencies: list[float] = []
+
+    def one(data: bytes) -> None:
+        started = time.perf_counter()
+        embedder.embed([data])
+        latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, images))
+    result = summary(latencies, time.perf_counter() - started, 0)
+    embedder.close()
+    return result
+
+
+def run_scenarios(settings: Settings, images: list[bytes], requests: int) -> list[dict[str, Any]]:
+    base_url = f"http://{settings.api.host}:{settings.api.port}"
+    cache = redis.Redis.from_url(settings.redis.url)
+    ids = [image_id_of(data) for data in images]
+    records: list[dict[str, Any]] = []
+
+    def ok(response: httpx.Response) -> bool:
+        return response.status_code == 200 and bool(response.json()["results"])
+
+    def record(scenario: str, concurrency: int, figures: dict[str, Any]) -> None:
+        records.append({"scenario": scenario, "concurrency": concurrency, **figures})
+        console.print(
+            f"{scenario:>16} c={concurrency:<2} p50 {figures['p50_ms']:7.2f} ms  p95 "
+            f"{figures['p95_ms']:7.2f}  p99 {figures['p99_ms']:7.2f}  "
+            f"{figures['throughput_per_s']:7.1f}/s  errors {figures['errors']}"
+        )
+
+    offset = 0
+    for concurrency in CONCURRENCY:
+        batch = images[offset : offset + requests]  # never queried before in this run
+        batch_ids = ids[offset : offset + requests]
+        offset += requests
+        cache.flushdb()
+
+        def by_image(headers: dict[str, str] | None = None, chosen: list[bytes] = batch) -> Any:
+            async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+                return await client.post(
+                    "/search",
+                    files={"image": ("q.jpg", chosen[i])},
+                    data={"k": 10},
+                    headers=headers,
+                )
+
+            return send
+
+        async def similar(client: httpx.AsyncClient, i: int, chosen: list[str] = batch_ids) -> Any:
+            return await client.get(f"/images/{chosen[i]}/similar?k=10", headers=NO_CACHE)
+
+        count = len(batch)
+        record(
+            "uncached", concurrency, asyncio.run(load(by_image(), count, concurrency, base_url, ok))
+        )
+        record(
+            "cached embedding",
+            concurrency,
+            asyncio.run(load(by_image(NO_CACHE), count, concurrency, base_url, ok)),
+        )
+        asyncio.run(load(by_image(), count, concurrency, base_url, ok))  # fill the result cache
+        record(
+            "cached result",
+            concurrency,
+            asyncio.run(load(by_image(), count, concurrency, base_url, ok)),
+        )
+        record(
+            "more like this",
+            concurrency,
+            asyncio.run(load(similar, count, concurrency, base_url, ok)),
+        )
+        alone = triton_alone(settings, batch, concurrency)
+        record("Triton alone", concurrency, alone)
+    cache.close()
+    return records
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    lines = [
+        provenance_line(document),
+        "",
+        "| model | scenario | concurrency | p50, ms | p95, ms | p99, ms | requests/s | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in document["records"]:
+        lines.append(
+            f"| {r['model']} | {r['scenario']} | {r['concurrency']} | {r['p50_ms']} "
+            f"| {r['p95_ms']} | {r['p99_ms']} | {r['throughput_per_s']} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        "| model | cached result p50, ms (target < 5) | uncached p50, ms "
+        "| Triton alone p50, ms | uncached / Triton (target <= 120%) | overhead, ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in document["targets"]:
+        lines.append(
+            f"| {t['model']} | {t['cached_result_p50_ms']} | {t['uncached_p50_ms']} "
+            f"| {t['triton_p50_ms']} | {t['uncached_over_triton']:.0%} | {t['overhead_ms']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def measure(
+    base: Settings, root: Path, shared: Path, model: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """A fresh stack embedding with `model`, flowers17 indexed, every scenario."""
+    repository = root / "models"
+    export_models(repository, shared, [model])
+    settings = side_by_side(base, args.port_offset, root / "data", repository)
+    settings = settings.model_copy(
+        update={"processors": settings.processors.model_copy(update={"model": model})}
+    )
+    launcher = Launcher(settings)
+    launcher.up()
+    try:
+        items = collect([str(shared / "data" / "flowers17")])
+        Ingestor(settings).ingest(items)
+        images = [item.path.read_bytes() for item in items]
+        unique = len({image_id_of(data) for data in images})
+        console.print(f"{model}: indexing {unique} flowers17 images")
+        deadline = time.monotonic() + 900
+        while True:
+            with metadata_store.connect(settings.mysql) as conn:
+                done = metadata_store.status_counts(conn).get("indexed", 0)
+            if done >= unique:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {unique} images indexed in 15 minutes")
+            time.sleep(1)
+        need = args.requests * len(CONCURRENCY)
+        if need > len(images):
+            raise SystemExit(f"--requests {args.requests} needs {need} distinct images")
+        return [{"model": model, **r} for r in run_scenarios(settings, images, args.requests)]
+    finally:
+        launcher.down()
+
+
+def targets_of(records: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    def find(scenario: str) -> dict[str, Any]:
+        return next(
+            r
+            for r in records
+            if r["model"] == model and r["scenario"] == scenario and r["concurrency"] == 1
+        )
+
+    uncached, alone = find("uncached")["p50_ms"], find("Triton alone")["p50_ms"]
+    return {
+        "model": model,
+        "cached_result_p50_ms": find("cached result")["p50_ms"],
+        "uncached_p50_ms": uncached,
+        "triton_p50_ms": alone,
+        "uncached_over_triton": round(uncached / alone, 3),
+        "overhead_ms": round(uncached - alone, 2),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    base = get_settings()
+    records: list[dict[str, Any]] = []
+    for model in args.models:
+        with tempfile.TemporaryDirectory(prefix="cbir-bench-query-") as scratch:
+            records += measure(base, Path(scratch), args.shared, model, args)
+    targets = [targets_of(records, model) for model in args.models]
+    notes = {"notes": __doc__.strip().splitlines()[2:], "targets": targets, "index": "flowers17"}
+    path = write_results("query", records, notes)
+    (RESULTS / "query.md").write_text(render_markdown(json.loads(path.read_text())))
+    for target in targets:
+        console.print(f"targets: {target}")
+    console.print(f"wrote {path.relative_to(PROJECT_ROOT)} and query.md")
+    return 0
+
+
+def register(actions: Any) -> None:
+    query = actions.add_parser(
+        "query", help="query API latency and throughput", description=__doc__
+    )
+    query.add_argument("--requests", type=int, default=200, help="per scenario and concurrency")
+    query.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    query.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
+    query.add_argument(
+        "--port-offset",
+        type=int,
+        default=11000,
+        help="where the benchmark's own stack listens (default +11000)",
+    )
+    query.set_defaults(run=run)
