@@ -40,6 +40,7 @@ from local_stack.launcher import Launcher
 from producers.ingest import Ingestor, collect, image_id_of
 from service_adapters import metadata_store
 from service_adapters.embedder import TritonEmbedder
+from service_adapters.vector_index import VectorIndex, utility
 
 SCENARIOS = ("uncached", "cached embedding", "cached result", "more like this")
 CONCURRENCY = (1, 4, 16)
@@ -65,7 +66,8 @@ async def load(
     base_url: str,
     check: Callable[[httpx.Response], bool],
 ) -> dict[str, Any]:
-    """`count` requests, `concurrency` at a time; the latency of each, and the wall time."""
+    """`count` requests, `concurrency` at a time; the latency of each, and the wall time.
+    The first `concurrency` requests open the connections and are not counted."""
     latencies: list[float] = []
     errors = 0
     next_index = 0
@@ -82,6 +84,7 @@ async def load(
                 latencies.append(time.perf_counter() - started)
                 errors += not check(response)
 
+        await asyncio.gather(*(client.get("/health/live") for _ in range(concurrency)))
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
@@ -197,6 +200,18 @@ def render_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def settle(settings: Settings) -> None:
+    """Let Milvus finish building the index of what was just ingested (it takes the cores
+    for a while after the last insert), so that the figures measure the API, not the build."""
+    index = VectorIndex(settings.milvus, settings.processors)
+    try:
+        served = index.served_model().collection
+        utility.wait_for_index_building_complete(served, using=index.alias, timeout=600)
+    finally:
+        index.close()
+    time.sleep(5)
+
+
 def measure(
     base: Settings, root: Path, shared: Path, model: str, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -224,6 +239,7 @@ def measure(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done} of {unique} images indexed in 15 minutes")
             time.sleep(1)
+        settle(settings)
         need = args.requests * len(CONCURRENCY)
         if need > len(images):
             raise SystemExit(f"--requests {args.requests} needs {need} distinct images")
