@@ -42,9 +42,11 @@ def commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def write_results(name: str, records: list[dict[str, Any]], extra: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(
+    name: str, records: list[dict[str, Any]], extra: dict[str, Any], folder: Path = RESULTS
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     document = {
         "benchmark": name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

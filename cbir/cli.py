@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cbir.commands import bench, ingest, model, ops, pipeline, serve, stack
+from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, serve, stack
 from cbir.commands.output import errors
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
@@ -19,7 +19,7 @@ from service_adapters.errors import ServiceUnavailable
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbir", description=__doc__)
     areas = parser.add_subparsers(dest="area", required=True)
-    for area in (stack, ops, model, ingest, pipeline, serve, bench):
+    for area in (stack, ops, model, ingest, pipeline, serve, evaluate, bench):
         area.register(areas)
     return parser
 

@@ -42,6 +42,20 @@ class ServiceState:
     detail: str = ""
 
 
+# a server that has just exited may hold its ports a moment longer: the leader of a
+# many-threaded process (Milvus, Go) is reported gone while its other threads still close
+PORT_RELEASE_S = 10.0
+
+
+def wait_until_free(port: int, host: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(port, host):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
 class Launcher:
     def __init__(self, settings: Settings, only: Sequence[str] = ()) -> None:
         self.settings = settings
@@ -132,7 +146,7 @@ class Launcher:
                     f"choose a smaller {port.setting}",
                 )
             host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
-            if not port_is_free(port.number, host):
+            if not wait_until_free(port.number, host, PORT_RELEASE_S):
                 owner = port_owner(port.number) or "another process"
                 raise StackError(
                     svc.name,

@@ -147,7 +147,9 @@ class MilvusService(LocalService):
         config = re.sub(r"(?m)^(  gracefulStopTimeout:)\s*\d+", rf"\1 {GRACEFUL_STOP_S}", config)
         # a restarted server waits for the session of its previous life to expire before its
         # time ticks (and so every strongly consistent search) move on: 30 s by default
-        config = re.sub(r"(?m)^(    ttl:)\s*\d+(.*register service)", rf"\1 {SESSION_TTL_S}\2", config)
+        config = re.sub(
+            r"(?m)^(    ttl:)\s*\d+(.*register service)", rf"\1 {SESSION_TTL_S}\2", config
+        )
         config = self._with_etcd_config(config)
         (self.config_dir / "milvus.yaml").write_text(config)
         shutil.copy(self.wheel_dir / "data" / "glog.conf", self.config_dir / "glog.conf")
