@@ -1,6 +1,6 @@
 """DiskANN (Microsoft's diskannpy) for the ANN benchmark, run by `cbir bench ann` in a venv of
 its own: diskannpy pins numpy 1.25, the project uses 1.26. Needs nothing but numpy and
-diskannpy; reads .npy files, prints one JSON document.
+diskannpy; reads .npy files, writes one JSON document (DiskANN logs on stdout).
 
 Builds a disk index (graph on disk, PQ-compressed vectors in memory for navigation, full
 vectors read from disk to re-rank: the algorithm Milvus's DISKANN index runs) unless the
@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--build-complexity", type=int, default=100)
     parser.add_argument("--pq-budget-ratio", type=float, default=0.125)
     parser.add_argument("--single-queries", type=int, default=200)
+    parser.add_argument("--result", type=Path, required=True, help="where the JSON goes")
     args = parser.parse_args(argv)
 
     threads = os.cpu_count() or 1
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> int:
                 },
             }
         )
-    json.dump(records, sys.stdout)
+    args.result.write_text(json.dumps(records))  # stdout is DiskANN's own log
     return 0
 
 

@@ -7,6 +7,8 @@ scripts/bootstrap.sh
 # the web page's browser test drives Debian's chromium (installed once, skipped when present)
 .venv/bin/python -c "from local_stack.install import apt_install as a; \
 a('browser test', ['chromium', 'chromium-driver'], ['chromium', 'chromedriver'])"
+# the ANN benchmark's DiskANN runs in a venv of its own (diskannpy pins numpy 1.25)
+.venv/bin/cbir bench ann --install-only
 echo "[test] ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "[test] mypy"; .venv/bin/mypy .
 echo "[test] pytest"; exec .venv/bin/pytest "$@"

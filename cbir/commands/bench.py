@@ -6,10 +6,11 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from bench import embedding, ingest, query
+    from bench import ann, embedding, ingest, query
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
     embedding.register(actions)
     ingest.register(actions)
     query.register(actions)
+    ann.register(actions)

@@ -1,0 +1,61 @@
+"""The ANN benchmark end to end at 10K vectors (the full 100K runs only as the benchmark):
+synthetic clustered vectors, exact ground truth, Milvus FLAT and HNSW on the test stack's
+server and DiskANN through diskannpy in its own venv, to JSON, Markdown and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.ann import ann_markdown, ann_plot, clustered_vectors, exact_neighbours, run_benchmark
+from bench.common import write_results
+from local_stack.launcher import Launcher
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_ground_truth_is_exact() -> None:
+    base = clustered_vectors(500, 32, seed=1)
+    queries = clustered_vectors(20, 32, seed=2)
+    truth = exact_neighbours(base, queries, 5)
+    expected = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :5]
+    assert np.array_equal(truth, expected)
+    assert np.allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_benchmark_at_10k_runs_end_to_end_and_flat_is_exact(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    records, extra = run_benchmark(
+        launcher.settings,
+        size=10_000,
+        dim=2048,
+        queries=100,
+        ls=[10, 50],
+        indexes=["FLAT", "HNSW", "diskannpy"],
+        single=30,
+        cache=tmp_path / "cache",
+    )
+    by = {(r["index"], r.get("value")): r for r in records}
+    assert by[("Milvus FLAT", None)]["recall_at_10"] == 1.0
+    assert set(by) >= {("Milvus HNSW", 10), ("Milvus HNSW", 50)}
+    assert set(by) >= {("DiskANN (diskannpy)", 10), ("DiskANN (diskannpy)", 50)}
+    for record in records:
+        assert 0.0 < record["recall_at_10"] <= 1.0
+        assert record["qps_1_thread"] > 0 and record["qps_all_cores"] > 0
+    # a longer search list finds at least as much
+    assert (
+        by[("DiskANN (diskannpy)", 50)]["recall_at_10"]
+        >= by[("DiskANN (diskannpy)", 10)]["recall_at_10"]
+    )
+    assert by[("DiskANN (diskannpy)", 10)]["index_bytes_on_disk"] > 10_000 * 2048 * 4
+
+    path = write_results("ann-smoke", records, extra, tmp_path)
+    document = json.loads(path.read_text())
+    table = ann_markdown(document)
+    assert "| 10 | >= 0.9 |" in table and "Milvus FLAT" in table
+    ann_plot(document, tmp_path / "ann.png")
+    assert (tmp_path / "ann.png").read_bytes()[:4] == b"\x89PNG"
