@@ -30,7 +30,7 @@ def pr_plot(document: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
+    figure, axes = plt.subplots(figsize=(11, 5), dpi=120)
     for r in document["records"]:
         curve = r["pr_curve"]
         label = f"{r['model']} · {r['index']} · {r['rerank']} (mAP {r['mAP']:.3f})"
@@ -41,7 +41,7 @@ def pr_plot(document: dict[str, Any], path: Path) -> None:
     axes.set_ylim(0, 1.02)
     axes.grid(alpha=0.3)
     axes.set_title(f"Precision-recall, leave-one-out ({document['records'][0]['dataset']})")
-    axes.legend(fontsize=7, loc="lower left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

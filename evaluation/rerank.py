@@ -23,8 +23,11 @@ def rescore(
     queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (queries, C) of ids into `vectors`, re-sorted by exact inner product with
-    their query; the re-sorted ids and scores. Ties keep the index's order."""
-    scores = np.einsum("qd,qcd->qc", queries, vectors[candidates])
+    their query; the re-sorted ids and scores. Ties keep the index's order; holes (-1, where
+    the index returned fewer) stay last."""
+    valid = candidates >= 0
+    scores = np.einsum("qd,qcd->qc", queries, vectors[np.where(valid, candidates, 0)])
+    scores = np.where(valid, scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(candidates, order, 1), np.take_along_axis(scores, order, 1)
 

@@ -288,11 +288,7 @@ def evaluate_dataset(
                 if reranking == "none":
                     rankings = first
                 elif reranking == "exact":
-                    safe = np.where(first < 0, 0, first)
-                    reordered, _ = rescore(vectors, safe, vectors)
-                    rankings = (
-                        np.where(first < 0, -1, reordered) if (first < 0).any() else reordered
-                    )
+                    rankings, _ = rescore(vectors, first, vectors)
                 elif reranking == "qe":
                     expanded = alpha_query_expansion(
                         vectors, np.where(first < 0, 0, first), vectors, qe_n, qe_alpha

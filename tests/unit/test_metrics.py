@@ -105,6 +105,8 @@ def test_exact_rescoring_repairs_an_approximate_order() -> None:
     ids, scores = rescore(query, approximate, vectors)
     assert ids.tolist() == [[1, 3, 2]]
     assert np.all(np.diff(scores[0]) <= 0)
+    holes = rescore(query, np.array([[-1, 2, -1, 1]]), vectors)[0]  # the index returned two
+    assert holes.tolist() == [[1, 2, -1, -1]]
 
 
 def test_query_expansion_moves_the_query_towards_its_neighbours() -> None:
@@ -112,7 +114,7 @@ def test_query_expansion_moves_the_query_towards_its_neighbours() -> None:
     query = vectors[:1]
     expanded = alpha_query_expansion(query, np.array([[1, 2]]), vectors, n=1, alpha=3.0)
     assert np.linalg.norm(expanded) == pytest.approx(1.0)
-    assert float(expanded @ vectors[1]) > float(query @ vectors[1])  # closer to the neighbour
-    assert float(expanded @ vectors[2]) == pytest.approx(0.0)  # the second one was not used
+    assert float(expanded[0] @ vectors[1]) > float(query[0] @ vectors[1])  # closer to the neighbour
+    assert float(expanded[0] @ vectors[2]) == pytest.approx(0.0)  # the second one was not used
     untouched = alpha_query_expansion(query, np.array([[2, 1]]), vectors, n=1)  # orthogonal: 0^3
     assert np.allclose(untouched, query)
