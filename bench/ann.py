@@ -208,7 +208,8 @@ def run_milvus(
         collection.load()
         build_seconds = time.perf_counter() - started
         segments = utility.get_query_segment_info(name, using=alias)
-        memory = sum(int(getattr(s, "mem_size", 0)) for s in segments) / 2**20
+        reported = sum(int(getattr(s, "mem_size", 0)) for s in segments) / 2**20
+        memory = reported or None  # the embedded server reports 0: not measured
         records = []
         for value in values:
             params = {swept: value} if swept else {}
@@ -235,7 +236,7 @@ def run_milvus(
                 "build_seconds": round(build_seconds, 1),
                 "insert_seconds": round(inserted, 1),
                 "index_bytes_on_disk": None,  # inside Milvus's storage, not separable here
-                "memory_mib": round(memory, 1),
+                "memory_mib": round(memory, 1) if memory else None,
                 "build_params": build,
             }
             records.append(record)
@@ -442,8 +443,8 @@ def ann_markdown(document: dict[str, Any]) -> str:
         lines.append(
             f"| {r['index']} | {setting} | {r['recall_at_10']} | {r['qps_1_thread']} "
             f"| {r['qps_all_cores']} | {r['latency_p50_ms']} | {r['latency_p99_ms']} "
-            f"| {r.get('build_seconds')} | {round(disk / 2**20, 1) if disk else ''} "
-            f"| {r.get('memory_mib', '')} |"
+            f"| {r.get('build_seconds')} | {round(disk / 2**20, 1) if disk else 'n/a'} "
+            f"| {r.get('memory_mib') or 'n/a'} |"
         )
     for r in document["records"]:
         if "skipped" in r:
