@@ -42,8 +42,9 @@ class ServiceState:
     detail: str = ""
 
 
-# a server that has just exited may hold its ports a moment longer: the leader of a
-# many-threaded process (Milvus, Go) is reported gone while its other threads still close
+# a server that has just exited may hold its ports a moment longer (the leader of a
+# many-threaded process, Milvus in Go, is reported gone while its other threads still close
+# their sockets): `down` waits for them, so that an `up` right after finds them free
 PORT_RELEASE_S = 10.0
 
 
@@ -146,7 +147,7 @@ class Launcher:
                     f"choose a smaller {port.setting}",
                 )
             host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
-            if not wait_until_free(port.number, host, PORT_RELEASE_S):
+            if not port_is_free(port.number, host):
                 owner = port_owner(port.number) or "another process"
                 raise StackError(
                     svc.name,
@@ -192,6 +193,9 @@ class Launcher:
 
         def stop_one(svc: LocalService) -> None:
             stopped[svc.name] = svc.process.stop(self.settings.stack.stop_timeout_s)
+            for port in svc.ports if stopped[svc.name] else []:
+                host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
+                wait_until_free(port.number, host, PORT_RELEASE_S)
 
         # the reverse of `up`: applications first, while the servers they talk to are still
         # there (a Faust worker stopped after Kafka cannot leave its consumer group, and its
