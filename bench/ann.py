@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, provenance_line, write_results
+from bench.common import RESULTS, provenance_line, publish
 from cbir.commands.output import console
 from cbir.settings import Settings, get_settings
 
@@ -162,40 +161,21 @@ def run_milvus(
     single: int,
     threads: int,
 ) -> list[dict[str, Any]]:
-    from service_adapters.vector_index import (
-        Collection,
-        CollectionSchema,
-        DataType,
-        FieldSchema,
-        MilvusException,
-        connections,
-        utility,
-    )
+    from service_adapters.vector_index import MilvusException, ScratchCollection, utility
 
     base = np.load(files["base"], mmap_mode="r")
     queries, truth = np.load(files["queries"]), np.load(files["truth"])
     build, swept, values = milvus_settings(kind, len(base), ls)
-    alias = f"cbir-ann-{uuid.uuid4().hex[:8]}"
-    connections.connect(alias=alias, host=settings.milvus.host, port=str(settings.milvus.port))
-    name = f"ann__{kind.lower()}_{uuid.uuid4().hex[:8]}"
-    schema = CollectionSchema(
-        [
-            FieldSchema("id", DataType.INT64, is_primary=True),
-            FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=int(base.shape[1])),
-        ]
-    )
+    dim = int(base.shape[1])
     if kind == "DISKANN":
-        refused = diskann_refused(alias, int(base.shape[1]))
+        refused = diskann_refused(settings, dim)
         if refused:
-            connections.disconnect(alias)
             return [{"index": "Milvus DISKANN", "skipped": refused}]
-    collection = Collection(name, schema, using=alias)
+    scratch = ScratchCollection(settings.milvus, "ann", dim)
+    collection, name, alias = scratch.collection, scratch.name, scratch.alias
     try:
         started = time.perf_counter()
-        for start in range(0, len(base), 2000):
-            chunk = np.asarray(base[start : start + 2000])
-            collection.insert([list(range(start, start + len(chunk))), chunk.tolist()])
-        collection.flush()
+        scratch.insert(base)
         inserted = time.perf_counter() - started
         started = time.perf_counter()
         try:
@@ -243,47 +223,30 @@ def run_milvus(
             console.print(summary_line(record))
         return records
     finally:
-        utility.drop_collection(name, using=alias)
-        connections.disconnect(alias)
+        scratch.drop()
 
 
-def diskann_refused(alias: str, dim: int, wait_s: float = 90.0) -> str:
+def diskann_refused(settings: Settings, dim: int, wait_s: float = 90.0) -> str:
     """Why this Milvus cannot build a DISKANN index ('' when it can), tried on 2000 vectors
     first: the embedded 2.3.5 server accepts the request, then fails in its index node
     ("bad_function_call") and retries forever, which a wait on the full set would not see."""
-    from service_adapters.vector_index import (
-        Collection,
-        CollectionSchema,
-        DataType,
-        FieldSchema,
-        MilvusException,
-        utility,
-    )
+    from service_adapters.vector_index import MilvusException, ScratchCollection, utility
 
-    name = f"ann__probe_{uuid.uuid4().hex[:8]}"
-    schema = CollectionSchema(
-        [
-            FieldSchema("id", DataType.INT64, is_primary=True),
-            FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=dim),
-        ]
-    )
-    collection = Collection(name, schema, using=alias)
+    scratch = ScratchCollection(settings.milvus, "ann_probe", dim)
     try:
-        vectors = clustered_vectors(2000, dim, seed=0)
-        collection.insert([list(range(len(vectors))), vectors.tolist()])
-        collection.flush()
+        scratch.insert(clustered_vectors(2000, dim, seed=0))
         # asynchronous: pymilvus would otherwise wait as long as Milvus keeps retrying
-        collection.create_index(
+        scratch.collection.create_index(
             "embedding", {"index_type": "DISKANN", "metric_type": "IP", "params": {}}, _async=True
         )
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             time.sleep(2)
             try:
-                progress = utility.index_building_progress(name, using=alias)
+                progress = utility.index_building_progress(scratch.name, using=scratch.alias)
             except MilvusException:
                 continue  # the asynchronous request is not registered yet
-            if progress.get("indexed_rows", 0) >= len(vectors):
+            if progress.get("indexed_rows", 0) >= 2000:
                 return ""
         return (
             f"this Milvus did not build DISKANN on 2000 vectors within {wait_s:.0f} s (the "
@@ -293,7 +256,7 @@ def diskann_refused(alias: str, dim: int, wait_s: float = 90.0) -> str:
     except MilvusException as exc:
         return f"this Milvus refused DISKANN: {exc}"
     finally:
-        utility.drop_collection(name, using=alias)
+        scratch.drop()
 
 
 # -- DiskANN through diskannpy ---------------------------------------------------------------
@@ -497,11 +460,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error[/]: {exc}")
         return 2
     out = args.out or RESULTS
-    path = write_results(args.name, records, extra, out)
-    document = json.loads(path.read_text())
-    (out / f"{args.name}.md").write_text(ann_markdown(document))
+    document = publish(args.name, records, extra, ann_markdown, out)
     ann_plot(document, out / f"{args.name}_recall_qps.png")
-    console.print(f"wrote {path}, {args.name}.md and {args.name}_recall_qps.png")
+    console.print(f"and {args.name}_recall_qps.png")
     return 0
 
 

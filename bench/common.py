@@ -8,9 +8,11 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cbir.commands.output import console
 from cbir.settings import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -45,6 +47,7 @@ def commit() -> str:
 def write_results(
     name: str, records: list[dict[str, Any]], extra: dict[str, Any], folder: Path = RESULTS
 ) -> Path:
+    """`folder/name.json`: the records with when, where, which code and which command."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     document = {
@@ -58,6 +61,32 @@ def write_results(
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def publish(
+    name: str,
+    records: list[dict[str, Any]],
+    extra: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    folder: Path = RESULTS,
+) -> dict[str, Any]:
+    """`name.json` and the `name.md` table made from it; the document, for plots."""
+    path = write_results(name, records, extra, folder)
+    document: dict[str, Any] = json.loads(path.read_text())  # as written: JSON types
+    (folder / f"{name}.md").write_text(markdown(document))
+    console.print(f"wrote {path} and {name}.md")
+    return document
+
+
+def add_stack_arguments(parser: Any) -> None:
+    """--shared and --port-offset of a benchmark that starts a stack of its own."""
+    parser.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        default=11000,
+        help="where the benchmark's own stack listens (default +11000)",
+    )
 
 
 def provenance_line(document: dict[str, Any]) -> str:

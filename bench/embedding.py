@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import RESULTS, provenance_line, write_results
+from bench.common import RESULTS, provenance_line, publish
 from cbir.commands.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings
 from embedding_models.export import export_model, image_files
@@ -307,12 +307,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     quality = flowers_quality(settings, photos)
-    path = write_results(
-        "embedding", records, {"quality": quality, "notes": __doc__.strip().splitlines()[-4:]}
-    )
-    (RESULTS / "embedding.md").write_text(render_markdown(json.loads(path.read_text())))
+    extra = {"quality": quality, "notes": __doc__.strip().splitlines()[-4:]}
+    publish("embedding", records, extra, render_markdown)
     print_summary(records, quality)
-    console.print(f"wrote {path.relative_to(PROJECT_ROOT)} and embedding.md")
     return 0
 
 

@@ -12,7 +12,6 @@ ResNet-50 runs with seeded random weights (speed only; the hub is unreachable he
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -22,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, provenance_line, write_results
+from bench.common import add_stack_arguments, provenance_line, publish
 from bench.embedding import CpuMeter
 from cbir.commands.output import console
-from cbir.settings import PROJECT_ROOT, Settings, get_settings, side_by_side
+from cbir.settings import Settings, get_settings, side_by_side
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
 from embedding_models.shared_mobilenet import export_shared_mobilenet
@@ -163,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
                 records.append(record)
                 console.print(" ".join(f"{k}={v}" for k, v in record.items()))
                 shutil.rmtree(root, ignore_errors=True)
-    path = write_results("ingest", records, {"notes": __doc__.strip().splitlines()[-6:]})
-    (RESULTS / "ingest.md").write_text(render_markdown(json.loads(path.read_text())))
-    console.print(f"wrote {path.relative_to(PROJECT_ROOT)} and ingest.md")
+    publish("ingest", records, {"notes": __doc__.strip().splitlines()[-6:]}, render_markdown)
     return 0
 
 
@@ -175,11 +172,5 @@ def register(actions: Any) -> None:
     )
     ingest.add_argument("--datasets", nargs="+", default=["cifar10-test", "flowers17"])
     ingest.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ingest.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
-    ingest.add_argument(
-        "--port-offset",
-        type=int,
-        default=11000,
-        help="where the benchmark's own stack listens (default +11000)",
-    )
+    add_stack_arguments(ingest)
     ingest.set_defaults(run=run)

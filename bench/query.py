@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -32,10 +31,10 @@ import httpx
 import numpy as np
 import redis
 
-from bench.common import RESULTS, provenance_line, write_results
+from bench.common import add_stack_arguments, provenance_line, publish
 from bench.ingest import MODELS, export_models
 from cbir.commands.output import console
-from cbir.settings import PROJECT_ROOT, Settings, get_settings, side_by_side
+from cbir.settings import Settings, get_settings, side_by_side
 from local_stack.launcher import Launcher
 from producers.ingest import Ingestor, collect, image_id_of
 from service_adapters import metadata_store
@@ -275,11 +274,9 @@ def run(args: argparse.Namespace) -> int:
             records += measure(base, Path(scratch), args.shared, model, args)
     targets = [targets_of(records, model) for model in args.models]
     notes = {"notes": __doc__.strip().splitlines()[2:], "targets": targets, "index": "flowers17"}
-    path = write_results("query", records, notes)
-    (RESULTS / "query.md").write_text(render_markdown(json.loads(path.read_text())))
+    publish("query", records, notes, render_markdown)
     for target in targets:
         console.print(f"targets: {target}")
-    console.print(f"wrote {path.relative_to(PROJECT_ROOT)} and query.md")
     return 0
 
 
@@ -289,11 +286,5 @@ def register(actions: Any) -> None:
     )
     query.add_argument("--requests", type=int, default=200, help="per scenario and concurrency")
     query.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    query.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
-    query.add_argument(
-        "--port-offset",
-        type=int,
-        default=11000,
-        help="where the benchmark's own stack listens (default +11000)",
-    )
+    add_stack_arguments(query)
     query.set_defaults(run=run)

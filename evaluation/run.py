@@ -13,7 +13,6 @@ import hashlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -175,40 +174,15 @@ class MilvusIndex:
     """A temporary collection holding the dataset's vectors under one index."""
 
     def __init__(self, settings: Settings, spec: IndexSpec, vectors: np.ndarray) -> None:
-        from service_adapters.vector_index import (
-            Collection,
-            CollectionSchema,
-            DataType,
-            FieldSchema,
-            connections,
-        )
+        from service_adapters.vector_index import ScratchCollection
 
         self.spec = spec
-        self.alias = f"cbir-eval-{uuid.uuid4().hex[:8]}"
-        connections.connect(
-            alias=self.alias, host=settings.milvus.host, port=str(settings.milvus.port)
-        )
-        self.name = f"eval__{spec.index_type.lower()}_{uuid.uuid4().hex[:8]}"
-        schema = CollectionSchema(
-            [
-                FieldSchema("id", DataType.INT64, is_primary=True),
-                FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=int(vectors.shape[1])),
-            ]
-        )
-        self.collection = Collection(self.name, schema, using=self.alias)
         started = time.perf_counter()
-        written = 0
-        for start in range(0, len(vectors), 2000):
-            chunk = vectors[start : start + 2000]
-            result = self.collection.insert(
-                [list(range(start, start + len(chunk))), chunk.tolist()]
-            )
-            written = max(written, int(result.timestamp))
-        self.collection.flush()
-        self.collection.create_index("embedding", spec.index_params())
-        self.collection.load()
+        self.scratch = ScratchCollection(settings.milvus, "eval", int(vectors.shape[1]))
+        self.scratch.insert(vectors)
+        self.scratch.collection.create_index("embedding", spec.index_params())
+        self.scratch.collection.load()
         self.build_seconds = time.perf_counter() - started
-        self.written = written
 
     def search(self, queries: np.ndarray, limit: int, depth: int) -> np.ndarray:
         """Ids of the `limit` best per query, -1 where the index returned fewer."""
@@ -216,12 +190,12 @@ class MilvusIndex:
 
         found = np.full((len(queries), limit), -1, dtype=np.int64)
         for start in range(0, len(queries), 64):
-            results = self.collection.search(
+            results = self.scratch.collection.search(
                 queries[start : start + 64].tolist(),
                 "embedding",
                 self.spec.search_params(depth),
                 limit=limit,
-                **consistency(self.written),
+                **consistency(self.scratch.written),
             )
             for row, hits in enumerate(results):
                 ids = [int(hit.id) for hit in hits]
@@ -229,10 +203,7 @@ class MilvusIndex:
         return found
 
     def drop(self) -> None:
-        from service_adapters.vector_index import connections, utility
-
-        utility.drop_collection(self.name, using=self.alias)
-        connections.disconnect(self.alias)
+        self.scratch.drop()
 
 
 def leave_one_out_rankings(found: np.ndarray, depth: int) -> np.ndarray:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,13 +72,22 @@ def object_key_of(image_id: str) -> str:
     return f"{image_id[:2]}/{image_id}"
 
 
+def image_header(data: bytes) -> tuple[str, int, int]:
+    """PIL's format name, width and height, from the header alone (no pixel is decoded).
+    Raises PIL's errors: UnidentifiedImageError, DecompressionBombError, OSError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format or "", *image.size
+
+
 def sniff(data: bytes) -> tuple[str, int, int]:
     """Content type, width and height from the header alone; unknown bytes give zeros."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return MIME_TYPES.get(image.format or "", "application/octet-stream"), *image.size
+        kind, width, height = image_header(data)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return "application/octet-stream", 0, 0
+    return MIME_TYPES.get(kind, "application/octet-stream"), width, height
 
 
 def collect(

@@ -119,26 +119,20 @@ class QueryEngine:
             return self._embedders[model_id]
 
     def view(self) -> IndexView:
+        """The generation and its Milvus timestamp (read per search), and the served model
+        (described again only when the generation moved: an alias switch moves it)."""
         with self.metrics.timed("mysql", "generation"):
             generation, milvus_ts = self.pool.run(metadata_store.index_generation)
         current = self._view
         if current is None or current.generation != generation or current.served is None:
-            served = None
             with self.metrics.timed("milvus", "describe"):
-                if self.settings.milvus.collection in self._collections():
-                    served = self.index.served_model()
+                try:
+                    served: Served | None = self.index.served_model()
+                except MilvusException:
+                    served = None  # no alias yet: nothing indexed
             current = IndexView(generation, milvus_ts, served)
             self._view = current
         return IndexView(generation, milvus_ts, current.served)
-
-    def _collections(self) -> set[str]:
-        from pymilvus import utility
-
-        names = set(utility.list_collections(using=self.index.alias))
-        aliases = {
-            alias for name in names for alias in utility.list_aliases(name, using=self.index.alias)
-        }
-        return names | aliases
 
     # -- searches --
 
@@ -155,39 +149,24 @@ class QueryEngine:
         if view.served is None:
             return SearchOutcome([], "", "", view.generation, "none", "none")
         served = view.served
-        key = result_key(
-            f"image:{image_hash}",
-            k,
-            filters.canonical(),
-            effort,
-            served.collection,
-            view.generation,
-        )
-        cached = self._cached_results(key, use_result_cache)
-        if cached is not None:
-            return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
-        vector_key = embedding_key(served.model_id, image_hash)
-        with self.metrics.timed("redis", "get_embedding"):
-            vector = self.cache.get_vector(vector_key)
-        self.metrics.cache_lookup("embedding", vector is not None)
-        embedding_outcome: CacheOutcome = "hit" if vector is not None else "miss"
-        if vector is None:
+
+        def embedded() -> tuple[np.ndarray, CacheOutcome]:
+            vector_key = embedding_key(served.model_id, image_hash)
+            with self.metrics.timed("redis", "get_embedding"):
+                vector = self.cache.get_vector(vector_key)
+            self.metrics.cache_lookup("embedding", vector is not None)
+            if vector is not None:
+                return vector, "hit"
             embedder = self.embedder(served.model_id)
             with self.metrics.timed("triton", "embed"):
                 vectors, errors = embedder.embed([data])
             if errors[0]:
                 raise QueryError(422, "unreadable_image", f"the image cannot be read: {errors[0]}")
-            vector = vectors[0]
-            self.cache.put_vector(vector_key, vector, self.settings.api.embedding_cache_ttl_s)
-        results = self._search(vector, k, filters, effort, view, served)
-        self._store_results(key, results)
-        return SearchOutcome(
-            results,
-            served.collection,
-            served.model_id,
-            view.generation,
-            "miss" if use_result_cache else "bypass",
-            embedding_outcome,
+            self.cache.put_vector(vector_key, vectors[0], self.settings.api.embedding_cache_ttl_s)
+            return vectors[0], "miss"
+
+        return self._answer(
+            f"image:{image_hash}", k, filters, effort, view, served, use_result_cache, embedded
         )
 
     def search_similar(
@@ -202,21 +181,40 @@ class QueryEngine:
         if view.served is None:
             raise self._not_indexed(image_id)
         served = view.served
-        key = result_key(
-            f"id:{image_id}", k, filters.canonical(), effort, served.collection, view.generation
+
+        def stored() -> tuple[np.ndarray, CacheOutcome]:
+            with self.metrics.timed("milvus", "get_vector"):
+                found = self._milvus(
+                    lambda: self.index.vectors_of(
+                        [image_id], served.collection, view.milvus_ts, MILVUS_TIMEOUT_S
+                    )
+                )
+            if image_id not in found:
+                raise self._not_indexed(image_id)
+            return found[image_id], "none"
+
+        return self._answer(
+            f"id:{image_id}", k, filters, effort, view, served, use_result_cache, stored
         )
+
+    def _answer(
+        self,
+        query: str,
+        k: int,
+        filters: SearchFilters,
+        effort: int | None,
+        view: IndexView,
+        served: Served,
+        use_result_cache: bool,
+        vector_of: Callable[[], tuple[np.ndarray, CacheOutcome]],
+    ) -> SearchOutcome:
+        """The cached result list, or: the query's vector, the search, the join, cached."""
+        key = result_key(query, k, filters.canonical(), effort, served.collection, view.generation)
         cached = self._cached_results(key, use_result_cache)
         if cached is not None:
             return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
-        with self.metrics.timed("milvus", "get_vector"):
-            stored = self._milvus(
-                lambda: self.index.vectors_of(
-                    [image_id], served.collection, view.milvus_ts, MILVUS_TIMEOUT_S
-                )
-            )
-        if image_id not in stored:
-            raise self._not_indexed(image_id)
-        results = self._search(stored[image_id], k, filters, effort, view, served)
+        vector, embedding_outcome = vector_of()
+        results = self._search(vector, k, filters, effort, view, served)
         self._store_results(key, results)
         return SearchOutcome(
             results,
@@ -224,6 +222,7 @@ class QueryEngine:
             served.model_id,
             view.generation,
             "miss" if use_result_cache else "bypass",
+            embedding_outcome,
         )
 
     @staticmethod

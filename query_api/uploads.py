@@ -3,13 +3,11 @@ sends is never trusted: the bytes are parsed, header only, before anything else 
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from producers.ingest import MIME_TYPES
+from producers.ingest import MIME_TYPES, image_header
 
 
 class UploadError(ValueError):
@@ -39,10 +37,7 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
             "send a smaller image (or raise CBIR_API__MAX_UPLOAD_BYTES)",
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:  # reads the header only
-                kind, (width, height) = image.format or "", image.size
+        kind, width, height = image_header(data)
     except Image.DecompressionBombError:
         kind, width, height = "", max_pixels, max_pixels  # refused below by its size
     except UnidentifiedImageError as exc:

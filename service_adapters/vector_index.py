@@ -47,23 +47,12 @@ def list_collections(settings: MilvusSettings, timeout_s: float = 10.0) -> list[
         return list(utility.list_collections(timeout=timeout_s, using=alias))
 
 
-def collections_still_loading(settings: MilvusSettings, timeout_s: float = 10.0) -> list[str]:
-    """Collections being loaded: after a restart Milvus reloads what was loaded, and a load or
-    search before it has finished fails or waits."""
-    with connection(settings, timeout_s) as alias:
-        names = utility.list_collections(timeout=timeout_s, using=alias)
-        return [
-            name
-            for name in names
-            if utility.load_state(name, using=alias, timeout=timeout_s).name == "Loading"
-        ]
-
-
-def collections_catching_up(settings: MilvusSettings, timeout_s: float = 2.0) -> list[str]:
-    """Loaded collections that cannot answer a strongly consistent query yet. After a
-    restart Milvus replays its write-ahead log before its 'safe time' reaches the present,
-    and until then (tens of seconds here) a search that must see every write waits."""
-    lagging = []
+def unready_collections(settings: MilvusSettings, query_timeout_s: float = 2.0) -> dict[str, str]:
+    """Collections a search cannot use yet, with why. After a restart Milvus first reloads
+    what was loaded ('loading'), then replays its write-ahead log before its 'safe time'
+    reaches the present; until then (tens of seconds here) a search that must see every
+    write waits ('replaying its log'), which a strongly consistent count shows."""
+    unready: dict[str, str] = {}
     # pymilvus logs every timed-out call as an error: here a timeout is the expected answer
     quiet = logging.getLogger("pymilvus.decorators")
     level = quiet.level
@@ -71,20 +60,53 @@ def collections_catching_up(settings: MilvusSettings, timeout_s: float = 2.0) ->
     try:
         with connection(settings, 10.0) as alias:
             for name in utility.list_collections(timeout=10.0, using=alias):
-                if utility.load_state(name, using=alias, timeout=10.0).name != "Loaded":
-                    continue
-                try:
-                    Collection(name, using=alias).query(
-                        "",
-                        output_fields=["count(*)"],
-                        consistency_level="Strong",
-                        timeout=timeout_s,
-                    )
-                except MilvusException:
-                    lagging.append(name)
+                state = utility.load_state(name, using=alias, timeout=10.0).name
+                if state == "Loading":
+                    unready[name] = "loading"
+                elif state == "Loaded":
+                    try:
+                        Collection(name, using=alias).query(
+                            "",
+                            output_fields=["count(*)"],
+                            consistency_level="Strong",
+                            timeout=query_timeout_s,
+                        )
+                    except MilvusException:
+                        unready[name] = "replaying its log"
     finally:
         quiet.setLevel(level)
-    return lagging
+    return unready
+
+
+class ScratchCollection:
+    """A collection of int ids and vectors for measurements (evaluation, benchmarks): made,
+    filled, indexed, searched, dropped. Never behind the alias queries use."""
+
+    def __init__(self, settings: MilvusSettings, prefix: str, dim: int) -> None:
+        self.alias = f"cbir-{prefix}-{uuid.uuid4().hex[:8]}"
+        connections.connect(alias=self.alias, host=settings.host, port=str(settings.port))
+        self.name = f"{prefix}__{uuid.uuid4().hex[:8]}"
+        schema = CollectionSchema(
+            [
+                FieldSchema("id", DataType.INT64, is_primary=True),
+                FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=dim),
+            ]
+        )
+        self.collection = Collection(self.name, schema, using=self.alias)
+        self.written = 0  # the Milvus timestamp of the last insert
+
+    def insert(self, vectors: np.ndarray, chunk: int = 2000) -> None:
+        """Ids 0..n-1 in order, sent in chunks (a whole 100K x 2048 set as one list of floats
+        would take gigabytes of Python objects), then flushed into sealed segments."""
+        for start in range(0, len(vectors), chunk):
+            part = np.asarray(vectors[start : start + chunk], dtype=np.float32)
+            result = self.collection.insert([list(range(start, start + len(part))), part.tolist()])
+            self.written = max(self.written, int(result.timestamp))
+        self.collection.flush()
+
+    def drop(self) -> None:
+        utility.drop_collection(self.name, using=self.alias)
+        connections.disconnect(self.alias)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from cbir.settings import PROJECT_ROOT, get_settings
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from bench.common import RESULTS, write_results
+    from bench.common import RESULTS, publish
     from evaluation.report import pr_plot, quality_markdown
     from evaluation.run import (
         RERANKINGS,
@@ -80,11 +79,9 @@ def _eval(args: argparse.Namespace) -> int:
         "protocol": "leave-one-out: every image queries all the others; relevant = same class",
         "query_expansion": {"n": args.qe_n, "alpha": args.qe_alpha},
     }
-    path = write_results(args.name, records, extra, out)
-    document = json.loads(path.read_text())
-    (out / f"{args.name}.md").write_text(quality_markdown(document))
+    document = publish(args.name, records, extra, quality_markdown, out)
     pr_plot(document, out / f"{args.name}_pr.png")
-    console.print(f"wrote {path}, {args.name}.md and {args.name}_pr.png")
+    console.print(f"and {args.name}_pr.png")
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from cbir.settings import Settings
+from cbir.settings import Settings, settings_environment
 from local_stack.layout import StackLayout
 from local_stack.process import ManagedProcess
 
@@ -96,3 +96,20 @@ class LocalService(ABC):
         Services that hold nothing of the pipeline's (Redis, Triton) keep this default.
         """
         return
+
+
+class ApplicationService(LocalService):
+    """One of the project's own processes (processors, query API): part of the project, so
+    nothing to install; started once the servers are ready, with this launcher's settings
+    handed over as CBIR_* variables."""
+
+    application = True
+
+    def is_installed(self) -> bool:
+        return True
+
+    def install(self) -> None:
+        """Part of the project: nothing to install."""
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **settings_environment(self.settings)}

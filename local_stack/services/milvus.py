@@ -189,14 +189,8 @@ class MilvusService(LocalService):
     def probe(self) -> None:
         probe_http(f"http://127.0.0.1:{self.internal_port(METRICS_PORT)}/healthz", "OK")
         try:
-            loading = vector_index.collections_still_loading(self.settings.milvus, timeout_s=3)
+            unready = vector_index.unready_collections(self.settings.milvus)
         except Exception as exc:
             raise NotReady(f"listing collections failed: {exc}") from exc
-        if loading:
-            raise NotReady(f"still loading {', '.join(loading)}")
-        try:
-            lagging = vector_index.collections_catching_up(self.settings.milvus)
-        except Exception as exc:
-            raise NotReady(f"querying collections failed: {exc}") from exc
-        if lagging:
-            raise NotReady(f"replaying its log before {', '.join(lagging)} can be searched")
+        if unready:
+            raise NotReady(", ".join(f"{name}: {why}" for name, why in unready.items()))

@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from cbir.settings import settings_environment
-from local_stack.services.base import LocalService, NotReady, Port
+from local_stack.services.base import ApplicationService, NotReady, Port
 
 REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 REBALANCE_GRACE_S = 15.0
 WORKER = ["-m", "processors", "worker", "--loglevel", "info", "--without-web"]
 
 
-class ProcessorsService(LocalService):
+class ProcessorsService(ApplicationService):
     name = "processors"
-    application = True  # starts once the servers are ready
     start_hint = "the log says which service the processors could not reach"
 
     @property
     def ports(self) -> list[Port]:
         return []
 
-    def is_installed(self) -> bool:
-        return True
-
-    def install(self) -> None:
-        """Part of the project: nothing to install."""
-
     def command(self) -> list[str]:
         return [sys.executable, *WORKER]
-
-    def environment(self) -> dict[str, str]:
-        # the child reads its settings from the environment: hand it this launcher's
-        return {**os.environ, **settings_environment(self.settings)}
 
     def probe(self) -> None:
         """Healthy when the worker is a member of its consumer group and the group is stable.
