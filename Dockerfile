@@ -17,6 +17,7 @@ COPY service_adapters service_adapters
 COPY producers producers
 COPY processors processors
 COPY query_api query_api
+COPY replay replay
 COPY schemas schemas
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 1000 cbir

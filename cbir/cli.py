@@ -6,20 +6,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, serve, stack
+from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, replay, serve, stack
 from cbir.commands.output import errors
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
 from embedding_models.export import ExportError
 from local_stack.errors import StackError
 from local_stack.launcher import StackErrors
-from service_adapters.errors import ServiceUnavailable
+from replay.errors import ReplayError
+from service_adapters.embedder import ModelNotServed
+from service_adapters.errors import RegistryBusy, ServiceUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbir", description=__doc__)
     areas = parser.add_subparsers(dest="area", required=True)
-    for area in (stack, ops, model, ingest, pipeline, serve, evaluate, bench):
+    for area in (stack, ops, model, ingest, pipeline, replay, serve, evaluate, bench):
         area.register(areas)
     return parser
 
@@ -30,7 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.run(args))
-    except (StackError, StackErrors, ServiceUnavailable, ExportError) as exc:
+    except (
+        StackError,
+        StackErrors,
+        ServiceUnavailable,
+        ExportError,
+        ReplayError,
+        RegistryBusy,
+        ModelNotServed,
+    ) as exc:
         errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:

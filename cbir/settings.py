@@ -119,6 +119,9 @@ class ProcessorsSettings(BaseModel):
     hnsw_ef_construction: int = Field(default=200, description="HNSW build effort")
     diskann_search_list: int = Field(default=100, description="DISKANN search list (L) default")
     hnsw_ef: int = Field(default=64, description="HNSW search effort default")
+    resubscribe_check_s: float = Field(
+        default=5.0, gt=0, description="how often the worker looks for new embeddings topics"
+    )
 
 
 class ApiSettings(BaseModel):
@@ -141,6 +144,18 @@ class ApiSettings(BaseModel):
     )
     redis_timeout_s: float = Field(
         default=0.25, gt=0, description="Redis socket timeout: past it a query goes uncached"
+    )
+
+
+class ReplaySettings(BaseModel):
+    """Rebuilding from the log (`cbir reindex`, `cbir re-embed`)."""
+
+    grace_s: float = Field(
+        default=600.0, ge=0, description="how long a replaced generation is kept before dropping"
+    )
+    batch_size: int = Field(default=500, ge=1, description="events a replay writes at a time")
+    max_rate: float = Field(
+        default=0.0, ge=0, description="events per second a replay may read (0: no limit)"
     )
 
 
@@ -179,6 +194,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
     api: ApiSettings = ApiSettings()
+    replay: ReplaySettings = ReplaySettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")

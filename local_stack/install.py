@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -60,6 +61,10 @@ def marker_matches(marker: Path, content: str) -> bool:
     return marker.exists() and marker.read_text() == content
 
 
+_APT = threading.Lock()
+APT_LOCK_WAIT_S = 600
+
+
 def apt_install(service: str, packages: Sequence[str], binaries: Sequence[str]) -> None:
     """Install Debian packages unless the binaries they provide are already there."""
     missing = [b for b in binaries if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
@@ -82,12 +87,17 @@ def apt_install(service: str, packages: Sequence[str], binaries: Sequence[str]) 
             raise StackError(service, f"{names} not installed; installing needs root", manual)
         prefix = [sudo, "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*prefix, apt, "install", "-y", "-q", "--no-install-recommends", *packages]
-    try:
-        run_checked(service, install, "apt-get install", manual, env=env)
-    except StackError:
-        run_checked(service, [*prefix, apt, "update", "-q"], "apt-get update", manual, env=env)
-        run_checked(service, install, "apt-get install", manual, env=env)
+    # dpkg takes one installer at a time: the launcher installs services in parallel threads
+    # (one lock here), and another apt process may hold dpkg's own lock (wait for it)
+    wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT_S}"]
+    install = [*prefix, apt, *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
+    with _APT:
+        try:
+            run_checked(service, install, "apt-get install", manual, env=env)
+        except StackError:
+            update = [*prefix, apt, *wait, "update", "-q"]
+            run_checked(service, update, "apt-get update", manual, env=env)
+            run_checked(service, install, "apt-get install", manual, env=env)
 
 
 def base_python() -> Path:

@@ -1,6 +1,7 @@
-"""The Faust app: the `embed` agent (images -> embeddings), the `index` agent
-(embeddings -> Milvus and MySQL) and the `bridge` agent (MinIO bucket notifications ->
-images). Run it with `cbir process` (or the launcher).
+"""The Faust app: the `embed` agent (images -> embeddings topics, one per model), the `index`
+agent (embeddings topics -> every building and live generation in Milvus, and MySQL) and the
+`bridge` agent (MinIO bucket notifications -> images). Run it with `cbir process` (or the
+launcher), which supervises it: the worker restarts itself to follow new embeddings topics.
 
 Each agent takes events in batches (size and time bound), hands the batch to its stage in a
 worker thread, produces what the stage returns, waits until Kafka has it, and only then lets
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -28,6 +31,7 @@ from processors.stages import (
     SourceMessage,
     Stage,
 )
+from processors.status import indexed_topics
 
 log = logging.getLogger("cbir.processors")
 
@@ -60,9 +64,16 @@ def create_app(settings: Settings) -> faust.App:
         "value_serializer": "raw",
     }
     images = app.topic(settings.kafka.images_topic, **raw)
-    embeddings = app.topic(settings.kafka.embeddings_topic, **raw)
+    subscribed = indexed_topics(settings) or [settings.kafka.embeddings_topic]
+    embeddings = app.topic(*subscribed, **raw)
     dead_letters = app.topic(settings.kafka.dead_letter_topic, **raw)
     object_events = app.topic(settings.kafka.object_events_topic, **raw)
+    by_name: dict[str, Any] = {}
+
+    def named(topic: str) -> Any:
+        if topic not in by_name:
+            by_name[topic] = app.topic(topic, **raw)
+        return by_name[topic]
 
     async def run(stream: Any, stage: Stage, name: str, next_topic: Any) -> None:
         configure_logging(settings.log_level, settings.log_format)  # after Faust's own set-up
@@ -73,7 +84,7 @@ def create_app(settings: Settings) -> faust.App:
                 [_source(e) for e in events],
             )
             pending = [
-                await (dead_letters if o.dead else next_topic).send(
+                await (dead_letters if o.dead else named(o.topic) if o.topic else next_topic).send(
                     key=o.key, value=o.value, force=True
                 )
                 for o in outputs
@@ -101,6 +112,16 @@ def create_app(settings: Settings) -> faust.App:
     async def index(stream: Any) -> None:
         stage = await asyncio.to_thread(IndexStage, settings)
         await run(stream, stage, "index", dead_letters)
+
+    @app.timer(interval=config.resubscribe_check_s)
+    async def follow_generations() -> None:
+        """A generation filled from another topic was registered, or one retired: stop,
+        so that the supervisor starts the worker again with the new subscriptions."""
+        wanted = await asyncio.to_thread(indexed_topics, settings)
+        # an empty registry (a rebuild from nothing under way) names nothing to follow
+        if wanted and set(wanted) != set(subscribed):
+            log.info("resubscribing", extra={"subscribed": subscribed, "wanted": wanted})
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @app.agent(object_events, name="bridge")
     async def bridge(stream: Any) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,9 +34,10 @@ from schemas.events import (
     ImageMetadata,
     ImageUploaded,
 )
-from service_adapters import metadata_store, object_store
+from service_adapters import generations, metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
-from service_adapters.vector_index import VectorIndex, collection_name
+from service_adapters.generations import Generation
+from service_adapters.vector_index import VectorIndex, default_index_params
 
 log = logging.getLogger("cbir.processors")
 T = TypeVar("T")
@@ -52,11 +54,26 @@ class SourceMessage:
 
 @dataclass(frozen=True)
 class Output:
-    """A message to produce, to the next topic or the dead-letter topic."""
+    """A message to produce: to the dead-letter topic, to the named topic, or (topic None) to
+    the agent's next topic."""
 
     dead: bool
     key: bytes | None
     value: bytes | None
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the embed stage sends one model's embeddings."""
+
+    model: str  # the Triton model
+    topic: str  # the embeddings topic
+    model_id: str | None  # what the generation expects; None: whatever the model is
+
+
+class ModelMismatch(Exception):
+    """Triton serves another version of a model than the generation it embeds for holds."""
 
 
 def retry_until_done(action: Callable[[], T], what: str, max_wait_s: float = 30.0) -> T:
@@ -80,6 +97,25 @@ class Stage:
         self.serializer = EventSerializer()
         self.failures: dict[str, str] = {}  # image id -> reason, of the batch in hand
         self.minio = object_store.client(settings.minio)
+        self._connection: Any = None
+
+    def _mysql(self) -> Any:
+        """One connection for the stage's life, opened again after it breaks."""
+        if self._connection is not None:
+            try:
+                self._connection.ping(reconnect=True)
+            except Exception:
+                self._connection = None
+        if self._connection is None:
+            self._connection = metadata_store.open_connection(self.settings.mysql)
+        return self._connection
+
+    def active_generations(self) -> list[Generation]:
+        """The building and live generations, read afresh for every batch: a reindex that
+        registers one is written to from the next batch on."""
+        return retry_until_done(
+            lambda: generations.active(self._mysql()), "read the generation registry"
+        )
 
     def record_failures(self) -> None:
         """Mark the batch's dead-lettered images `failed`, with the reason, for status queries."""
@@ -142,79 +178,137 @@ class Stage:
         return Output(True, message.key, self.serializer.dumps(letter))
 
 
-def _sendable(outputs: list[Output | None]) -> list[Output]:
-    """The decided outputs, less the superseded ones (no key and no value)."""
-    return [o for o in outputs if o is not None and (o.key is not None or o.value is not None)]
-
-
 class EmbedStage(Stage):
-    """images topic -> embeddings topic: fetch the bytes, embed them through Triton."""
+    """images topic -> embeddings topics: fetch the bytes, embed them through Triton with the
+    model of every building and live generation, one embeddings topic per model.
 
-    def __init__(self, settings: Settings) -> None:
+    `replay` is the generation a replay fills: it alone is embedded for, and an upload whose
+    object is gone is skipped (a later delete in the log removed it), not dead-lettered.
+    """
+
+    def __init__(self, settings: Settings, replay: Generation | None = None) -> None:
         super().__init__(settings)
         config = settings.processors
-        self.embedder = TritonEmbedder(settings.triton, config.model, protocol="grpc")
+        self.replay = replay
+        self.embedders: dict[str, TritonEmbedder] = {}
         self.pool = ThreadPoolExecutor(max(config.embed_in_flight, 8))
+        self.skipped = 0  # replayed uploads whose object is gone
+
+    def routes(self) -> list[Route]:
+        """One route per embeddings topic of the generations to embed for; before any
+        generation exists, the configured model and topic."""
+        if self.replay is not None:
+            chosen = [self.replay]
+        else:
+            chosen = list({g.embeddings_topic: g for g in self.active_generations()}.values())
+        if not chosen:
+            return [
+                Route(self.settings.processors.model, self.settings.kafka.embeddings_topic, None)
+            ]
+        return [Route(g.model, g.embeddings_topic, g.model_id) for g in chosen]
+
+    def embedder(self, model: str) -> TritonEmbedder:
+        if model not in self.embedders:
+            self.embedders[model] = TritonEmbedder(self.settings.triton, model, protocol="grpc")
+        return self.embedders[model]
 
     def process(self, messages: list[SourceMessage]) -> list[Output]:
-        outputs: list[Output | None] = [None] * len(messages)
+        routes = self.routes()
+        outputs: list[list[Output] | None] = [None] * len(messages)
         uploads: list[tuple[int, ImageMetadata]] = []
         deleted_later: set[str] = set()
         for index in reversed(range(len(messages))):
             message = messages[index]
             if message.value is None:  # a tombstone: pass it on, compaction needs it downstream
                 deleted_later.add((message.key or b"").decode(errors="replace"))
-                outputs[index] = Output(False, message.key, None)
+                outputs[index] = [Output(False, message.key, None, r.topic) for r in routes]
                 continue
             try:
                 event = self.serializer.loads(message.value)
             except MalformedEvent as exc:
-                outputs[index] = self.dead_letter(message, "decode", exc)
+                outputs[index] = [self.dead_letter(message, "decode", exc)]
                 continue
             if isinstance(event, ImageDeleted):
                 deleted_later.add(event.image_id)
-                outputs[index] = Output(False, message.key, message.value)
+                outputs[index] = [
+                    Output(False, message.key, message.value, r.topic) for r in routes
+                ]
             elif isinstance(event, ImageUploaded):
                 if event.image.image_id in deleted_later:
-                    outputs[index] = Output(False, None, None)  # superseded: nothing to send
+                    outputs[index] = []  # superseded: nothing to send
                 else:
                     uploads.append((index, event.image))
             else:
-                outputs[index] = self.dead_letter(
-                    message, "decode", f"{type(event).__name__} does not belong on the images topic"
-                )
+                outputs[index] = [
+                    self.dead_letter(
+                        message,
+                        "decode",
+                        f"{type(event).__name__} does not belong on the images topic",
+                    )
+                ]
         uploads.reverse()
-        if not uploads:  # deletes only: no need to wait for Triton
-            return _sendable(outputs)
-        identity = retry_until_done(self.embedder.identity, f"ask Triton for {self.embedder.model}")
-        fetched = list(self.pool.map(self.fetch, [image for _, image in uploads]))
-        ready = [
-            (i, image, data)
-            for (i, image), data in zip(uploads, fetched, strict=True)
-            if not isinstance(data, str)
-        ]
-        for (index, image), data in zip(uploads, fetched, strict=True):
-            if isinstance(data, str):
-                outputs[index] = self.dead_letter(messages[index], "fetch", data, image.image_id)
-        vectors, errors = self._embed([data for _, _, data in ready])
-        for (index, image, _), vector, error in zip(ready, vectors, errors, strict=True):
-            if error:
-                outputs[index] = self.dead_letter(messages[index], "embed", error, image.image_id)
-            else:
-                event = EmbeddingComputed.of(image, identity.model_id, vector)
-                outputs[index] = Output(False, messages[index].key, self.serializer.dumps(event))
-        self.record_failures()
-        return _sendable(outputs)
+        if uploads:
+            self._embed_uploads(messages, uploads, routes, outputs)
+            self.record_failures()
+        return [o for group in outputs if group for o in group]
 
-    def _embed(self, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
+    def _embed_uploads(
+        self,
+        messages: list[SourceMessage],
+        uploads: list[tuple[int, ImageMetadata]],
+        routes: list[Route],
+        outputs: list[list[Output] | None],
+    ) -> None:
+        fetched = list(self.pool.map(self.fetch, [image for _, image in uploads]))
+        ready = []
+        for (index, image), data in zip(uploads, fetched, strict=True):
+            if not isinstance(data, str):
+                ready.append((index, image, data))
+                outputs[index] = []
+            elif self.replay is not None:
+                self.skipped += 1
+                outputs[index] = []
+            else:
+                outputs[index] = [self.dead_letter(messages[index], "fetch", data, image.image_id)]
+        if not ready:
+            return
+        for route in routes:
+            model_id = retry_until_done(partial(self._identity, route), f"ask {route.model}")
+            vectors, errors = self._embed(route.model, [data for _, _, data in ready])
+            for (index, image, _), vector, error in zip(ready, vectors, errors, strict=True):
+                group = outputs[index]
+                assert group is not None
+                if error:
+                    group.append(
+                        self.dead_letter(
+                            messages[index], "embed", f"{route.model}: {error}", image.image_id
+                        )
+                    )
+                else:
+                    event = EmbeddingComputed.of(image, model_id, vector)
+                    group.append(
+                        Output(
+                            False, messages[index].key, self.serializer.dumps(event), route.topic
+                        )
+                    )
+
+    def _identity(self, route: Route) -> str:
+        served = self.embedder(route.model).identity().model_id
+        if route.model_id is not None and served != route.model_id:
+            raise ModelMismatch(
+                f"Triton serves {served} but the generation filled from {route.topic} holds "
+                f"{route.model_id}: load that version again, or re-embed (`cbir re-embed`)"
+            )
+        return served
+
+    def _embed(self, model: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
-        if not images:
-            return np.zeros((0, 0), np.float32), []
         size = self.settings.processors.embed_chunk
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
+        embedder = self.embedder(model)
         results = retry_until_done(
-            lambda: list(self.pool.map(self.embedder.embed, chunks)),
-            f"embed with Triton model {self.embedder.model}",
+            lambda: list(self.pool.map(embedder.embed, chunks)),
+            f"embed with Triton model {model}",
         )
         vectors = np.concatenate([vectors for vectors, _ in results])
         errors = [error for _, chunk_errors in results for error in chunk_errors]
@@ -222,31 +316,29 @@ class EmbedStage(Stage):
 
 
 class IndexStage(Stage):
-    """embeddings topic -> Milvus and MySQL (and deletes from MinIO)."""
+    """embeddings topics -> Milvus and MySQL (and deletes from MinIO).
 
-    def __init__(self, settings: Settings) -> None:
+    Each event goes into every building and live generation filled from its topic. The
+    metadata rows belong to the live generation's topic (or to whoever writes while nothing
+    is live, as during a rebuild from nothing). `replay` is the generation a replay fills:
+    it alone is written, its deletes touch it alone, and rows are written only while no
+    generation is live (the live pipeline keeps them otherwise).
+    """
+
+    def __init__(self, settings: Settings, replay: Generation | None = None) -> None:
         super().__init__(settings)
+        self.replay = replay
         self.index = retry_until_done(
             lambda: VectorIndex(settings.milvus, settings.processors), "connect to Milvus"
         )
-        self._connection: Any = None
-
-    def _mysql(self) -> Any:
-        """One connection for the stage's life, opened again after it breaks."""
-        if self._connection is not None:
-            try:
-                self._connection.ping(reconnect=True)
-            except Exception:
-                self._connection = None
-        if self._connection is None:
-            self._connection = metadata_store.open_connection(self.settings.mysql)
-        return self._connection
+        self.created: set[str] = set()
 
     def process(self, messages: list[SourceMessage]) -> list[Output]:
         outputs: list[Output] = []
-        events: list[tuple[str, Any]] = []
+        by_topic: dict[str, list[tuple[str, Any]]] = {}
         for message in messages:
             key = (message.key or b"").decode(errors="replace")
+            events = by_topic.setdefault(message.topic, [])
             if message.value is None:
                 events.append((key, None))
                 continue
@@ -260,37 +352,153 @@ class IndexStage(Stage):
                     self.dead_letter(
                         message,
                         "decode",
-                        f"{type(event).__name__} does not belong on the embeddings topic",
+                        f"{type(event).__name__} does not belong on an embeddings topic",
                     )
                 )
                 continue
             events.append((key, event))
+        for topic, events in by_topic.items():
+            outputs.extend(self._apply(topic, events, messages))
+        return outputs
+
+    def _targets(self, topic: str, model_id: str | None, dim: int) -> tuple[list[Generation], bool]:
+        """The generations filled from `topic`, and whether this writer keeps the rows."""
+        if self.replay is not None:
+            serving = retry_until_done(
+                lambda: generations.live(self._mysql()), "read the generation registry"
+            )
+            return [self.replay], serving is None
+        active = self.active_generations()
+        if not active and model_id is not None:
+            active = retry_until_done(
+                lambda: self._first_generation(topic, model_id, dim),
+                "register the first generation",
+            )
+        live = [g for g in active if g.state == "live"]
+        owns_rows = not live or live[0].embeddings_topic == topic
+        return [g for g in active if g.embeddings_topic == topic], owns_rows
+
+    def _first_generation(self, topic: str, model_id: str, dim: int) -> list[Generation]:
+        """Before any generation exists, the first embedding registers one, live at once."""
+        conn = self._mysql()
+        with generations.locked(conn):
+            active = generations.active(conn)
+            if active:
+                return active
+            index_type = self.settings.milvus.index_type
+            first = generations.register(
+                conn,
+                alias=self.settings.milvus.collection,
+                model=self.settings.processors.model,
+                model_id=model_id,
+                dim=dim,
+                embeddings_topic=topic,
+                index_type=index_type,
+                index_params=default_index_params(index_type, self.settings.processors),
+                state="live",
+                taken=self.index.exists,
+            )
+            self._create(first)
+            self.index.switch_alias(first.name)
+            log.info("first generation", extra={"generation": first.name, "model_id": model_id})
+            return [first]
+
+    def _create(self, generation: Generation) -> None:
+        if generation.name not in self.created:
+            self.index.create(
+                generation.name,
+                generation.model_id,
+                generation.dim,
+                generation.index_type,
+                generation.index_params,
+            )
+            self.created.add(generation.name)
+
+    def _apply(
+        self, topic: str, events: list[tuple[str, Any]], messages: list[SourceMessage]
+    ) -> list[Output]:
         plan = plan_index(events)
+        sample = next(iter(plan.upserts.values()), None)
+        targets, owns_rows = self._targets(
+            topic, sample.model_id if sample else None, sample.dim if sample else 0
+        )
+        outputs: list[Output] = []
+        if not targets and not owns_rows:
+            # a retired generation's topic, read until the processors resubscribe: the embed
+            # stage sends the same images to the live topic now
+            log.info("retired topic", extra={"topic": topic, "events": len(events)})
+            return outputs
         by_model: dict[str, list[EmbeddingComputed]] = {}
         for event in plan.upserts.values():
             by_model.setdefault(event.model_id, []).append(event)
         for model_id, embeddings in by_model.items():
+            matching = [g for g in targets if g.model_id == model_id]
+            if not matching:
+                outputs.extend(self._unmatched(topic, model_id, embeddings, targets, messages))
+                continue
             retry_until_done(
-                lambda m=model_id, e=embeddings: self._upsert(m, e),  # type: ignore[misc]
+                lambda m=matching, e=embeddings: self._upsert(m, e, owns_rows),  # type: ignore[misc]
                 f"index {len(embeddings)} embeddings of {model_id}",
             )
         if plan.deletes:
             retry_until_done(
-                lambda: self._delete(list(plan.deletes)), f"delete {len(plan.deletes)} images"
+                lambda: self._delete(list(plan.deletes), targets, owns_rows),
+                f"delete {len(plan.deletes)} images",
             )
         return outputs
 
-    def _upsert(self, model_id: str, embeddings: list[EmbeddingComputed]) -> None:
-        images = [e.image for e in embeddings]
-        written = self.index.upsert(model_id, images, np.stack([e.vector for e in embeddings]))
-        generation = collection_name(self.settings.milvus.collection, model_id)
-        conn = self._mysql()
-        metadata_store.upsert_indexed(conn, images, model_id, generation)
-        metadata_store.bump_generation(conn, written)
+    def _unmatched(
+        self,
+        topic: str,
+        model_id: str,
+        embeddings: list[EmbeddingComputed],
+        targets: list[Generation],
+        messages: list[SourceMessage],
+    ) -> list[Output]:
+        """Embeddings of a model that no generation of their topic holds never go in: models
+        never mix in one collection."""
+        held = ", ".join(f"{g.name} ({g.model_id})" for g in targets) or "none"
+        reason = (
+            f"{model_id} is not the model of the generations filled from {topic} ({held}): "
+            "re-embed with `cbir re-embed` to index another model"
+        )
+        wanted = {e.image.image_id for e in embeddings}
+        return [
+            self.dead_letter(m, "index", reason, (m.key or b"").decode(errors="replace"))
+            for m in messages
+            if m.topic == topic and (m.key or b"").decode(errors="replace") in wanted
+        ]
 
-    def _delete(self, image_ids: list[str]) -> None:
+    def _upsert(
+        self, targets: list[Generation], embeddings: list[EmbeddingComputed], owns_rows: bool
+    ) -> None:
+        images = [e.image for e in embeddings]
+        vectors = np.stack([e.vector for e in embeddings])
+        live_written = 0
+        for generation in targets:
+            self._create(generation)
+            written = self.index.upsert(generation.name, images, vectors)
+            if generation.state == "live":
+                live_written = written
+        if owns_rows:
+            conn = self._mysql()
+            holder = next((g for g in targets if g.state == "live"), targets[0])
+            metadata_store.upsert_indexed(conn, images, holder.model_id, holder.name)
+        if live_written:
+            metadata_store.bump_generation(self._mysql(), live_written)
+
+    def _delete(self, image_ids: list[str], targets: list[Generation], owns_rows: bool) -> None:
+        if self.replay is not None:
+            for generation in targets:
+                self._create(generation)
+                self.index.delete(generation.name, image_ids)
+            if owns_rows:
+                metadata_store.delete_images(self._mysql(), image_ids)
+            return
         rows = metadata_store.lookup(self._mysql(), image_ids)
         written = self.index.delete_everywhere(image_ids)
+        if not owns_rows:
+            return
         metadata_store.delete_images(self._mysql(), image_ids)
         metadata_store.bump_generation(self._mysql(), written)
         for image_id in image_ids:

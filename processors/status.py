@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pymysql
 from confluent_kafka import Consumer, TopicPartition
 
 from cbir.settings import Settings
-from service_adapters import metadata_store
+from service_adapters import generations, metadata_store
 from service_adapters.vector_index import VectorIndex
+
+
+def indexed_topics(settings: Settings) -> list[str] | None:
+    """The embeddings topics of the building and live generations ([] before the first one),
+    or None when the registry cannot be read (MySQL down or not provisioned yet)."""
+    try:
+        with metadata_store.connect(settings.mysql) as conn:
+            return sorted({g.embeddings_topic for g in generations.active(conn)})
+    except pymysql.MySQLError:
+        return None
 
 
 @dataclass(frozen=True)

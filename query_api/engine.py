@@ -283,6 +283,7 @@ class QueryEngine:
                     collection=served.collection,
                     guarantee_ts=view.milvus_ts,
                     timeout_s=MILVUS_TIMEOUT_S,
+                    index_type=served.index_type,
                 )
             )[0]
         ids = [hit.image_id for hit in hits]

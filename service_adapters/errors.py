@@ -13,3 +13,8 @@ class ServiceUnavailable(Exception):
             f"{service} at {address} did not answer ({type(cause).__name__}: {cause}); "
             f"start it (`cbir stack up` for the local stack) or point {setting} at it"
         )
+
+
+class RegistryBusy(Exception):
+    """Another process held the generation registry's lock too long; the message says what
+    to do."""

@@ -57,6 +57,35 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
     (3, "INSERT IGNORE INTO index_state (id, generation) VALUES (1, 0)"),
+    (
+        4,
+        """
+        CREATE TABLE IF NOT EXISTS generations (
+            id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            name VARCHAR(255) NOT NULL UNIQUE COMMENT 'the Milvus collection',
+            model VARCHAR(255) NOT NULL COMMENT 'the Triton model that embeds for it',
+            model_id VARCHAR(255) NOT NULL COMMENT 'name:version:dim:pooling:fingerprint',
+            dim INT NOT NULL,
+            embeddings_topic VARCHAR(249) NOT NULL COMMENT 'the topic it is filled from',
+            index_type VARCHAR(32) NOT NULL,
+            index_params JSON NOT NULL COMMENT 'the build parameters of its vector index',
+            state ENUM('building', 'live', 'retired', 'dropped', 'abandoned') NOT NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            live_at DATETIME(6) NULL,
+            retired_at DATETIME(6) NULL,
+            drop_after DATETIME(6) NULL COMMENT 'a retired generation is dropped after this',
+            KEY generations_state (state)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+        """,
+    ),
+    # the index generation keys cached results: a database made anew (a rebuild from
+    # nothing) must not count again from 0 into keys cached before it, so it starts at the
+    # present in microseconds
+    (
+        5,
+        "UPDATE index_state SET generation ="
+        " GREATEST(generation, FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000000)) WHERE id = 1",
+    ),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -153,40 +154,51 @@ def scalar_columns(images: Sequence[ImageMetadata]) -> list[list[Any]]:
 
 @dataclass(frozen=True)
 class Served:
-    """What the alias points at: the physical collection and the model of its vectors."""
+    """What the alias points at: the physical collection, the model of its vectors, and its
+    index type (search parameters depend on it)."""
 
     collection: str
     model_id: str
+    index_type: str = "HNSW"
 
 
-def collection_name(alias: str, model_id: str) -> str:
-    """The physical collection of one model behind the alias (names allow [A-Za-z0-9_])."""
+def model_slug(model_id: str) -> str:
+    """`name_vVERSION_FINGERPRINT8` of a model id (Milvus and Kafka names allow it)."""
     name, version, _dim, _pooling, fingerprint = model_id.split(":")
-    slug = re.sub(r"[^A-Za-z0-9_]", "_", f"{name}_v{version}")
-    return f"{alias}__{slug}_{fingerprint[:8]}"
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{name}_v{version}_{fingerprint[:8]}")
 
 
-def index_params(settings: MilvusSettings, processors: ProcessorsSettings) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if settings.index_type == "HNSW":
-        params = {"M": processors.hnsw_m, "efConstruction": processors.hnsw_ef_construction}
-    return {
-        "index_type": settings.index_type,
-        "metric_type": settings.metric_type,
-        "params": params,
-    }
+def generation_name(alias: str, number: int, model_id: str) -> str:
+    """The physical collection of generation `number` behind the alias, e.g.
+    `images__g3_mobilenet_v1_1a2b3c4d`: the alias, the generation, the model."""
+    return f"{alias}__g{number}_{model_slug(model_id)}"
+
+
+INDEX_TYPES = ("HNSW", "DISKANN", "IVF_FLAT", "IVF_SQ8", "FLAT")
+
+
+def default_index_params(index_type: str, processors: ProcessorsSettings) -> dict[str, Any]:
+    """The build parameters of an index type when none are given."""
+    if index_type == "HNSW":
+        return {"M": processors.hnsw_m, "efConstruction": processors.hnsw_ef_construction}
+    if index_type.startswith("IVF_"):
+        return {"nlist": 1024}
+    return {}
 
 
 def search_params(
-    settings: MilvusSettings, processors: ProcessorsSettings, effort: int | None = None
+    index_type: str, metric_type: str, processors: ProcessorsSettings, effort: int | None = None
 ) -> dict[str, Any]:
-    if settings.index_type == "DISKANN":
+    """`effort` is the speed/recall knob of the index type: search_list (DISKANN), ef (HNSW),
+    nprobe (IVF)."""
+    params: dict[str, Any] = {}
+    if index_type == "DISKANN":
         params = {"search_list": effort or processors.diskann_search_list}
-    elif settings.index_type == "HNSW":
+    elif index_type == "HNSW":
         params = {"ef": effort or processors.hnsw_ef}
-    else:
-        params = {}
-    return {"metric_type": settings.metric_type, "params": params}
+    elif index_type.startswith("IVF_"):
+        params = {"nprobe": effort or 16}
+    return {"metric_type": metric_type, "params": params}
 
 
 def consistency(guarantee_ts: int | None) -> dict[str, Any]:
@@ -197,8 +209,14 @@ def consistency(guarantee_ts: int | None) -> dict[str, Any]:
     return {"consistency_level": "Customized", "guarantee_timestamp": max(guarantee_ts, 1)}
 
 
+def timestamp_now() -> int:
+    """A Milvus hybrid timestamp of this moment: a search guaranteed to it sees every write
+    acknowledged before it."""
+    return int(utility.mkts_from_unixtime(time.time()))
+
+
 class VectorIndex:
-    """The collection of one model, reached through the alias queries use."""
+    """The generations' collections, and the alias queries search."""
 
     def __init__(self, settings: MilvusSettings, processors: ProcessorsSettings) -> None:
         self.settings = settings
@@ -207,21 +225,20 @@ class VectorIndex:
         connections.connect(
             alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
         )
-        self._ensured: dict[str, Collection] = {}
         self._handles: dict[str, Collection] = {}
 
-    def ensure(self, model_id: str, dim: int) -> Collection:
-        """The model's collection, created, indexed, loaded and aliased if it is new.
-
-        The alias is only created, never moved, here: switching it is the reindex's job, so
-        an index agent of another model can never take over the alias queries use.
-        """
-        if model_id in self._ensured:
-            return self._ensured[model_id]
-        name = collection_name(self.settings.collection, model_id)
+    def create(
+        self,
+        name: str,
+        model_id: str,
+        dim: int,
+        index_type: str,
+        index_params: dict[str, Any],
+    ) -> Collection:
+        """A generation's collection, created, indexed and loaded (each step skipped when it
+        is done already, so a rerun after a crash finishes the job)."""
         if not utility.has_collection(name, using=self.alias):
-            collection = Collection(name, collection_schema(model_id, dim), using=self.alias)
-            collection.create_index("embedding", index_params(self.settings, self.processors))
+            Collection(name, collection_schema(model_id, dim), using=self.alias)
         collection = Collection(name, using=self.alias)
         if collection.description != model_id:
             raise ValueError(f"collection {name} holds {collection.description!r}, not {model_id}")
@@ -229,19 +246,45 @@ class VectorIndex:
         if missing:
             raise ValueError(
                 f"collection {name} was made by an older version without the fields "
-                f"{sorted(missing)}: rebuild it from the log (drop it and replay the "
-                "embeddings topic)"
+                f"{sorted(missing)}: rebuild it from the log (`cbir reindex`)"
+            )
+        if not collection.has_index():
+            collection.create_index(
+                "embedding",
+                {
+                    "index_type": index_type,
+                    "metric_type": self.settings.metric_type,
+                    "params": index_params,
+                },
             )
         collection.load()
-        aliases = utility.list_aliases(name, using=self.alias)
-        if self.settings.collection not in aliases:
-            try:
-                utility.create_alias(name, self.settings.collection, using=self.alias)
-            except MilvusException as exc:
-                if "already exist" not in str(exc).lower():
-                    raise
-        self._ensured[model_id] = collection
+        self._handles[name] = collection
         return collection
+
+    def exists(self, name: str) -> bool:
+        return bool(utility.has_collection(name, using=self.alias))
+
+    def switch_alias(self, name: str) -> None:
+        """Point the alias queries search at `name`, atomically (created on first use)."""
+        try:
+            utility.alter_alias(name, self.settings.collection, using=self.alias)
+        except MilvusException as exc:
+            if "not" not in str(exc).lower() or "exist" not in str(exc).lower():
+                raise
+            utility.create_alias(name, self.settings.collection, using=self.alias)
+
+    def aliased(self) -> str | None:
+        """The collection the alias points at, or None when there is no alias yet."""
+        try:
+            return str(self.served().describe()["collection_name"])
+        except MilvusException:
+            return None
+
+    def drop(self, name: str) -> None:
+        """Drop a collection (its alias must have moved away first)."""
+        self._handles.pop(name, None)
+        if utility.has_collection(name, using=self.alias):
+            utility.drop_collection(name, using=self.alias)
 
     def _named(self, name: str) -> Collection:
         """A physical collection by name; its handle is kept (making one asks Milvus to
@@ -257,13 +300,16 @@ class VectorIndex:
 
     def served_model(self) -> Served:
         collection = self.served()
-        return Served(str(collection.describe()["collection_name"]), collection.description)
+        indexes = collection.indexes
+        index_type = str(indexes[0].params.get("index_type", "")) if indexes else "FLAT"
+        return Served(
+            str(collection.describe()["collection_name"]), collection.description, index_type
+        )
 
-    def upsert(self, model_id: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
-        """Write vectors, with the fields filters use, into the model's collection (created
-        on first use); the Milvus timestamp of the write."""
-        collection = self.ensure(model_id, int(vectors.shape[1]))
-        result = collection.upsert(
+    def upsert(self, name: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
+        """Write vectors, with the fields filters use, into a generation's collection; the
+        Milvus timestamp of the write."""
+        result = self._named(name).upsert(
             [
                 [i.image_id for i in images],
                 *scalar_columns(images),
@@ -294,14 +340,19 @@ class VectorIndex:
             str(row["image_id"]): np.asarray(row["embedding"], dtype=np.float32) for row in rows
         }
 
+    def delete(self, name: str, image_ids: Sequence[str]) -> int:
+        """Remove images from one generation's collection; the Milvus timestamp."""
+        result = self._named(name).delete(f"image_id in {json.dumps(list(image_ids))}")
+        return int(result.timestamp)
+
     def delete_everywhere(self, image_ids: Sequence[str]) -> int:
-        """Remove images from every model's collection behind the alias; the Milvus
-        timestamp of the last delete."""
+        """Remove images from every generation's collection (building, live and retired);
+        the Milvus timestamp of the last delete."""
         expression = f"image_id in {json.dumps(list(image_ids))}"
         timestamp = 0
         for name in utility.list_collections(using=self.alias):
             if name.startswith(f"{self.settings.collection}__"):
-                result = Collection(name, using=self.alias).delete(expression)
+                result = self._named(name).delete(expression)
                 timestamp = max(timestamp, int(result.timestamp))
         return timestamp
 
@@ -314,15 +365,19 @@ class VectorIndex:
         collection: str | None = None,
         guarantee_ts: int | None = None,
         timeout_s: float | None = None,
+        index_type: str | None = None,
     ) -> list[list[Hit]]:
         """The k nearest of each vector in the served collection (or a named one), among
         the entities the boolean `expression` admits, seeing every write up to
         `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
         target = self._named(collection) if collection else self.served()
+        if index_type is None:
+            indexes = target.indexes
+            index_type = str(indexes[0].params.get("index_type", "")) if indexes else "FLAT"
         results = target.search(
             vectors.astype(np.float32).tolist(),
             "embedding",
-            search_params(self.settings, self.processors, effort),
+            search_params(index_type, self.settings.metric_type, self.processors, effort),
             limit=k,
             expr=expression or None,
             timeout=timeout_s,
@@ -330,8 +385,9 @@ class VectorIndex:
         )
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 
-    def count(self, collection: Collection | None = None) -> int:
-        target = collection or self.served()
+    def count(self, name: str | None = None) -> int:
+        """Entities in a collection (the served one by default), strongly consistent."""
+        target = self._named(name) if name else self.served()
         rows = target.query(
             'image_id != ""', output_fields=["count(*)"], consistency_level="Strong"
         )

@@ -20,7 +20,8 @@ def _process(args: argparse.Namespace) -> int:
         from processors import status
 
         settings = get_settings()
-        topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+        embeddings = status.indexed_topics(settings) or [settings.kafka.embeddings_topic]
+        topics = [settings.kafka.images_topic, *embeddings]
         if args.wait:
             deadline = time.monotonic() + args.wait
             while any(lag.lag for lag in status.consumer_lag(settings, topics)):
@@ -29,24 +30,14 @@ def _process(args: argparse.Namespace) -> int:
                     break
                 time.sleep(1)
         table = Table("topic", "end offset", "processed", "lag", box=None)
-        for lag in status.consumer_lag(
-            settings, [settings.kafka.images_topic, settings.kafka.embeddings_topic]
-        ):
+        for lag in status.consumer_lag(settings, topics):
             table.add_row(lag.topic, str(lag.end_offset), str(lag.committed), str(lag.lag))
         console.print(table)
         console.print(f"dead letters: {status.dead_letter_count(settings)}")
         console.print(f"images by status: {status.image_statuses(settings)}")
         console.print(f"vectors searchable: {status.indexed_vectors(settings)}")
         return 0
-    worker = [
-        sys.executable,
-        "-m",
-        "processors",
-        "worker",
-        "--loglevel",
-        args.loglevel,
-        "--without-web",
-    ]
+    worker = [sys.executable, "-m", "processors.supervisor", "--loglevel", args.loglevel]
     os.execv(sys.executable, worker)
 
 

@@ -12,7 +12,7 @@ from local_stack.services.base import ApplicationService, NotReady, Port
 
 REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 REBALANCE_GRACE_S = 15.0
-WORKER = ["-m", "processors", "worker", "--loglevel", "info", "--without-web"]
+WORKER = ["-m", "processors.supervisor", "--loglevel", "info"]
 
 
 class ProcessorsService(ApplicationService):

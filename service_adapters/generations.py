@@ -1,0 +1,218 @@
+"""The registry of index generations, in MySQL beside the metadata.
+
+A generation is one physical Milvus collection, filled from one embeddings topic with the
+vectors of one model, under one set of index parameters. Its life: `building` (being filled
+by a replay while the live one serves), `live` (the alias points at it), `retired` (replaced;
+kept for a grace period), `dropped` (its collection is gone), or `abandoned` (a build given up
+before it went live). At most one generation is live. The processors write every event to
+every `building` and `live` generation of the event's topic, and a replay fills the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pymysql
+from pymysql.connections import Connection
+
+from service_adapters.errors import RegistryBusy
+from service_adapters.vector_index import generation_name
+
+ACTIVE = ("building", "live")
+LOCK = "cbir.generations"
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: int
+    name: str
+    model: str
+    model_id: str
+    dim: int
+    embeddings_topic: str
+    index_type: str
+    index_params: dict[str, Any]
+    state: str
+    created_at: datetime | None = None
+    live_at: datetime | None = None
+    retired_at: datetime | None = None
+    drop_after: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+def _generation(row: dict[str, Any]) -> Generation:
+    params = row["index_params"]
+    return Generation(
+        id=int(row["id"]),
+        name=str(row["name"]),
+        model=str(row["model"]),
+        model_id=str(row["model_id"]),
+        dim=int(row["dim"]),
+        embeddings_topic=str(row["embeddings_topic"]),
+        index_type=str(row["index_type"]),
+        index_params=json.loads(params) if isinstance(params, str | bytes) else dict(params),
+        state=str(row["state"]),
+        created_at=row.get("created_at"),
+        live_at=row.get("live_at"),
+        retired_at=row.get("retired_at"),
+        drop_after=row.get("drop_after"),
+    )
+
+
+def _select(conn: Connection, where: str = "", params: tuple[Any, ...] = ()) -> list[Generation]:
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM generations {where} ORDER BY id", params)
+        return [_generation(row) for row in cur.fetchall()]
+
+
+def all_generations(conn: Connection) -> list[Generation]:
+    return _select(conn)
+
+
+def active(conn: Connection) -> list[Generation]:
+    """The generations the processors write to: building and live."""
+    return _select(conn, "WHERE state IN ('building', 'live')")
+
+
+def live(conn: Connection) -> Generation | None:
+    found = _select(conn, "WHERE state = 'live'")
+    return found[-1] if found else None
+
+
+def by_id(conn: Connection, generation_id: int) -> Generation | None:
+    found = _select(conn, "WHERE id = %s", (generation_id,))
+    return found[0] if found else None
+
+
+def expired(conn: Connection) -> list[Generation]:
+    """Retired generations whose grace period is over."""
+    return _select(conn, "WHERE state = 'retired' AND drop_after <= UTC_TIMESTAMP(6)")
+
+
+@contextmanager
+def locked(conn: Connection, timeout_s: int = 30) -> Iterator[None]:
+    """The registry's lock (MySQL GET_LOCK), so that two processes never register the first
+    generation twice or switch at the same moment."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, %s)", (LOCK, timeout_s))
+        (got,) = cur.fetchone() or (0,)
+    if got != 1:
+        raise RegistryBusy(
+            f"the generation registry stayed locked for {timeout_s} s: another reindex or "
+            "processor is switching; run again when it is done"
+        )
+    try:
+        yield
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK,))
+
+
+def register(
+    conn: Connection,
+    *,
+    alias: str,
+    model: str,
+    model_id: str,
+    dim: int,
+    embeddings_topic: str,
+    index_type: str,
+    index_params: dict[str, Any],
+    state: str,
+    taken: Callable[[str], bool] = lambda _name: False,
+) -> Generation:
+    """A new generation with its collection name (the alias, its number, its model); the
+    caller holds the lock and creates the collection. A name `taken` already (a collection
+    left from before the registry was lost) is passed over: the next number is used."""
+    while True:
+        generation = _insert(
+            conn, alias, model, model_id, dim, embeddings_topic, index_type, index_params, state
+        )
+        if not taken(generation.name):
+            return generation
+        set_state(conn, generation.id, "abandoned")
+
+
+def _insert(
+    conn: Connection,
+    alias: str,
+    model: str,
+    model_id: str,
+    dim: int,
+    embeddings_topic: str,
+    index_type: str,
+    index_params: dict[str, Any],
+    state: str,
+) -> Generation:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO generations (name, model, model_id, dim, embeddings_topic, index_type,"
+            " index_params, state, live_at) VALUES (UUID(), %s, %s, %s, %s, %s, %s, %s,"
+            " IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
+            (
+                model,
+                model_id,
+                dim,
+                embeddings_topic,
+                index_type,
+                json.dumps(index_params),
+                state,
+                state,
+            ),
+        )
+        number = int(cur.lastrowid)
+        cur.execute(
+            "UPDATE generations SET name = %s WHERE id = %s",
+            (generation_name(alias, number, model_id), number),
+        )
+    found = by_id(conn, number)
+    assert found is not None
+    return found
+
+
+def set_state(conn: Connection, generation_id: int, state: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("UPDATE generations SET state = %s WHERE id = %s", (state, generation_id))
+
+
+def make_live(conn: Connection, new: Generation, grace_s: float, milvus_ts: int) -> list[str]:
+    """In one transaction: `new` live, the live one retired (dropped after `grace_s`), every
+    indexed image's row pointing at `new`, the index generation bumped (cached results and the
+    API's view of the alias are refreshed). Returns the names of the generations retired."""
+    conn.begin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT name FROM generations WHERE state = 'live' AND id != %s", (new.id,))
+            retired = [str(row[0]) for row in cur.fetchall()]
+            cur.execute(
+                "UPDATE generations SET state = 'retired', retired_at = UTC_TIMESTAMP(6),"
+                " drop_after = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
+                " WHERE state = 'live' AND id != %s",
+                (int(grace_s), new.id),
+            )
+            cur.execute(
+                "UPDATE generations SET state = 'live', live_at = UTC_TIMESTAMP(6) WHERE id = %s",
+                (new.id,),
+            )
+            cur.execute(
+                "UPDATE images SET model_id = %s, generation = %s WHERE status = 'indexed'",
+                (new.model_id, new.name),
+            )
+            cur.execute(
+                "UPDATE index_state SET generation = generation + 1,"
+                " milvus_ts = GREATEST(milvus_ts, %s) WHERE id = 1",
+                (milvus_ts,),
+            )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return retired

@@ -1,0 +1,406 @@
+"""Rebuilding from the log on the real stack: reindex under continuous search, a killed
+reindex continued, re-embedding with a second model, and a rebuild after Milvus and MySQL
+are wiped.
+
+These tests run a pipeline of their own beside the session's, on the same servers: their
+own topics, bucket, database, Milvus alias, processors and query API (the `replay`
+namespace), so that flowers17 alone is in their log and wiping their stores touches nothing
+else. The tests build on each other, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from cbir.settings import Settings, settings_environment
+from embedding_models.export import export_model
+from embedding_models.runtime import Pooling
+from local_stack.launcher import Launcher
+from local_stack.services.mariadb import MariaDBService
+from producers.ingest import Ingestor, collect, delete_images, image_id_of
+from replay.rebuild import Rebuilder, ReplayOptions
+from service_adapters import generations, kafka_topics, metadata_store, object_store
+from service_adapters.embedder import TritonEmbedder
+from service_adapters.generations import Generation
+from service_adapters.vector_index import VectorIndex, utility
+from tests.integration.helpers import indexed, rows, wait_for
+from tests.integration.test_pipeline import unique_png
+
+pytestmark = pytest.mark.integration
+NAMESPACE = "replay"
+CBIR = str(Path(sys.executable).parent / "cbir")
+
+
+def namespace(base: Settings, data_dir: Path) -> Settings:
+    """The session stack's servers, with names of this module's own."""
+    kafka = base.kafka.model_copy(
+        update={
+            "images_topic": f"{NAMESPACE}.images",
+            "embeddings_topic": f"{NAMESPACE}.embeddings",
+            "dead_letter_topic": f"{NAMESPACE}.dead-letter",
+            "object_events_topic": f"{NAMESPACE}.object-events",
+        }
+    )
+    return base.model_copy(
+        update={
+            "kafka": kafka,
+            "minio": base.minio.model_copy(update={"bucket": f"{NAMESPACE}-images"}),
+            "milvus": base.milvus.model_copy(update={"collection": NAMESPACE}),
+            "mysql": base.mysql.model_copy(update={"database": f"cbir_{NAMESPACE}"}),
+            "processors": base.processors.model_copy(
+                update={"app_id": f"cbir-{NAMESPACE}-processors", "resubscribe_check_s": 2.0}
+            ),
+            "api": base.api.model_copy(update={"port": base.api.port + 1}),
+            "stack": base.stack.model_copy(update={"data_dir": data_dir}),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def replay_apps(
+    launcher: Launcher, mobilenet_served: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Launcher]:
+    """Processors and query API of the namespace, provisioned like a deployment's."""
+    settings = namespace(launcher.settings, tmp_path_factory.mktemp(NAMESPACE))
+    MariaDBService(settings, launcher.layout).provision()
+    kafka_topics.ensure_topics(settings.kafka)
+    object_store.ensure_bucket(settings.minio)
+    apps = Launcher(settings, only=["processors", "query-api"])
+    apps.up()
+    yield apps
+    apps.down()
+
+
+@pytest.fixture(scope="module")
+def flowers(replay_apps: Launcher, shared_dir: Path) -> dict[str, Path]:
+    """flowers17, all 1360, through the namespace's pipeline: image id -> file."""
+    settings = replay_apps.settings
+    items = collect([str(shared_dir / "data" / "flowers17")])
+    Ingestor(settings).ingest(items)
+    by_id = {image_id_of(item.path.read_bytes()): item.path for item in items}
+    assert len(by_id) == 1360
+    wait_for(lambda: indexed(settings, set(by_id)) == 1360, 300, "flowers17 to be indexed")
+    return by_id
+
+
+def api(settings: Settings) -> httpx.Client:
+    return httpx.Client(base_url=f"http://{settings.api.host}:{settings.api.port}", timeout=60)
+
+
+def registry(settings: Settings) -> list[Generation]:
+    with metadata_store.connect(settings.mysql) as conn:
+        return generations.all_generations(conn)
+
+
+def live_one(settings: Settings) -> Generation:
+    live = [g for g in registry(settings) if g.state == "live"]
+    assert len(live) == 1, f"live generations: {live}"
+    return live[0]
+
+
+def building(settings: Settings) -> Generation | None:
+    found = [g for g in registry(settings) if g.state == "building"]
+    return found[0] if found else None
+
+
+class Stores:
+    """What Milvus holds, asked with strong consistency."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.index = VectorIndex(settings.milvus, settings.processors)
+
+    def count(self, name: str) -> int:
+        return self.index.count(name)
+
+    def holds(self, name: str, image_ids: set[str]) -> set[str]:
+        return set(self.index.vectors_of(sorted(image_ids), collection=name))
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def indexed_rows(settings: Settings) -> int:
+    with metadata_store.connect(settings.mysql) as conn:
+        return metadata_store.status_counts(conn).get("indexed", 0)
+
+
+class Searcher(threading.Thread):
+    """A client searching without pause (result cache bypassed), recording every answer."""
+
+    def __init__(self, settings: Settings, queries: list[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.queries = queries
+        self.answers: list[tuple[int, str, str]] = []  # status, collection, model id
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with api(self.settings) as client:
+            turn = 0
+            while not self.stopping.is_set():
+                data = self.queries[turn % len(self.queries)]
+                try:
+                    response = client.post(
+                        "/search",
+                        files={"image": ("q.jpg", data)},
+                        data={"k": "5"},
+                        headers={"Cache-Control": "no-cache"},
+                    )
+                    body = response.json() if response.status_code == 200 else {}
+                    self.answers.append(
+                        (response.status_code, body.get("collection", ""), body.get("model_id", ""))
+                    )
+                except httpx.HTTPError as exc:
+                    self.answers.append((0, type(exc).__name__, ""))
+                turn += 1
+                time.sleep(0.02)
+
+    def stop(self) -> list[tuple[int, str, str]]:
+        self.stopping.set()
+        self.join(30)
+        return self.answers
+
+
+def test_reindex_under_continuous_search_switches_with_no_failed_search(
+    replay_apps: Launcher, flowers: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = replay_apps.settings
+    old = live_one(settings)
+    searcher = Searcher(settings, [path.read_bytes() for path in list(flowers.values())[:5]])
+    searcher.start()
+    wait_for(lambda: len(searcher.answers) >= 5, 60, "the searcher to get answers")
+
+    result: dict[str, Any] = {}
+
+    def reindex() -> None:
+        rebuilder = Rebuilder(settings, lambda _status: None)
+        try:
+            options = ReplayOptions(
+                index_type="IVF_FLAT",
+                index_params={"nlist": 64},
+                grace_s=0,
+                batch_size=100,
+                max_rate=250,  # about 5 s of replay, so that the changes below land during it
+            )
+            result["live"] = rebuilder.reindex(options)
+        except BaseException as exc:
+            result["error"] = exc
+        finally:
+            rebuilder.close()
+
+    worker = threading.Thread(target=reindex)
+    worker.start()
+    wait_for(lambda: building(settings) is not None, 60, "the new generation to be registered")
+    for seed in range(3):
+        (tmp_path / f"new{seed}.png").write_bytes(unique_png(seed=7000 + seed))
+    added = {image_id_of((tmp_path / f"new{seed}.png").read_bytes()) for seed in range(3)}
+    removed = set(sorted(flowers)[:3])
+    Ingestor(settings).ingest(collect([str(tmp_path)]))
+    delete_images(settings, sorted(removed), reason="deleted during the reindex")
+    assert building(settings) is not None, "the changes did not land during the reindex"
+    worker.join(300)
+    assert "error" not in result, result.get("error")
+    new: Generation = result["live"]
+    time.sleep(2)  # searches after the switch
+    answers = searcher.stop()
+
+    assert [a for a in answers if a[0] != 200] == [], "a search failed during the reindex"
+    assert answers[0][1] == old.name and answers[-1][1] == new.name
+    assert {a[1] for a in answers} == {old.name, new.name}
+    assert live_one(settings).name == new.name and new.index_type == "IVF_FLAT"
+    stores = Stores(settings)
+    try:
+        assert stores.index.aliased() == new.name
+        assert [g.state for g in registry(settings) if g.name == old.name] == ["dropped"]
+        assert not stores.index.exists(old.name)
+        wait_for(lambda: indexed(settings, added) == 3, 120, "the new uploads to be indexed")
+        wait_for(lambda: not rows(settings, removed), 60, "the deletes to be applied")
+        assert stores.holds(new.name, added) == added
+        assert stores.holds(new.name, removed) == set()
+        assert stores.count(new.name) == indexed_rows(settings) == 1360
+    finally:
+        stores.close()
+
+
+def test_a_killed_reindex_continues_and_never_goes_live_half_built(
+    replay_apps: Launcher, flowers: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = replay_apps.settings
+    before = live_one(settings)
+    env = {**os.environ, **settings_environment(settings)}
+    command = [CBIR, "reindex", "--index-type", "HNSW", "--param", "M=8", "--grace", "0"]
+    log = (tmp_path / "reindex.log").open("wb")
+    slow = subprocess.Popen(
+        [*command, "--batch-size", "50", "--max-rate", "100"], env=env, stdout=log, stderr=log
+    )
+    stores = Stores(settings)
+    try:
+        wait_for(
+            lambda: (g := building(settings)) is not None and stores.count(g.name) >= 200,
+            120,
+            "the reindex to be under way",
+        )
+        slow.kill()
+        slow.wait(30)
+        half = building(settings)
+        assert half is not None
+        assert live_one(settings).name == before.name
+        assert stores.index.aliased() == before.name
+        assert stores.count(half.name) < stores.count(before.name), "killed too late"
+
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        after = live_one(settings)
+        assert after.name == half.name, "the rerun did not continue the half-built generation"
+        assert stores.index.aliased() == half.name
+        assert (after.index_type, after.index_params) == ("HNSW", {"M": 8})
+        assert stores.count(after.name) == indexed_rows(settings) == 1360
+        assert not stores.index.exists(before.name)
+    finally:
+        stores.close()
+        if slow.poll() is None:
+            slow.kill()
+
+
+def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
+    replay_apps: Launcher, flowers: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = replay_apps.settings
+    export_model(
+        settings.triton.model_repository,
+        "resnet50",
+        1,
+        timm_arch="resnet50",
+        weights="random",
+        seed=0,
+        pooling=Pooling("gap"),
+        instances=1,
+    )
+    resnet = TritonEmbedder(settings.triton, "resnet50", protocol="http")
+    resnet.load()
+    identity = resnet.identity()
+    old = live_one(settings)
+    assert old.model_id.startswith("mobilenet:")
+
+    rebuilder = Rebuilder(settings, lambda _status: None)
+    try:
+        # an exact index, so that the rebuild below can be compared answer for answer
+        new = rebuilder.re_embed("resnet50", ReplayOptions(index_type="FLAT", grace_s=0))
+    finally:
+        rebuilder.close()
+
+    live = live_one(settings)
+    assert (live.name, live.model_id, live.dim) == (new.name, identity.model_id, 2048)
+    assert (
+        live.embeddings_topic
+        == f"{settings.kafka.embeddings_topic}.resnet50_v1_" + (identity.fingerprint[:8])
+    )
+    topics = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}).list_topics(
+        timeout=10
+    )
+    assert settings.kafka.embeddings_topic not in topics.topics, "the old topic outlived it"
+
+    image_id, photo = next(iter(sorted(flowers.items())[10:11]))
+    with api(settings) as client:
+        response = client.post(
+            "/search",
+            files={"image": ("q.jpg", photo.read_bytes())},
+            data={"k": "5"},
+            headers={"Cache-Control": "no-cache"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["collection"], body["model_id"]) == (new.name, identity.model_id)
+    assert body["results"][0]["image_id"] == image_id
+    # every score is the inner product of ResNet-50 vectors: the query's and the stored ones
+    query = resnet.embed([photo.read_bytes()])[0][0]
+    stores = Stores(settings)
+    try:
+        stored = stores.index.vectors_of(
+            [r["image_id"] for r in body["results"]], collection=new.name
+        )
+        for result in body["results"]:
+            exact = float(np.dot(query, stored[result["image_id"]]))
+            assert result["score"] == pytest.approx(exact, abs=1e-4)
+
+        # the processors follow the new topic: a new image is embedded by ResNet-50 alone
+        (tmp_path / "after.png").write_bytes(unique_png(seed=8123))
+        after_id = image_id_of((tmp_path / "after.png").read_bytes())
+        Ingestor(settings).ingest(collect([str(tmp_path / "after.png")]))
+        wait_for(lambda: indexed(settings, {after_id}) == 1, 180, "an upload after the switch")
+        assert rows(settings, {after_id})[after_id]["model_id"] == identity.model_id
+        assert stores.holds(new.name, {after_id}) == {after_id}
+        assert not stores.index.exists(old.name)
+    finally:
+        stores.close()
+
+
+def test_wiped_milvus_and_mysql_are_rebuilt_from_the_topics_alone(
+    launcher: Launcher, replay_apps: Launcher, flowers: dict[str, Path]
+) -> None:
+    settings = replay_apps.settings
+    probes = sorted(flowers)[20:28]
+    kept = "image_id, object_key, file_name, source, content_type, size_bytes, width, height"
+    kept += ", tags, status, uploaded_at, model_id"
+
+    def snapshot() -> tuple[dict[str, list[str]], dict[str, tuple[Any, ...]]]:
+        with api(settings) as client:
+            answers = {}
+            for image_id in probes:
+                response = client.get(
+                    f"/images/{image_id}/similar",
+                    params={"k": 10},
+                    headers={"Cache-Control": "no-cache"},
+                )
+                assert response.status_code == 200, response.text
+                answers[image_id] = [r["image_id"] for r in response.json()["results"]]
+        with metadata_store.connect(settings.mysql) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT {kept} FROM images")
+            table = {row[0]: tuple(row) for row in cur.fetchall()}
+        return answers, table
+
+    answers_before, rows_before = snapshot()
+    assert len(rows_before) == indexed_rows(settings) > 1000
+
+    stores = Stores(settings)
+    try:
+        utility.drop_alias(settings.milvus.collection, using=stores.index.alias)
+        for name in utility.list_collections(using=stores.index.alias):
+            if name.startswith(f"{NAMESPACE}__"):
+                utility.drop_collection(name, using=stores.index.alias)
+    finally:
+        stores.close()
+    root = MariaDBService(settings, launcher.layout)._root()
+    with root.cursor() as cur:
+        cur.execute(f"DROP DATABASE `{settings.mysql.database}`")
+        cur.execute(f"CREATE DATABASE `{settings.mysql.database}`")  # empty, as provisioned
+    root.close()
+
+    env = {**os.environ, **settings_environment(settings)}
+    started = time.monotonic()
+    rebuild = subprocess.run(
+        # the index parameters were in the lost registry: they are named again
+        [CBIR, "reindex", "--index-type", "FLAT", "--grace", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rebuild.returncode == 0, rebuild.stdout + rebuild.stderr
+    assert time.monotonic() - started < 600
+
+    answers_after, rows_after = snapshot()
+    assert rows_after == rows_before
+    assert answers_after == answers_before
