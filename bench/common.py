@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,19 @@ def provenance_line(document: dict[str, Any]) -> str:
         f"Measured {document['date'][:10]} on {machine_['cpu']} ({machine_['cores']} cores),"
         f" commit {document['commit']}, `{document['command']}`."
     )
+
+
+def on_fresh_stacks(
+    runs: Sequence[tuple[str, Callable[[Path], dict[str, Any]]]], scratch: Path
+) -> list[dict[str, Any]]:
+    """Each (label, measure) with a data directory of its own, removed after: `measure`
+    starts its stack there, so every run begins empty. The records, as printed."""
+    records = []
+    for label, measure in runs:
+        root = scratch / label
+        console.print(f"{label}: starting a fresh stack")
+        record = measure(root)
+        records.append(record)
+        console.print(" ".join(f"{k}={v}" for k, v in record.items()))
+        shutil.rmtree(root, ignore_errors=True)
+    return records

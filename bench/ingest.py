@@ -12,18 +12,17 @@ ResNet-50 runs with seeded random weights (speed only; the hub is unreachable he
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import add_stack_arguments, provenance_line, publish
+from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
 from bench.embedding import CpuMeter
-from cbir.commands.output import console
 from cbir.settings import Settings, get_settings, side_by_side
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
@@ -79,7 +78,7 @@ def latencies(settings: Settings) -> np.ndarray:
 
 
 def measure(
-    base: Settings, root: Path, repository: Path, dataset: Path, model: str, offset: int
+    base: Settings, root: Path, *, repository: Path, dataset: Path, model: str, offset: int
 ) -> dict[str, Any]:
     settings = side_by_side(base, offset, root / "data", repository)
     settings = settings.model_copy(
@@ -148,20 +147,25 @@ def render_markdown(document: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     base = get_settings()
-    records = []
     with tempfile.TemporaryDirectory(prefix="cbir-bench-ingest-") as scratch:
         repository = Path(scratch) / "models"
         export_models(repository, args.shared, args.models)
-        for model in args.models:
-            for name in args.datasets:
-                root = Path(scratch) / f"{model}-{name}"
-                console.print(f"{name} with {model}: starting a fresh stack")
-                record = measure(
-                    base, root, repository, args.shared / "data" / name, model, args.port_offset
-                )
-                records.append(record)
-                console.print(" ".join(f"{k}={v}" for k, v in record.items()))
-                shutil.rmtree(root, ignore_errors=True)
+        runs = [
+            (
+                f"{name} with {model}",
+                partial(
+                    measure,
+                    base,
+                    repository=repository,
+                    dataset=args.shared / "data" / name,
+                    model=model,
+                    offset=args.port_offset,
+                ),
+            )
+            for model in args.models
+            for name in args.datasets
+        ]
+        records = on_fresh_stacks(runs, Path(scratch))
     publish("ingest", records, {"notes": __doc__.strip().splitlines()[-6:]}, render_markdown)
     return 0
 

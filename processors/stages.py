@@ -383,6 +383,10 @@ class IndexStage(Stage):
         conn = self._mysql()
         with generations.locked(conn):
             active = generations.active(conn)
+            live = [g for g in active if g.state == "live"]
+            if live and self.index.aliased() is None:  # registered, then failed: finish it
+                self._create(live[0])
+                self.index.switch_alias(live[0].name)
             if active:
                 return active
             index_type = self.settings.milvus.index_type

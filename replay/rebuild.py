@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from cbir.settings import Settings
 from processors.stages import EmbedStage, IndexStage, Stage
@@ -43,6 +43,7 @@ from service_adapters import generations, kafka_topics, metadata_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.generations import Generation
 from service_adapters.vector_index import (
+    MilvusException,
     VectorIndex,
     default_index_params,
     model_slug,
@@ -135,7 +136,10 @@ class Rebuilder:
                 "use `cbir reindex`"
             )
         topic = f"{self.settings.kafka.embeddings_topic}.{model_slug(identity.model_id)}"
-        ensure_embeddings_topic(self.settings, topic)
+        kafka_topics.ensure_topics(
+            self.settings.kafka,
+            specs=[kafka_topics.embeddings_topic_spec(self.settings.kafka, topic)],
+        )
         generation = self._building(
             options,
             topic,
@@ -229,7 +233,11 @@ class Rebuilder:
         index_type = options.index_type or (
             live.index_type if live else self.settings.milvus.index_type
         )
-        params = options.index_params or default_index_params(index_type, self.settings.processors)
+        # the type's defaults, overridden by what was asked (HNSW wants M and efConstruction)
+        params = {
+            **default_index_params(index_type, self.settings.processors),
+            **(options.index_params or {}),
+        }
         with generations.locked(self.conn):
             for started in generations.active(self.conn):
                 if started.state != "building" or not same_source(started):
@@ -265,7 +273,13 @@ class Rebuilder:
                 state="building",
                 taken=self.index.exists,
             )
-            self.index.create(generation.name, model_id, dim, index_type, params)
+            try:
+                self.index.create(generation.name, model_id, dim, index_type, params)
+            except MilvusException as exc:
+                self._abandon(generation)
+                raise ReplayError(
+                    f"Milvus refused the index {index_type} {params}: {exc}; change --param"
+                ) from exc
         log.info("building", extra={"generation": generation.name, "index_type": index_type})
         return generation
 
@@ -375,24 +389,3 @@ class Rebuilder:
             self.report(ReplayStatus(generation.name, "grace", 0, 0, 0.0, left, ", ".join(retired)))
             time.sleep(min(1.0, max(left, 0.0)))
         self.prune()
-
-
-def ensure_embeddings_topic(settings: Settings, topic: str) -> None:
-    """A compacted embeddings topic, configured as the pipeline's own."""
-    spec = next(
-        s
-        for s in kafka_topics.pipeline_topics(settings.kafka)
-        if s.name == settings.kafka.embeddings_topic
-    )
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=spec.partitions, replication_factor=1, config=spec.config)]
-    )
-    for future in futures.values():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise

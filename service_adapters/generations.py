@@ -132,50 +132,23 @@ def register(
     """A new generation with its collection name (the alias, its number, its model); the
     caller holds the lock and creates the collection. A name `taken` already (a collection
     left from before the registry was lost) is passed over: the next number is used."""
+    columns = (model, model_id, dim, embeddings_topic, index_type, json.dumps(index_params))
     while True:
-        generation = _insert(
-            conn, alias, model, model_id, dim, embeddings_topic, index_type, index_params, state
-        )
-        if not taken(generation.name):
-            return generation
-        set_state(conn, generation.id, "abandoned")
-
-
-def _insert(
-    conn: Connection,
-    alias: str,
-    model: str,
-    model_id: str,
-    dim: int,
-    embeddings_topic: str,
-    index_type: str,
-    index_params: dict[str, Any],
-    state: str,
-) -> Generation:
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO generations (name, model, model_id, dim, embeddings_topic, index_type,"
-            " index_params, state, live_at) VALUES (UUID(), %s, %s, %s, %s, %s, %s, %s,"
-            " IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
-            (
-                model,
-                model_id,
-                dim,
-                embeddings_topic,
-                index_type,
-                json.dumps(index_params),
-                state,
-                state,
-            ),
-        )
-        number = int(cur.lastrowid)
-        cur.execute(
-            "UPDATE generations SET name = %s WHERE id = %s",
-            (generation_name(alias, number, model_id), number),
-        )
-    found = by_id(conn, number)
-    assert found is not None
-    return found
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
+                " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s, %s, %s,"
+                " %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
+                (*columns, state, state),
+            )
+            number = int(cur.lastrowid)
+            name = generation_name(alias, number, model_id)
+            cur.execute("UPDATE generations SET name = %s WHERE id = %s", (name, number))
+        if not taken(name):
+            found = by_id(conn, number)
+            assert found is not None
+            return found
+        set_state(conn, number, "abandoned")
 
 
 def set_state(conn: Connection, generation_id: int, state: str) -> None:

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from cbir.settings import KafkaSettings
 
@@ -24,19 +30,27 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+# images and embeddings: the latest event of every image, for ever
+COMPACTED = {
+    "cleanup.policy": "compact",
+    # how long a delete's tombstone survives compaction: a consumer that is further behind
+    # than this could miss a delete, so it is generous
+    "delete.retention.ms": str(7 * 24 * 3600 * 1000),
+    "min.cleanable.dirty.ratio": "0.5",
+    "segment.ms": str(24 * 3600 * 1000),
+}
+
+
+def embeddings_topic_spec(kafka: KafkaSettings, name: str) -> TopicSpec:
+    """An embeddings topic: the configured one, or a re-embed's of another model."""
+    return TopicSpec(name, kafka.partitions, COMPACTED)
+
+
 def pipeline_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     """The topics the pipeline needs, with the settings that make them replayable."""
-    compacted = {
-        "cleanup.policy": "compact",
-        # how long a delete's tombstone survives compaction: a consumer that is further behind
-        # than this could miss a delete, so it is generous
-        "delete.retention.ms": str(7 * 24 * 3600 * 1000),
-        "min.cleanable.dirty.ratio": "0.5",
-        "segment.ms": str(24 * 3600 * 1000),
-    }
     return [
-        TopicSpec(kafka.images_topic, kafka.partitions, compacted),
-        TopicSpec(kafka.embeddings_topic, kafka.partitions, compacted),
+        TopicSpec(kafka.images_topic, kafka.partitions, COMPACTED),
+        embeddings_topic_spec(kafka, kafka.embeddings_topic),
         TopicSpec(
             kafka.object_events_topic,
             kafka.partitions,
@@ -70,11 +84,19 @@ def topic_partitions(kafka: KafkaSettings, timeout_s: float = 5.0) -> dict[str, 
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
-def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create the missing pipeline topics; returns the names it created."""
+def ensure_topics(
+    kafka: KafkaSettings, timeout_s: float = 30.0, specs: list[TopicSpec] | None = None
+) -> list[str]:
+    """Create the missing topics (the pipeline's by default), and set the configuration of
+    those that exist (a topic auto-created by a client before provisioning has the broker's
+    defaults, not compaction); returns the names it created."""
+    specs = pipeline_topics(kafka) if specs is None else specs
     admin = _admin(kafka)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    wanted = [spec for spec in pipeline_topics(kafka) if spec.name not in existing]
+    present = [spec for spec in specs if spec.name in existing]
+    if present:
+        _set_configs(admin, present, timeout_s)
+    wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics(
@@ -93,3 +115,26 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+                for name, value in spec.config.items()
+            ],
+        )
+        for spec in specs
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=timeout_s)
+
+
+def topic_configs(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> dict[str, str]:
+    """A topic's configuration as the broker applies it."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = _admin(kafka).describe_configs([resource])[resource].result(timeout=timeout_s)
+    return {name: str(entry.value) for name, entry in entries.items()}

@@ -238,7 +238,11 @@ class VectorIndex:
         """A generation's collection, created, indexed and loaded (each step skipped when it
         is done already, so a rerun after a crash finishes the job)."""
         if not utility.has_collection(name, using=self.alias):
-            Collection(name, collection_schema(model_id, dim), using=self.alias)
+            try:
+                Collection(name, collection_schema(model_id, dim), using=self.alias)
+            except MilvusException:
+                if not utility.has_collection(name, using=self.alias):
+                    raise  # not a concurrent creation by another writer
         collection = Collection(name, using=self.alias)
         if collection.description != model_id:
             raise ValueError(f"collection {name} holds {collection.description!r}, not {model_id}")
@@ -249,14 +253,18 @@ class VectorIndex:
                 f"{sorted(missing)}: rebuild it from the log (`cbir reindex`)"
             )
         if not collection.has_index():
-            collection.create_index(
-                "embedding",
-                {
-                    "index_type": index_type,
-                    "metric_type": self.settings.metric_type,
-                    "params": index_params,
-                },
-            )
+            try:
+                collection.create_index(
+                    "embedding",
+                    {
+                        "index_type": index_type,
+                        "metric_type": self.settings.metric_type,
+                        "params": index_params,
+                    },
+                )
+            except MilvusException:
+                if not collection.has_index():
+                    raise
         collection.load()
         self._handles[name] = collection
         return collection
@@ -269,7 +277,8 @@ class VectorIndex:
         try:
             utility.alter_alias(name, self.settings.collection, using=self.alias)
         except MilvusException as exc:
-            if "not" not in str(exc).lower() or "exist" not in str(exc).lower():
+            text = str(exc).lower()
+            if "not found" not in text and "not exist" not in text:
                 raise
             utility.create_alias(name, self.settings.collection, using=self.alias)
 
@@ -300,11 +309,12 @@ class VectorIndex:
 
     def served_model(self) -> Served:
         collection = self.served()
-        indexes = collection.indexes
-        index_type = str(indexes[0].params.get("index_type", "")) if indexes else "FLAT"
-        return Served(
-            str(collection.describe()["collection_name"]), collection.description, index_type
-        )
+        name = str(collection.describe()["collection_name"])
+        return Served(name, collection.description, self._index_type_of(name))
+
+    def _index_type_of(self, name: str) -> str:
+        indexes = self._named(name).indexes
+        return str(indexes[0].params.get("index_type", "FLAT")) if indexes else "FLAT"
 
     def upsert(self, name: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
         """Write vectors, with the fields filters use, into a generation's collection; the
@@ -370,11 +380,12 @@ class VectorIndex:
         """The k nearest of each vector in the served collection (or a named one), among
         the entities the boolean `expression` admits, seeing every write up to
         `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
-        target = self._named(collection) if collection else self.served()
-        if index_type is None:
-            indexes = target.indexes
-            index_type = str(indexes[0].params.get("index_type", "")) if indexes else "FLAT"
-        results = target.search(
+        if collection is None:
+            served = self.served_model()
+            collection, index_type = served.collection, index_type or served.index_type
+        elif index_type is None:
+            index_type = self._index_type_of(collection)
+        results = self._named(collection).search(
             vectors.astype(np.float32).tolist(),
             "embedding",
             search_params(index_type, self.settings.metric_type, self.processors, effort),

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from bench import ann, embedding, ingest, query
+    from bench import ann, embedding, ingest, query, replay
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
@@ -14,3 +14,4 @@ def register(areas: Any) -> None:
     ingest.register(actions)
     query.register(actions)
     ann.register(actions)
+    replay.register(actions)

@@ -111,7 +111,10 @@ class KafkaService(LocalService):
             "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "group.initial.rebalance.delay.ms": "0",
-            "log.cleaner.enable": "true",
+            "log.cleaner.enable": "true",  # compacts the images and embeddings topics
+            # topics are made by provisioning, with their settings: a client that asks for a
+            # deleted topic (a retired generation's) must not bring it back with defaults
+            "auto.create.topics.enable": "false",
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         if not (log_dir / "meta.properties").exists():

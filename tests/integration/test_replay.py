@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from bench.replay import wipe_index_and_metadata
 from cbir.settings import Settings, settings_environment
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
@@ -34,7 +35,7 @@ from replay.rebuild import Rebuilder, ReplayOptions
 from service_adapters import generations, kafka_topics, metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.generations import Generation
-from service_adapters.vector_index import VectorIndex, utility
+from service_adapters.vector_index import MilvusException, VectorIndex
 from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.test_pipeline import unique_png
 
@@ -123,6 +124,13 @@ class Stores:
 
     def count(self, name: str) -> int:
         return self.index.count(name)
+
+    def count_if_loaded(self, name: str) -> int:
+        """0 while a just-registered generation's collection is still being created."""
+        try:
+            return self.index.count(name)
+        except MilvusException:
+            return 0
 
     def holds(self, name: str, image_ids: set[str]) -> set[str]:
         return set(self.index.vectors_of(sorted(image_ids), collection=name))
@@ -248,7 +256,7 @@ def test_a_killed_reindex_continues_and_never_goes_live_half_built(
     stores = Stores(settings)
     try:
         wait_for(
-            lambda: (g := building(settings)) is not None and stores.count(g.name) >= 200,
+            lambda: (g := building(settings)) is not None and stores.count_if_loaded(g.name) >= 200,
             120,
             "the reindex to be under way",
         )
@@ -265,7 +273,7 @@ def test_a_killed_reindex_continues_and_never_goes_live_half_built(
         after = live_one(settings)
         assert after.name == half.name, "the rerun did not continue the half-built generation"
         assert stores.index.aliased() == half.name
-        assert (after.index_type, after.index_params) == ("HNSW", {"M": 8})
+        assert (after.index_type, after.index_params) == ("HNSW", {"M": 8, "efConstruction": 200})
         assert stores.count(after.name) == indexed_rows(settings) == 1360
         assert not stores.index.exists(before.name)
     finally:
@@ -374,19 +382,7 @@ def test_wiped_milvus_and_mysql_are_rebuilt_from_the_topics_alone(
     answers_before, rows_before = snapshot()
     assert len(rows_before) == indexed_rows(settings) > 1000
 
-    stores = Stores(settings)
-    try:
-        utility.drop_alias(settings.milvus.collection, using=stores.index.alias)
-        for name in utility.list_collections(using=stores.index.alias):
-            if name.startswith(f"{NAMESPACE}__"):
-                utility.drop_collection(name, using=stores.index.alias)
-    finally:
-        stores.close()
-    root = MariaDBService(settings, launcher.layout)._root()
-    with root.cursor() as cur:
-        cur.execute(f"DROP DATABASE `{settings.mysql.database}`")
-        cur.execute(f"CREATE DATABASE `{settings.mysql.database}`")  # empty, as provisioned
-    root.close()
+    wipe_index_and_metadata(settings, launcher.layout)
 
     env = {**os.environ, **settings_environment(settings)}
     started = time.monotonic()

@@ -1,0 +1,197 @@
+"""`cbir bench replay`: how fast the log rebuilds the index, against how fast it was filled.
+
+Per dataset, on a fresh local stack of its own (ports moved by --port-offset), with the
+shared MobileNet: the dataset is ingested through the pipeline (images/s from the first
+upload until the last is indexed), then
+- reindex: the embeddings topic is replayed into a new generation (HNSW, no re-embedding)
+  while the old one serves; embeddings/s of the replay, seconds until the alias switched;
+- rebuild from nothing: Milvus and MySQL are wiped and `cbir reindex` restores both from
+  the topic alone; seconds until searchable again, embeddings/s;
+- the bytes the compacted topics hold on disk per image, and so per million images.
+All in one process on one machine, one after the other: the ratios are side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
+from bench.ingest import indexed_count
+from cbir.settings import Settings, get_settings, side_by_side
+from embedding_models.shared_mobilenet import export_shared_mobilenet
+from local_stack.launcher import Launcher
+from local_stack.layout import StackLayout
+from local_stack.services.mariadb import MariaDBService
+from producers.ingest import Ingestor, collect, image_id_of
+from replay.rebuild import Rebuilder, ReplayOptions, ReplayStatus
+from service_adapters.vector_index import VectorIndex, utility
+
+
+def wipe_index_and_metadata(settings: Settings, layout: StackLayout) -> None:
+    """Lose Milvus's collections and alias and MySQL's database (made again, empty, as a
+    deployment provisions it): what a rebuild from nothing starts from."""
+    index = VectorIndex(settings.milvus, settings.processors)
+    try:
+        alias = settings.milvus.collection
+        if index.aliased() is not None:
+            utility.drop_alias(alias, using=index.alias)
+        for name in utility.list_collections(using=index.alias):
+            if name.startswith(f"{alias}__"):
+                utility.drop_collection(name, using=index.alias)
+    finally:
+        index.close()
+    root = MariaDBService(settings, layout)._root()
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"DROP DATABASE `{settings.mysql.database}`")
+            cur.execute(f"CREATE DATABASE `{settings.mysql.database}`")
+    finally:
+        root.close()
+
+
+class ReplayClock:
+    """When the replay caught up with the end of its topic, and how many events it read."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.caught_up: float | None = None
+        self.replayed = 0
+
+    def __call__(self, status: ReplayStatus) -> None:
+        if status.phase == "replaying":
+            self.replayed = max(self.replayed, status.replayed)
+        elif self.caught_up is None:
+            self.caught_up = time.perf_counter() - self.started
+
+
+def timed_reindex(settings: Settings, options: ReplayOptions) -> dict[str, float]:
+    clock = ReplayClock()
+    rebuilder = Rebuilder(settings, clock)
+    try:
+        rebuilder.reindex(options)
+    finally:
+        rebuilder.close()
+    total = time.perf_counter() - clock.started
+    replay = clock.caught_up or total
+    return {
+        "events": clock.replayed,
+        "replay_seconds": round(replay, 2),
+        "events_per_s": round(clock.replayed / replay, 1),
+        "seconds_to_live": round(total, 2),
+    }
+
+
+def topic_bytes(layout: StackLayout, topic: str) -> int:
+    """Bytes of the topic's partitions in the local broker's log directory."""
+    log_dir = layout.service_data("kafka") / "log"
+    return sum(
+        f.stat().st_size
+        for folder in log_dir.glob(f"{topic}-*")
+        if folder.name.rsplit("-", 1)[0] == topic
+        for f in folder.iterdir()
+        if f.is_file()
+    )
+
+
+def measure(
+    base: Settings, root: Path, *, repository: Path, dataset: Path, offset: int
+) -> dict[str, Any]:
+    settings = side_by_side(base, offset, root / "data", repository)
+    launcher = Launcher(settings)
+    launcher.up()
+    try:
+        items = collect([str(dataset)])
+        unique = len({image_id_of(item.path.read_bytes()) for item in items})
+        started = time.perf_counter()
+        Ingestor(settings).ingest(items)
+        while indexed_count(settings) < unique:
+            if time.perf_counter() - started > 3600:
+                raise RuntimeError("the pipeline did not index everything within an hour")
+            time.sleep(0.2)
+        ingest_s = time.perf_counter() - started
+        options = ReplayOptions(grace_s=0)
+        reindex = timed_reindex(settings, options)
+        wipe_index_and_metadata(settings, launcher.layout)
+        rebuild = timed_reindex(settings, options)
+        if indexed_count(settings) != unique:
+            raise RuntimeError(f"the rebuild restored {indexed_count(settings)} of {unique} rows")
+        sizes = {
+            topic: topic_bytes(launcher.layout, topic)
+            for topic in (settings.kafka.images_topic, settings.kafka.embeddings_topic)
+        }
+    finally:
+        launcher.down()
+    ingest_rate = unique / ingest_s
+    per_image = {topic: size / unique for topic, size in sizes.items()}
+    return {
+        "dataset": dataset.name,
+        "model": settings.processors.model,
+        "images": unique,
+        "ingest_seconds": round(ingest_s, 1),
+        "ingest_images_per_s": round(ingest_rate, 1),
+        "reindex": reindex,
+        "reindex_ratio_to_ingest": round(reindex["events_per_s"] / ingest_rate, 1),
+        "rebuild": rebuild,
+        "rebuild_ratio_to_ingest": round(rebuild["events_per_s"] / ingest_rate, 1),
+        "log_bytes_per_image": {topic: round(size) for topic, size in per_image.items()},
+        "log_gb_per_million_images": round(sum(per_image.values()) * 1e6 / 1e9, 2),
+    }
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    lines = [
+        provenance_line(document),
+        "",
+        "| dataset | images | ingest, images/s | reindex replay, embeddings/s | reindex, s to live "
+        "| ratio to ingest | rebuild from nothing, s | rebuild, embeddings/s | log on disk, "
+        "bytes/image (images, embeddings) | GB per million images |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in document["records"]:
+        sizes = ", ".join(str(v) for v in r["log_bytes_per_image"].values())
+        lines.append(
+            f"| {r['dataset']} | {r['images']} | {r['ingest_images_per_s']} "
+            f"| {r['reindex']['events_per_s']} | {r['reindex']['seconds_to_live']} "
+            f"| {r['reindex_ratio_to_ingest']}x | {r['rebuild']['seconds_to_live']} "
+            f"| {r['rebuild']['events_per_s']} | {sizes} | {r['log_gb_per_million_images']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    base = get_settings()
+    with tempfile.TemporaryDirectory(prefix="cbir-bench-replay-") as scratch:
+        repository = Path(scratch) / "models"
+        export_shared_mobilenet(
+            repository, args.shared / "models" / "mobilenet_v1_embed.onnx", base.processors.model
+        )
+        runs = [
+            (
+                name,
+                partial(
+                    measure,
+                    base,
+                    repository=repository,
+                    dataset=args.shared / "data" / name,
+                    offset=args.port_offset,
+                ),
+            )
+            for name in args.datasets
+        ]
+        records = on_fresh_stacks(runs, Path(scratch))
+    publish("replay", records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
+    return 0
+
+
+def register(actions: Any) -> None:
+    replay = actions.add_parser(
+        "replay", help="replay and rebuild rates against the ingestion rate", description=__doc__
+    )
+    replay.add_argument("--datasets", nargs="+", default=["cifar10-test", "flowers17"])
+    add_stack_arguments(replay)
+    replay.set_defaults(run=run)
