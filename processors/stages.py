@@ -70,6 +70,7 @@ class Route:
     model: str  # the Triton model
     topic: str  # the embeddings topic
     model_id: str | None  # what the generation expects; None: whatever the model is
+    live: bool = True  # its failures mark the image's row failed (a build's do not)
 
 
 class ModelMismatch(Exception):
@@ -158,11 +159,12 @@ class Stage:
         stage: str,
         error: BaseException | str,
         image_id: str | None = None,
+        mark_failed: bool = True,
     ) -> Output:
         reason = error if isinstance(error, str) else str(error)
         error_type = "Rejected" if isinstance(error, str) else type(error).__name__
         log.info("dead letter", extra={"stage": stage, "image_id": image_id, "reason": reason})
-        if image_id is not None:
+        if image_id is not None and mark_failed:
             self.failures[image_id] = f"{stage}: {reason}"
         letter = DeadLetter(
             stage=stage,
@@ -205,7 +207,7 @@ class EmbedStage(Stage):
             return [
                 Route(self.settings.processors.model, self.settings.kafka.embeddings_topic, None)
             ]
-        return [Route(g.model, g.embeddings_topic, g.model_id) for g in chosen]
+        return [Route(g.model, g.embeddings_topic, g.model_id, g.state == "live") for g in chosen]
 
     def embedder(self, model: str) -> TritonEmbedder:
         if model not in self.embedders:
@@ -281,7 +283,11 @@ class EmbedStage(Stage):
                 if error:
                     group.append(
                         self.dead_letter(
-                            messages[index], "embed", f"{route.model}: {error}", image.image_id
+                            messages[index],
+                            "embed",
+                            f"{route.model}: {error}",
+                            image.image_id,
+                            mark_failed=route.live,
                         )
                     )
                 else:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: set up what is missing, start the local stack, serve the shared MobileNet from
 # Triton, stream flowers17 through the pipeline, search with a photo from the command line and
-# through the query API, and print the address of the web page.
+# through the query API, rebuild the index from the log, and print the address of the web page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${CBIR_SHARED_DIR:-../shared}
@@ -33,11 +33,15 @@ for attempt in ("first", "second"):
     print(f"  {attempt}: {(time.perf_counter() - started) * 1000:.1f} ms, result cache "
           f"{r.headers['x-cache']}: {', '.join(names[:4])}, ...")
 PY
+echo; echo "rebuild the vector index from the embeddings topic (no re-embedding) while it serves:"
+$cbir reindex --grace 0                         # replay, switch the alias, drop the old one
+$cbir generations
 cat <<MSG
 
 The pipeline is up. Try:
   $cbir ingest PHOTOS_FOLDER           # your own images (folder names become tags)
   $cbir search PHOTO                   # the most similar stored images
+  $cbir reindex --index-type IVF_FLAT  # a new index from the log, switched when complete
   $cbir stack status                   # health, ports, pids, memory of every service
   $cbir stack down                     # stop; the data stays for the next \`up\`
   API docs: $api/docs                  (uploads and deletes: X-API-Key from .env)

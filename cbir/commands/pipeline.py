@@ -49,14 +49,30 @@ def _search(args: argparse.Namespace) -> int:
     from service_adapters.vector_index import VectorIndex
 
     settings = get_settings()
-    embedder = TritonEmbedder(settings.triton, args.model or settings.processors.model)
-    vectors, errors = embedder.embed([args.image.read_bytes()])
-    if errors[0]:
-        console.print(f"[red]error[/]: {args.image}: {errors[0]}")
-        return 2
     index = VectorIndex(settings.milvus, settings.processors)
-    hits = index.search(np.asarray(vectors), args.k, args.effort)[0]
-    index.close()
+    try:
+        served = index.served_model()
+        # the query is embedded by the model of the vectors it is compared with
+        embedder = TritonEmbedder(settings.triton, served.model_id.split(":")[0])
+        if embedder.identity().model_id != served.model_id:
+            console.print(
+                f"[red]error[/]: the index holds {served.model_id} but Triton serves "
+                f"{embedder.identity().model_id}: load that version, or re-embed"
+            )
+            return 2
+        vectors, errors = embedder.embed([args.image.read_bytes()])
+        if errors[0]:
+            console.print(f"[red]error[/]: {args.image}: {errors[0]}")
+            return 2
+        hits = index.search(
+            np.asarray(vectors),
+            args.k,
+            args.effort,
+            collection=served.collection,
+            index_type=served.index_type,
+        )[0]
+    finally:
+        index.close()
     with metadata_store.connect(settings.mysql) as conn:
         rows = metadata_store.lookup(conn, [h.image_id for h in hits])
     table = Table("rank", "score", "image id", "file", "tags", box=None)
@@ -103,8 +119,9 @@ def register(areas: Any) -> None:
     search = areas.add_parser("search", help="the stored images most like an image file")
     search.add_argument("image", type=Path)
     search.add_argument("-k", type=int, default=10)
-    search.add_argument("--effort", type=int, help="search_list (DISKANN) or ef (HNSW)")
-    search.add_argument("--model", help="default: CBIR_PROCESSORS__MODEL")
+    search.add_argument(
+        "--effort", type=int, help="search_list (DISKANN), ef (HNSW) or nprobe (IVF)"
+    )
     search.set_defaults(run=_search)
 
     delete = areas.add_parser("delete", help="remove images (by id) from every store")
