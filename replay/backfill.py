@@ -79,14 +79,23 @@ class Backfill:
         self.resumed = any(tp.offset >= 0 for tp in committed)
         self.consumer.assign(assignment)
 
-    def end_offsets(self) -> dict[int, int]:
-        return {
-            p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-            for p in self.partitions
-        }
+    def end_offsets(self, fresh: bool) -> dict[int, int]:
+        """Each partition's end: as the last fetch saw it (free), or asked of the broker
+        (a request that can wait behind a fetch, up to half a second)."""
+        ends = {}
+        for partition in self.partitions:
+            tp = TopicPartition(self.topic, partition)
+            end = -1
+            if not fresh:
+                end = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+            if end < 0:  # not fetched yet, or asked for afresh
+                end = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+            ends[partition] = end
+        return ends
 
-    def lag(self) -> int:
-        return lag(self.end_offsets(), self.positions)
+    def lag(self, fresh: bool = False) -> int:
+        """Events left to replay; `fresh` asks the broker, for the final word."""
+        return lag(self.end_offsets(fresh), self.positions)
 
     def step(self, wait_s: float = 0.5) -> int:
         """Read one batch, write it through the stage, commit it; the events read."""

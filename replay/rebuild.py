@@ -338,9 +338,13 @@ class Rebuilder:
         self, generation: Generation, backfill: Backfill, live: Generation | None
     ) -> None:
         last_check = 0.0
+        start = backfill.lag(fresh=True)
+        self.report(ReplayStatus(generation.name, "replaying", 0, start, 0.0, None))
         while True:
             read = backfill.step()
             behind = backfill.lag()
+            if not behind and not read:  # the end as the last fetch saw it: confirm it
+                behind = backfill.lag(fresh=True)
             status = ReplayStatus(
                 generation.name,
                 "replaying",

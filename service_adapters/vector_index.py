@@ -274,13 +274,10 @@ class VectorIndex:
 
     def switch_alias(self, name: str) -> None:
         """Point the alias queries search at `name`, atomically (created on first use)."""
-        try:
-            utility.alter_alias(name, self.settings.collection, using=self.alias)
-        except MilvusException as exc:
-            text = str(exc).lower()
-            if "not found" not in text and "not exist" not in text:
-                raise
+        if self.aliased() is None:
             utility.create_alias(name, self.settings.collection, using=self.alias)
+        else:
+            utility.alter_alias(name, self.settings.collection, using=self.alias)
 
     def aliased(self) -> str | None:
         """The collection the alias points at, or None when there is no alias yet."""
