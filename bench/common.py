@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def on_fresh_stacks(
     starts its stack there, so every run begins empty. The records, as printed."""
     records = []
     for label, measure in runs:
-        root = scratch / label
+        root = scratch / re.sub(r"[^A-Za-z0-9_.-]+", "-", label)  # MariaDB's setup dislikes spaces
         console.print(f"{label}: starting a fresh stack")
         record = measure(root)
         records.append(record)

@@ -85,8 +85,8 @@ def measure(
         update={"processors": settings.processors.model_copy(update={"model": model})}
     )
     launcher = Launcher(settings)
-    launcher.up()
     try:
+        launcher.up()  # inside: a stack that came up in part is stopped too
         items = collect([str(dataset)])
         unique = len({image_id_of(item.path.read_bytes()) for item in items})
         sample = [item.path.read_bytes() for item in items[: min(len(items), 1000)]]

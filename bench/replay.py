@@ -109,8 +109,8 @@ def measure(
 ) -> dict[str, Any]:
     settings = side_by_side(base, offset, root / "data", repository)
     launcher = Launcher(settings)
-    launcher.up()
     try:
+        launcher.up()  # inside: a stack that came up in part is stopped too
         items = collect([str(dataset)])
         unique = len({image_id_of(item.path.read_bytes()) for item in items})
         started = time.perf_counter()
