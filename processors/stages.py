@@ -399,7 +399,7 @@ class IndexStage(Stage):
             first = generations.register(
                 conn,
                 alias=self.settings.milvus.collection,
-                model=self.settings.processors.model,
+                model=model_id.split(":")[0],  # the Triton model is named in its id
                 model_id=model_id,
                 dim=dim,
                 embeddings_topic=topic,

@@ -113,15 +113,7 @@ class Rebuilder:
             source = topic or self._embeddings_topic()
             model_id, dim = self._model_in(source)
             triton_model = model_id.split(":")[0]  # export names the model id after it
-        generation = self._building(
-            options,
-            source,
-            triton_model,
-            model_id,
-            dim,
-            live,
-            lambda g: g.embeddings_topic == source,
-        )
+        generation = self._building(options, source, triton_model, model_id, dim, live)
         stage = IndexStage(self.settings, replay=generation)
         return self._fill_and_switch(generation, source, stage, options, live)
 
@@ -140,15 +132,7 @@ class Rebuilder:
             self.settings.kafka,
             specs=[kafka_topics.embeddings_topic_spec(self.settings.kafka, topic)],
         )
-        generation = self._building(
-            options,
-            topic,
-            model,
-            identity.model_id,
-            identity.dim,
-            live,
-            lambda g: g.embeddings_topic == topic,
-        )
+        generation = self._building(options, topic, model, identity.model_id, identity.dim, live)
         stage = EmbedStage(self.settings, replay=generation)
         return self._fill_and_switch(
             generation, self.settings.kafka.images_topic, stage, options, live
@@ -227,9 +211,9 @@ class Rebuilder:
         model_id: str,
         dim: int,
         live: Generation | None,
-        same_source: Callable[[Generation], bool],
     ) -> Generation:
-        """The generation this command fills: a half-built one continued, or a new one."""
+        """The generation this command fills from `topic`: a half-built one continued, or
+        a new one."""
         index_type = options.index_type or (
             live.index_type if live else self.settings.milvus.index_type
         )
@@ -240,7 +224,7 @@ class Rebuilder:
         }
         with generations.locked(self.conn):
             for started in generations.active(self.conn):
-                if started.state != "building" or not same_source(started):
+                if started.state != "building" or started.embeddings_topic != topic:
                     continue
                 if options.restart:
                     self._abandon(started)
