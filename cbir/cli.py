@@ -14,7 +14,7 @@ from embedding_models.export import ExportError
 from local_stack.errors import StackError
 from local_stack.launcher import StackErrors
 from replay.errors import ReplayError
-from service_adapters.embedder import ModelNotServed
+from service_adapters.embedder import ModelMismatch, ModelNotServed
 from service_adapters.errors import RegistryBusy, ServiceUnavailable
 
 
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReplayError,
         RegistryBusy,
         ModelNotServed,
+        ModelMismatch,
     ) as exc:
         errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
         return 2

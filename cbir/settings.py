@@ -62,6 +62,10 @@ class MinioSettings(BaseModel):
         return f"{'https' if self.secure else 'http'}://{self.endpoint}"
 
 
+# the vector index types a generation can be built with (DISKANN needs Milvus 2.4+ with disk)
+INDEX_TYPES = ("HNSW", "DISKANN", "IVF_FLAT", "IVF_SQ8", "FLAT")
+
+
 class MilvusSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Milvus host")
     port: int = Field(default=19530, description="Milvus gRPC port")

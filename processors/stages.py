@@ -73,10 +73,6 @@ class Route:
     live: bool = True  # its failures mark the image's row failed (a build's do not)
 
 
-class ModelMismatch(Exception):
-    """Triton serves another version of a model than the generation it embeds for holds."""
-
-
 def retry_until_done(action: Callable[[], T], what: str, max_wait_s: float = 30.0) -> T:
     """Run `action` until it succeeds, waiting longer after each failure (a service is down)."""
     wait = 0.5
@@ -194,7 +190,6 @@ class EmbedStage(Stage):
         self.replay = replay
         self.embedders: dict[str, TritonEmbedder] = {}
         self.pool = ThreadPoolExecutor(max(config.embed_in_flight, 8))
-        self.skipped = 0  # replayed uploads whose object is gone
 
     def routes(self) -> list[Route]:
         """One route per embeddings topic of the generations to embed for; before any
@@ -267,8 +262,7 @@ class EmbedStage(Stage):
             if not isinstance(data, str):
                 ready.append((index, image, data))
                 outputs[index] = []
-            elif self.replay is not None:
-                self.skipped += 1
+            elif self.replay is not None:  # gone: a later delete in the log removed it
                 outputs[index] = []
             else:
                 outputs[index] = [self.dead_letter(messages[index], "fetch", data, image.image_id)]
@@ -299,13 +293,12 @@ class EmbedStage(Stage):
                     )
 
     def _identity(self, route: Route) -> str:
-        served = self.embedder(route.model).identity().model_id
-        if route.model_id is not None and served != route.model_id:
-            raise ModelMismatch(
-                f"Triton serves {served} but the generation filled from {route.topic} holds "
-                f"{route.model_id}: load that version again, or re-embed (`cbir re-embed`)"
-            )
-        return served
+        """The model id of the route's embeddings (retried while Triton serves another
+        version than the generation holds: models never mix)."""
+        embedder = self.embedder(route.model)
+        if route.model_id is None:
+            return embedder.identity().model_id
+        return embedder.expect(route.model_id).model_id
 
     def _embed(self, model: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
@@ -498,7 +491,11 @@ class IndexStage(Stage):
             metadata_store.bump_generation(self._mysql(), live_written)
 
     def _delete(self, image_ids: list[str], targets: list[Generation], owns_rows: bool) -> None:
-        if self.replay is not None:
+        """The keeper of the rows (the live topic's writer) removes the images everywhere:
+        every collection, retired ones too, the rows and the bytes. Any other writer (a
+        replay, a building generation's topic) removes them from its own generations, and
+        from the rows only while nothing is live (a rebuild from nothing)."""
+        if self.replay is not None or not owns_rows:
             for generation in targets:
                 self._create(generation)
                 self.index.delete(generation.name, image_ids)
@@ -507,8 +504,6 @@ class IndexStage(Stage):
             return
         rows = metadata_store.lookup(self._mysql(), image_ids)
         written = self.index.delete_everywhere(image_ids)
-        if not owns_rows:
-            return
         metadata_store.delete_images(self._mysql(), image_ids)
         metadata_store.bump_generation(self._mysql(), written)
         for image_id in image_ids:

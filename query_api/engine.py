@@ -23,7 +23,7 @@ from query_api.filters import SearchFilters
 from query_api.metrics import ApiMetrics
 from service_adapters import metadata_store
 from service_adapters.cache import QueryCache
-from service_adapters.embedder import TritonEmbedder
+from service_adapters.embedder import ModelMismatch, TritonEmbedder
 from service_adapters.vector_index import MilvusException, Served, VectorIndex
 
 CacheOutcome = Literal["hit", "miss", "bypass", "none"]
@@ -107,14 +107,10 @@ class QueryEngine:
         with self._lock:
             if model_id not in self._embedders:
                 embedder = TritonEmbedder(self.settings.triton, model_id.split(":")[0])
-                served = embedder.identity().model_id
-                if served != model_id:
-                    raise QueryError(
-                        503,
-                        "model_mismatch",
-                        f"the index holds vectors of {model_id} but Triton serves {served}: "
-                        "load the model version the index was built with, or reindex",
-                    )
+                try:
+                    embedder.expect(model_id)
+                except ModelMismatch as exc:
+                    raise QueryError(503, "model_mismatch", str(exc)) from exc
                 self._embedders[model_id] = embedder
             return self._embedders[model_id]
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from cbir.settings import Settings
 from processors.stages import EmbedStage, IndexStage, Stage
@@ -158,10 +157,9 @@ class Rebuilder:
         """With no registry to say which, the one embeddings topic in Kafka: the configured
         one, or a re-embed's (`<configured>.<model>`), which replaces it."""
         base = self.settings.kafka.embeddings_topic
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers})
         found = sorted(
             name
-            for name in admin.list_topics(timeout=10).topics
+            for name in kafka_topics.topic_partitions(self.settings.kafka, timeout_s=10)
             if name == base or name.startswith(f"{base}.")
         )
         if len(found) != 1:
@@ -275,24 +273,15 @@ class Rebuilder:
 
     def _forget_log_of(self, generation: Generation) -> None:
         """The replay's consumer group, and the embeddings topic if nothing else uses it."""
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers})
-        for future in admin.delete_consumer_groups(
-            [replay_group(self.settings, generation)], request_timeout=10
-        ).values():
-            try:
-                future.result()
-            except Exception as exc:  # never created (nothing replayed), or gone already
-                log.debug("consumer group not deleted", extra={"error": str(exc)})
+        kafka = self.settings.kafka
+        kafka_topics.delete_consumer_group(kafka, replay_group(self.settings, generation))
         in_use = {
             g.embeddings_topic
             for g in generations.all_generations(self.conn)
             if g.state in ("building", "live", "retired")
         }
         if generation.embeddings_topic not in in_use:
-            for future in admin.delete_topics(
-                [generation.embeddings_topic], operation_timeout=30
-            ).values():
-                future.result()
+            kafka_topics.delete_topic(kafka, generation.embeddings_topic)
             log.info("topic deleted", extra={"topic": generation.embeddings_topic})
 
     def _fill_and_switch(
@@ -327,7 +316,8 @@ class Rebuilder:
         while True:
             read = backfill.step()
             behind = backfill.lag()
-            if not behind and not read:  # the end as the last fetch saw it: confirm it
+            due = not behind and not read and time.monotonic() - last_check >= CHECK_EVERY_S
+            if due:  # the end as the last fetch saw it: confirm it with the broker
                 behind = backfill.lag(fresh=True)
             status = ReplayStatus(
                 generation.name,
@@ -337,7 +327,7 @@ class Rebuilder:
                 backfill.throughput.rate,
                 backfill.throughput.eta_s(behind),
             )
-            if behind or read or time.monotonic() - last_check < CHECK_EVERY_S:
+            if behind or not due:
                 self.report(status)
                 continue
             last_check = time.monotonic()

@@ -18,6 +18,10 @@ class ModelNotServed(Exception):
     """Triton is up but does not serve the model; the message says how to get it there."""
 
 
+class ModelMismatch(Exception):
+    """Triton serves another version of the model than the vectors it must match."""
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     name: str
@@ -98,6 +102,17 @@ class TritonEmbedder:
                 max_batch_size=int(config.get("max_batch_size", 32)),
             )
         return self._identity
+
+    def expect(self, model_id: str) -> ModelIdentity:
+        """The served identity, which must be `model_id` (a query or an embedding compared
+        with vectors of another version would be meaningless)."""
+        identity = self.identity()
+        if identity.model_id != model_id:
+            raise ModelMismatch(
+                f"the index holds vectors of {model_id} but Triton serves {identity.model_id}: "
+                "load the model version the index was built with, or re-embed (`cbir re-embed`)"
+            )
+        return identity
 
     def embed(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
         """Embeddings (N, dim) and per image '' or why it was rejected (its row is zeros)."""

@@ -23,7 +23,6 @@ from pymysql.connections import Connection
 from service_adapters.errors import RegistryBusy
 from service_adapters.vector_index import generation_name
 
-ACTIVE = ("building", "live")
 LOCK = "cbir.generations"
 
 
@@ -42,10 +41,6 @@ class Generation:
     live_at: datetime | None = None
     retired_at: datetime | None = None
     drop_after: datetime | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
 
 
 def _generation(row: dict[str, Any]) -> Generation:

@@ -133,8 +133,22 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -
         future.result(timeout=timeout_s)
 
 
-def topic_configs(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> dict[str, str]:
-    """A topic's configuration as the broker applies it."""
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    entries = _admin(kafka).describe_configs([resource])[resource].result(timeout=timeout_s)
-    return {name: str(entry.value) for name, entry in entries.items()}
+def delete_topic(kafka: KafkaSettings, name: str, timeout_s: float = 30.0) -> None:
+    """Delete a topic and every message in it."""
+    admin = _admin(kafka)  # held until the answer: a collected client never completes it
+    for future in admin.delete_topics([name], operation_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
+
+
+def delete_consumer_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> bool:
+    """Forget a consumer group's offsets; False when there was no such group."""
+    admin = _admin(kafka)  # held until the answer: a collected client never completes it
+    futures = admin.delete_consumer_groups([group], request_timeout=timeout_s)
+    try:
+        for future in futures.values():
+            future.result(timeout=timeout_s * 2)
+    except KafkaException as exc:
+        if "GROUP_ID_NOT_FOUND" not in str(exc):
+            raise
+        return False
+    return True

@@ -174,9 +174,6 @@ def generation_name(alias: str, number: int, model_id: str) -> str:
     return f"{alias}__g{number}_{model_slug(model_id)}"
 
 
-INDEX_TYPES = ("HNSW", "DISKANN", "IVF_FLAT", "IVF_SQ8", "FLAT")
-
-
 def default_index_params(index_type: str, processors: ProcessorsSettings) -> dict[str, Any]:
     """The build parameters of an index type when none are given."""
     if index_type == "HNSW":

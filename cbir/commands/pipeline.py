@@ -54,12 +54,7 @@ def _search(args: argparse.Namespace) -> int:
         served = index.served_model()
         # the query is embedded by the model of the vectors it is compared with
         embedder = TritonEmbedder(settings.triton, served.model_id.split(":")[0])
-        if embedder.identity().model_id != served.model_id:
-            console.print(
-                f"[red]error[/]: the index holds {served.model_id} but Triton serves "
-                f"{embedder.identity().model_id}: load that version, or re-embed"
-            )
-            return 2
+        embedder.expect(served.model_id)
         vectors, errors = embedder.embed([args.image.read_bytes()])
         if errors[0]:
             console.print(f"[red]error[/]: {args.image}: {errors[0]}")

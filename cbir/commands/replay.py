@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from cbir.commands.output import console
-from cbir.settings import get_settings
+from cbir.settings import INDEX_TYPES, get_settings
 
 log = logging.getLogger("cbir.replay")
 LOG_EVERY_S = 5.0
@@ -153,7 +153,7 @@ def _generations(args: argparse.Namespace) -> int:
 def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index-type",
-        choices=["HNSW", "DISKANN", "IVF_FLAT", "IVF_SQ8", "FLAT"],
+        choices=INDEX_TYPES,
         help="index type of the new generation (default: the live one's)",
     )
     parser.add_argument(
