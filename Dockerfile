@@ -10,6 +10,8 @@ COPY pyproject.toml constraints.txt README.md ./
 # every package pyproject.toml lists (tests/unit/test_compose_file.py keeps the two in step)
 COPY bench bench
 COPY cbir cbir
+COPY domain domain
+COPY ports ports
 COPY embedding_models embedding_models
 COPY evaluation evaluation
 COPY local_stack local_stack

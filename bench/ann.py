@@ -161,7 +161,7 @@ def run_milvus(
     single: int,
     threads: int,
 ) -> list[dict[str, Any]]:
-    from service_adapters.vector_index import MilvusException, ScratchCollection, utility
+    from service_adapters.vector_index import ScratchCollection
 
     base = np.load(files["base"], mmap_mode="r")
     queries, truth = np.load(files["queries"]), np.load(files["truth"])
@@ -172,38 +172,22 @@ def run_milvus(
         if refused:
             return [{"index": "Milvus DISKANN", "skipped": refused}]
     scratch = ScratchCollection(settings.milvus, "ann", dim)
-    collection, name, alias = scratch.collection, scratch.name, scratch.alias
     try:
         started = time.perf_counter()
         scratch.insert(base)
         inserted = time.perf_counter() - started
         started = time.perf_counter()
-        try:
-            collection.create_index(
-                "embedding", {"index_type": kind, "metric_type": "IP", "params": build}
-            )
-        except MilvusException as exc:
-            return [{"index": f"Milvus {kind}", "skipped": f"this Milvus refused it: {exc}"}]
-        utility.wait_for_index_building_complete(name, using=alias, timeout=7200)
-        collection.load()
+        refused = scratch.build_index(kind, build, wait_s=7200)
+        if refused:
+            return [{"index": f"Milvus {kind}", "skipped": refused}]
         build_seconds = time.perf_counter() - started
-        segments = utility.get_query_segment_info(name, using=alias)
-        reported = sum(int(getattr(s, "mem_size", 0)) for s in segments) / 2**20
-        memory = reported or None  # the embedded server reports 0: not measured
+        memory = scratch.memory_mib()  # the embedded server reports 0: not measured
         records = []
         for value in values:
             params = {swept: value} if swept else {}
-            search_params = {"metric_type": "IP", "params": params}
 
-            def search_one(i: int, search_params: dict[str, Any] = search_params) -> list[int]:
-                hits = collection.search(
-                    [queries[i].tolist()],
-                    "embedding",
-                    search_params,
-                    limit=K,
-                    consistency_level="Eventually",
-                )[0]
-                return [int(hit.id) for hit in hits]
+            def search_one(i: int, params: dict[str, Any] = params) -> list[int]:
+                return scratch.search_ids(queries[i], K, params)
 
             figures = timed_runs(search_one, len(queries), single, threads)
             found = figures.pop("found")
@@ -230,33 +214,20 @@ def diskann_refused(settings: Settings, dim: int, wait_s: float = 90.0) -> str:
     """Why this Milvus cannot build a DISKANN index ('' when it can), tried on 2000 vectors
     first: the embedded 2.3.5 server accepts the request, then fails in its index node
     ("bad_function_call") and retries forever, which a wait on the full set would not see."""
-    from service_adapters.vector_index import MilvusException, ScratchCollection, utility
+    from service_adapters.vector_index import ScratchCollection
 
     scratch = ScratchCollection(settings.milvus, "ann_probe", dim)
     try:
         scratch.insert(clustered_vectors(2000, dim, seed=0))
-        # asynchronous: pymilvus would otherwise wait as long as Milvus keeps retrying
-        scratch.collection.create_index(
-            "embedding", {"index_type": "DISKANN", "metric_type": "IP", "params": {}}, _async=True
-        )
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            try:
-                progress = utility.index_building_progress(scratch.name, using=scratch.alias)
-            except MilvusException:
-                continue  # the asynchronous request is not registered yet
-            if progress.get("indexed_rows", 0) >= 2000:
-                return ""
-        return (
-            f"this Milvus did not build DISKANN on 2000 vectors within {wait_s:.0f} s (the "
-            "embedded 2.3.5 server fails in its index node: bad_function_call); run the "
-            "benchmark against the compose setup's Milvus 2.5 for Milvus DISKANN"
-        )
-    except MilvusException as exc:
-        return f"this Milvus refused DISKANN: {exc}"
+        refused = scratch.probe_index("DISKANN", 2000, wait_s)
     finally:
         scratch.drop()
+    if refused and "within" in refused:
+        refused += (
+            " (the embedded 2.3.5 server fails in its index node: bad_function_call); run the "
+            "benchmark against the compose setup's Milvus 2.5 for Milvus DISKANN"
+        )
+    return refused
 
 
 # -- DiskANN through diskannpy ---------------------------------------------------------------

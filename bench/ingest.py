@@ -23,12 +23,14 @@ import numpy as np
 
 from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
 from bench.embedding import CpuMeter
+from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
+from domain.images import image_id_of
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
-from producers.ingest import Ingestor, collect, image_id_of
+from producers.ingest import collect
 from service_adapters import metadata_store
 from service_adapters.embedder import TritonEmbedder
 
@@ -98,7 +100,7 @@ def measure(
         meters["producer"] = CpuMeter(children=False)
         cpu_before = {name: meter.seconds() for name, meter in meters.items()}
         started = time.perf_counter()
-        summary = Ingestor(settings).ingest(items)
+        summary = wiring.ingest(settings, items)
         produced = time.perf_counter() - started
         while indexed_count(settings) < unique:
             if time.perf_counter() - started > 3600:

@@ -29,17 +29,19 @@ from typing import Any
 
 import httpx
 import numpy as np
-import redis
 
 from bench.common import add_stack_arguments, provenance_line, publish
 from bench.ingest import MODELS, export_models
+from cbir import wiring
 from cbir.commands.output import console
 from cbir.settings import Settings, get_settings, side_by_side
+from domain.images import image_id_of
 from local_stack.launcher import Launcher
-from producers.ingest import Ingestor, collect, image_id_of
+from producers.ingest import collect
 from service_adapters import metadata_store
+from service_adapters.cache import QueryCache
 from service_adapters.embedder import TritonEmbedder
-from service_adapters.vector_index import VectorIndex, utility
+from service_adapters.vector_index import VectorIndex
 
 SCENARIOS = ("uncached", "cached embedding", "cached result", "more like this")
 CONCURRENCY = (1, 4, 16)
@@ -111,7 +113,7 @@ def triton_alone(settings: Settings, images: list[bytes], concurrency: int) -> d
 
 def run_scenarios(settings: Settings, images: list[bytes], requests: int) -> list[dict[str, Any]]:
     base_url = f"http://{settings.api.host}:{settings.api.port}"
-    cache = redis.Redis.from_url(settings.redis.url)
+    cache = QueryCache(settings.redis, timeout_s=5)
     ids = [image_id_of(data) for data in images]
     records: list[dict[str, Any]] = []
 
@@ -131,7 +133,7 @@ def run_scenarios(settings: Settings, images: list[bytes], requests: int) -> lis
         batch = images[offset : offset + requests]  # never queried before in this run
         batch_ids = ids[offset : offset + requests]
         offset += requests
-        cache.flushdb()
+        cache.clear()
 
         def by_image(headers: dict[str, str] | None = None, chosen: list[bytes] = batch) -> Any:
             async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
@@ -204,8 +206,9 @@ def settle(settings: Settings) -> None:
     for a while after the last insert), so that the figures measure the API, not the build."""
     index = VectorIndex(settings.milvus, settings.processors)
     try:
-        served = index.served_model().collection
-        utility.wait_for_index_building_complete(served, using=index.alias, timeout=600)
+        served = index.served_model()
+        if served is not None:
+            index.wait_until_built(served.collection, timeout_s=600)
     finally:
         index.close()
     time.sleep(5)
@@ -225,7 +228,7 @@ def measure(
     launcher.up()
     try:
         items = collect([str(shared / "data" / "flowers17")])
-        Ingestor(settings).ingest(items)
+        wiring.ingest(settings, items)
         images = [item.path.read_bytes() for item in items]
         unique = len({image_id_of(data) for data in images})
         console.print(f"{model}: indexing {unique} flowers17 images")

@@ -22,14 +22,17 @@ from typing import Any
 
 from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
 from bench.ingest import indexed_count
+from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
+from cbir.wiring import Adapters
+from domain.images import image_id_of
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
 from local_stack.layout import StackLayout
 from local_stack.services.mariadb import MariaDBService
-from producers.ingest import Ingestor, collect, image_id_of
-from replay.rebuild import Rebuilder, ReplayOptions, ReplayStatus
-from service_adapters.vector_index import VectorIndex, utility
+from producers.ingest import collect
+from replay.rebuild import ReplayOptions, ReplayStatus
+from service_adapters.vector_index import VectorIndex
 
 
 def wipe_index_and_metadata(settings: Settings, layout: StackLayout) -> None:
@@ -37,12 +40,7 @@ def wipe_index_and_metadata(settings: Settings, layout: StackLayout) -> None:
     deployment provisions it): what a rebuild from nothing starts from."""
     index = VectorIndex(settings.milvus, settings.processors)
     try:
-        alias = settings.milvus.collection
-        if index.aliased() is not None:
-            utility.drop_alias(alias, using=index.alias)
-        for name in utility.list_collections(using=index.alias):
-            if name.startswith(f"{alias}__"):
-                utility.drop_collection(name, using=index.alias)
+        index.drop_everything()
     finally:
         index.close()
     root = MariaDBService(settings, layout)._root()
@@ -75,11 +73,8 @@ class ReplayClock:
 
 def timed_reindex(settings: Settings, options: ReplayOptions) -> dict[str, float]:
     clock = ReplayClock()
-    rebuilder = Rebuilder(settings, clock)
-    try:
-        rebuilder.reindex(options)
-    finally:
-        rebuilder.close()
+    with Adapters(settings) as adapters:
+        adapters.rebuilder(clock).reindex(options)
     done = time.perf_counter()
     reading = clock.reading or clock.created
     replay = (clock.caught_up or done) - reading
@@ -114,7 +109,7 @@ def measure(
         items = collect([str(dataset)])
         unique = len({image_id_of(item.path.read_bytes()) for item in items})
         started = time.perf_counter()
-        Ingestor(settings).ingest(items)
+        wiring.ingest(settings, items)
         while indexed_count(settings) < unique:
             if time.perf_counter() - started > 3600:
                 raise RuntimeError("the pipeline did not index everything within an hour")

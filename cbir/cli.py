@@ -10,12 +10,7 @@ from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, replay,
 from cbir.commands.output import errors
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
-from embedding_models.export import ExportError
-from local_stack.errors import StackError
-from local_stack.launcher import StackErrors
-from replay.errors import ReplayError
-from service_adapters.embedder import ModelMismatch, ModelNotServed
-from service_adapters.errors import RegistryBusy, ServiceUnavailable
+from domain.errors import CbirError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,16 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.run(args))
-    except (
-        StackError,
-        StackErrors,
-        ServiceUnavailable,
-        ExportError,
-        ReplayError,
-        RegistryBusy,
-        ModelNotServed,
-        ModelMismatch,
-    ) as exc:
+    except CbirError as exc:  # every error a user can meet says what to do
         errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:

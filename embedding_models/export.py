@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from domain.errors import CbirError
 from embedding_models.runtime import (
     ONNX_FILE,
     PCA_FILE,
@@ -44,7 +45,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BATCH_SIZE = 32
 
 
-class ExportError(Exception):
+class ExportError(CbirError):
     """The export cannot proceed; the message says what to do."""
 
 

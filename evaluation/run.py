@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from cbir.settings import Settings
+from domain.images import IMAGE_SUFFIXES
 from evaluation.metrics import evaluate, exhaustive_rankings, judge
 from evaluation.rerank import alpha_query_expansion, rescore
-from producers.ingest import IMAGE_SUFFIXES
 from service_adapters.embedder import TritonEmbedder
 
 log = logging.getLogger("cbir.eval")

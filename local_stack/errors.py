@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from domain.errors import CbirError
 
-class StackError(Exception):
+
+class StackError(CbirError):
     """A launcher failure, printed to the user as it is."""
 
     def __init__(self, service: str, reason: str, fix: str, log_tail: str = "") -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from cbir.settings import Settings
+from domain.errors import CbirError
 from local_stack.errors import StackError
 from local_stack.layout import StackLayout
 from local_stack.process import port_is_free, port_owner, tail
@@ -22,7 +23,7 @@ log = logging.getLogger("cbir.stack")
 Health = Literal["healthy", "unhealthy", "stopped"]
 
 
-class StackErrors(Exception):
+class StackErrors(CbirError):
     """Several services failed; each error says which and what to do."""
 
     def __init__(self, errors: Sequence[StackError]) -> None:

@@ -23,28 +23,22 @@ import faust
 
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
-from processors.stages import (
-    EmbedStage,
-    IndexStage,
-    ObjectEventsStage,
-    Output,
-    SourceMessage,
-    Stage,
-)
+from cbir.wiring import Adapters
+from domain.log import DeadLettered, LogMessage, Outcome
+from processors.stages import Stage
 from processors.status import indexed_topics
 
 log = logging.getLogger("cbir.processors")
 
 
-def _source(event: Any) -> SourceMessage:
+def _source(event: Any) -> LogMessage:
     message = event.message
-    return SourceMessage(
-        message.topic, message.partition, message.offset, message.key, message.value
-    )
+    return LogMessage(message.topic, message.partition, message.offset, message.key, message.value)
 
 
 def create_app(settings: Settings) -> faust.App:
     config = settings.processors
+    adapters = Adapters(settings)
     app = faust.App(
         config.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
@@ -76,18 +70,19 @@ def create_app(settings: Settings) -> faust.App:
         return by_name[topic]
 
     async def run(stream: Any, stage: Stage, name: str, next_topic: Any) -> None:
+        def _target(outcome: Outcome) -> Any:
+            if isinstance(outcome, DeadLettered):
+                return dead_letters
+            return named(outcome.topic) if outcome.topic else next_topic
+
         configure_logging(settings.log_level, settings.log_format)  # after Faust's own set-up
         async for events in stream.take_events(config.batch_size, within=config.batch_wait_s):
             started = time.perf_counter()
-            outputs: list[Output] = await asyncio.to_thread(
-                stage.process,
-                [_source(e) for e in events],
+            outcomes: list[Outcome] = await asyncio.to_thread(
+                stage.process, [_source(e) for e in events]
             )
             pending = [
-                await (dead_letters if o.dead else named(o.topic) if o.topic else next_topic).send(
-                    key=o.key, value=o.value, force=True
-                )
-                for o in outputs
+                await _target(o).send(key=o.key, value=o.value, force=True) for o in outcomes
             ]
             for delivery in pending:
                 await delivery
@@ -97,7 +92,7 @@ def create_app(settings: Settings) -> faust.App:
                 extra={
                     "agent": name,
                     "events": len(events),
-                    "dead_letters": sum(o.dead for o in outputs),
+                    "dead_letters": sum(isinstance(o, DeadLettered) for o in outcomes),
                     "seconds": round(seconds, 3),
                     "events_per_s": round(len(events) / seconds, 1),
                 },
@@ -105,12 +100,12 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(images, name="embed")
     async def embed(stream: Any) -> None:
-        stage = await asyncio.to_thread(EmbedStage, settings)
+        stage = await asyncio.to_thread(adapters.embed_stage)
         await run(stream, stage, "embed", embeddings)
 
     @app.agent(embeddings, name="index")
     async def index(stream: Any) -> None:
-        stage = await asyncio.to_thread(IndexStage, settings)
+        stage = await asyncio.to_thread(adapters.index_stage)
         await run(stream, stage, "index", dead_letters)
 
     @app.timer(interval=config.resubscribe_check_s)
@@ -125,7 +120,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(object_events, name="bridge")
     async def bridge(stream: Any) -> None:
-        stage = await asyncio.to_thread(ObjectEventsStage, settings)
+        stage = await asyncio.to_thread(adapters.object_events_stage)
         await run(stream, stage, "bridge", images)
 
     return app

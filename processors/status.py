@@ -2,73 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import pymysql
-from confluent_kafka import Consumer, TopicPartition
-
 from cbir.settings import Settings
-from service_adapters import generations, metadata_store
+from service_adapters import event_log
+from service_adapters.event_log import TopicLag
+from service_adapters.generations import MySQLGenerationRegistry
+from service_adapters.metadata_store import MySQLMetadataStore
 from service_adapters.vector_index import VectorIndex
+
+__all__ = ["TopicLag", "consumer_lag", "dead_letter_count", "indexed_topics"]
 
 
 def indexed_topics(settings: Settings) -> list[str] | None:
     """The embeddings topics of the building and live generations ([] before the first one),
     or None when the registry cannot be read (MySQL down or not provisioned yet)."""
+    registry = MySQLGenerationRegistry(settings.mysql)
     try:
-        with metadata_store.connect(settings.mysql) as conn:
-            return sorted({g.embeddings_topic for g in generations.active(conn)})
-    except pymysql.MySQLError:
+        return sorted({g.embeddings_topic for g in registry.active()})
+    except Exception:  # down, or the tables not made yet: nothing to say
         return None
-
-
-@dataclass(frozen=True)
-class TopicLag:
-    topic: str
-    end_offset: int
-    committed: int
-
-    @property
-    def lag(self) -> int:
-        return self.end_offset - self.committed
+    finally:
+        registry.close()
 
 
 def consumer_lag(settings: Settings, topics: list[str]) -> list[TopicLag]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": settings.processors.app_id,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        result = []
-        for topic in topics:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            tps = [TopicPartition(topic, p) for p in partitions]
-            committed = consumer.committed(tps, timeout=10)
-            end = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-            done = sum(max(tp.offset, 0) for tp in committed)
-            result.append(TopicLag(topic, end, done))
-        return result
-    finally:
-        consumer.close()
+    """How far the processors' consumer group is behind each topic."""
+    return event_log.consumer_lag(settings.kafka, settings.processors.app_id, topics)
 
 
 def dead_letter_count(settings: Settings) -> int:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "cbir-status"}
-    )
-    try:
-        topic = settings.kafka.dead_letter_topic
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        total = 0
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
+    return event_log.message_count(settings.kafka, settings.kafka.dead_letter_topic)
 
 
 def indexed_vectors(settings: Settings) -> int:
@@ -82,5 +44,8 @@ def indexed_vectors(settings: Settings) -> int:
 
 
 def image_statuses(settings: Settings) -> dict[str, int]:
-    with metadata_store.connect(settings.mysql) as conn:
-        return metadata_store.status_counts(conn)
+    store = MySQLMetadataStore(settings.mysql, pool_size=1)
+    try:
+        return store.status_counts()
+    finally:
+        store.close()

@@ -15,40 +15,26 @@ send: unreadable files and files over the size limit.
 from __future__ import annotations
 
 import glob
-import hashlib
-import io
 import json
 import logging
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
-from PIL import Image, UnidentifiedImageError
-
 from cbir.settings import Settings
-from processors.object_events import PRODUCER_MARK
+from domain.bucket_events import PRODUCER_MARK
+from domain.errors import ServiceUnavailable
+from domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
+from ports import EventWriter, MetadataStore, ObjectStore
 from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
-from service_adapters import metadata_store, object_store
 
 log = logging.getLogger("cbir.ingest")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BYTES = 50 * 1024 * 1024
 FLUSH_EVERY = 256
 PARALLEL_PUTS = 8
-MIME_TYPES = {
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "GIF": "image/gif",
-}
 
 
 @dataclass(frozen=True)
@@ -62,32 +48,6 @@ class IngestSummary:
     new: int = 0
     present: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
-
-
-def image_id_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def object_key_of(image_id: str) -> str:
-    return f"{image_id[:2]}/{image_id}"
-
-
-def image_header(data: bytes) -> tuple[str, int, int]:
-    """PIL's format name, width and height, from the header alone (no pixel is decoded).
-    Raises PIL's errors: UnidentifiedImageError, DecompressionBombError, OSError."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as image:
-            return image.format or "", *image.size
-
-
-def sniff(data: bytes) -> tuple[str, int, int]:
-    """Content type, width and height from the header alone; unknown bytes give zeros."""
-    try:
-        kind, width, height = image_header(data)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return "application/octet-stream", 0, 0
-    return MIME_TYPES.get(kind, "application/octet-stream"), width, height
 
 
 def collect(
@@ -126,35 +86,30 @@ def collect(
 
 
 class Ingestor:
-    """Sends files into the pipeline."""
+    """Sends images into the pipeline: bytes to the object store, events to the log, then a
+    `pending` row per image the log acknowledged."""
 
-    def __init__(self, settings: Settings, source: str = "cli") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        objects: ObjectStore,
+        metadata: MetadataStore,
+        writer: EventWriter,
+        source: str = "cli",
+    ) -> None:
         self.settings = settings
+        self.objects = objects
+        self.metadata = metadata
+        self.writer = writer
         self.source = source
         self.serializer = EventSerializer()
-        self.minio = object_store.client(settings.minio)
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
-                "enable.idempotence": True,  # no duplicates from the producer's own retries
-                "acks": "all",
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "logger": logging.getLogger("cbir.kafka.producer"),
-            }
-        )
-        self._delivered: list[ImageMetadata] = []
-        self._failed: list[tuple[str, str]] = []
 
     def ingest(
         self, items: Iterable[IngestItem], progress: Callable[[], Any] = lambda: None
     ) -> IngestSummary:
         summary = IngestSummary()
         # object puts are network round trips: several at a time (the pool lives for one run)
-        with (
-            metadata_store.connect(self.settings.mysql) as conn,
-            ThreadPoolExecutor(PARALLEL_PUTS) as pool,
-        ):
+        with ThreadPoolExecutor(PARALLEL_PUTS) as pool:
             batch: list[tuple[IngestItem, bytes]] = []
             for item in items:
                 try:
@@ -171,30 +126,20 @@ class Ingestor:
                     continue
                 batch.append((item, data))
                 if len(batch) >= FLUSH_EVERY:
-                    self._send(conn, pool, batch, summary, progress)
+                    self._send(pool, batch, summary, progress)
                     batch = []
-            self._send(conn, pool, batch, summary, progress)
-        summary.rejected.extend(self._failed)
+            self._send(pool, batch, summary, progress)
         return summary
 
     def ingest_bytes(self, entries: Sequence[tuple[IngestItem, bytes]]) -> IngestSummary:
         """Send images already in memory (uploads to the API): the same path as files."""
         summary = IngestSummary()
-        with (
-            metadata_store.connect(self.settings.mysql) as conn,
-            ThreadPoolExecutor(PARALLEL_PUTS) as pool,
-        ):
-            self._send(conn, pool, list(entries), summary, lambda: None)
-        summary.rejected.extend(self._failed)
-        self._failed = []
+        with ThreadPoolExecutor(PARALLEL_PUTS) as pool:
+            self._send(pool, list(entries), summary, lambda: None)
         return summary
-
-    def close(self) -> None:
-        self.producer.flush(30)
 
     def _send(
         self,
-        conn: Any,
         pool: ThreadPoolExecutor,
         batch: list[tuple[IngestItem, bytes]],
         summary: IngestSummary,
@@ -203,7 +148,7 @@ class Ingestor:
         if not batch:
             return
         ids = [image_id_of(data) for _, data in batch]
-        known = metadata_store.existing_image_ids(conn, set(ids))
+        known = self.metadata.existing_image_ids(sorted(set(ids)))
         fresh: dict[str, tuple[IngestItem, bytes]] = {}
         for (item, data), image_id in zip(batch, ids, strict=True):
             if image_id in known or image_id in fresh:
@@ -211,23 +156,20 @@ class Ingestor:
                 progress()
             else:
                 fresh[image_id] = (item, data)
-        stored = pool.map(self._store, fresh.items())  # in order: events keep it
-        for image in stored:
-            image_id = image.image_id
-            self.producer.produce(
-                self.settings.kafka.images_topic,
-                key=image_id.encode(),
-                value=self.serializer.dumps(ImageUploaded(image)),
-                on_delivery=partial(self._on_delivery, image),
-            )
-            self.producer.poll(0)
+        stored = list(pool.map(self._store, fresh.items()))  # in order: events keep it
+        topic = self.settings.kafka.images_topic
+        errors = self.writer.send(
+            [(topic, i.image_id.encode(), self.serializer.dumps(ImageUploaded(i))) for i in stored]
+        )
+        delivered = []
+        for image, error in zip(stored, errors, strict=True):
             progress()
-        remaining = self.producer.flush(60)
-        if remaining:
-            self._failed.append(("(kafka)", f"{remaining} events not acknowledged in 60 s"))
-        metadata_store.insert_pending(conn, self._delivered)
-        summary.new += len(self._delivered)
-        self._delivered = []
+            if error is None:
+                delivered.append(image)
+            else:
+                summary.rejected.append((image.file_name, error))
+        self.metadata.insert_pending(delivered)
+        summary.new += len(delivered)
 
     def _store(self, entry: tuple[str, tuple[IngestItem, bytes]]) -> ImageMetadata:
         """Put one image's bytes into the bucket; its metadata."""
@@ -237,14 +179,7 @@ class Ingestor:
         bucket = self.settings.minio.bucket
         # content-addressed: putting the same key again writes the same bytes. The mark tells
         # the bucket-notification bridge that this object's event is sent by us.
-        self.minio.put_object(
-            bucket,
-            key,
-            io.BytesIO(data),
-            len(data),
-            content_type=content_type,
-            metadata={PRODUCER_MARK: image_id},
-        )
+        self.objects.put(bucket, key, data, content_type, {PRODUCER_MARK: image_id})
         return ImageMetadata(
             image_id=image_id,
             bucket=bucket,
@@ -258,14 +193,6 @@ class Ingestor:
             uploaded_at=now(),
             tags=item.tags,
         )
-
-    def _on_delivery(
-        self, image: ImageMetadata, error: KafkaError | None, message: Message
-    ) -> None:
-        if error is not None:
-            self._failed.append((image.file_name, f"Kafka refused the event: {error.str()}"))
-        else:
-            self._delivered.append(image)
 
 
 def summary_lines(summary: IngestSummary) -> list[str]:
@@ -289,23 +216,26 @@ def summary_json(summary: IngestSummary) -> str:
 
 
 def delete_images(
-    settings: Settings, image_ids: Sequence[str], source: str = "cli", reason: str = ""
+    settings: Settings,
+    writer: EventWriter,
+    image_ids: Sequence[str],
+    source: str = "cli",
+    reason: str = "",
 ) -> None:
     """An ImageDeleted event, then a tombstone, per image: the processors remove it from
     Milvus, MySQL and the object store, and compaction later forgets it in the log."""
     serializer = EventSerializer()
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "logger": logging.getLogger("cbir.kafka.producer"),
-        }
-    )
     topic = settings.kafka.images_topic
+    messages: list[tuple[str, bytes | None, bytes | None]] = []
     for image_id in image_ids:
         event = ImageDeleted(image_id=image_id, source=source, reason=reason)
-        producer.produce(topic, key=image_id.encode(), value=serializer.dumps(event))
-        producer.produce(topic, key=image_id.encode(), value=None)
-    if producer.flush(30):
-        raise RuntimeError("Kafka did not acknowledge the deletes within 30 s; run it again")
+        messages.append((topic, image_id.encode(), serializer.dumps(event)))
+        messages.append((topic, image_id.encode(), None))
+    failed = [error for error in writer.send(messages, timeout_s=30) if error is not None]
+    if failed:
+        raise ServiceUnavailable(
+            "Kafka",
+            settings.kafka.bootstrap_servers,
+            "CBIR_KAFKA__BOOTSTRAP_SERVERS",
+            f"{len(failed)} delete events not acknowledged ({failed[0]}); run it again",
+        )

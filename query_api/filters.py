@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from query_api.errors import ApiError
 from service_adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 
 MAX_VALUES = 32
 TagMode = Literal["any", "all"]
 
 
-class FilterError(ValueError):
+class FilterError(ApiError):
     """A filter a search cannot take; the message says which and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, "invalid_filter", message)
 
 
 def _text(field: str, value: str, limit: int) -> str:

@@ -7,16 +7,12 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from producers.ingest import MIME_TYPES, image_header
+from domain.images import MIME_TYPES, image_header
+from query_api.errors import ApiError
 
 
-class UploadError(ValueError):
+class UploadError(ApiError):
     """An upload refused: HTTP status, a short code, and a message that says what to do."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True)

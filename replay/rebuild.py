@@ -27,27 +27,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from typing import Any, Protocol
 
 from cbir.settings import Settings
-from processors.stages import EmbedStage, IndexStage, Stage
-from processors.status import consumer_lag
+from domain.errors import ReplayError
+from domain.generations import Generation, GenerationState, embeddings_topic_of
+from domain.models import ModelId
+from domain.switch import SwitchCheck, switch_verdict
+from ports import Embedders, EventLog, GenerationRegistry, MetadataStore, VectorIndex
+from processors.stages import Stage
 from replay.backfill import Backfill
-from replay.errors import ReplayError
-from replay.progress import SwitchCheck, switch_verdict
+from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, EventSerializer
-from service_adapters import generations, kafka_topics, metadata_store
-from service_adapters.embedder import TritonEmbedder
-from service_adapters.generations import Generation
-from service_adapters.vector_index import (
-    MilvusException,
-    VectorIndex,
-    default_index_params,
-    model_slug,
-    timestamp_now,
-)
 
 log = logging.getLogger("cbir.replay")
 CHECK_EVERY_S = 1.0
@@ -80,59 +71,72 @@ class ReplayStatus:
 Report = Callable[[ReplayStatus], None]
 
 
+class StageFactory(Protocol):
+    """Makes the stage a replay runs its events through (`cbir.wiring.Adapters` does)."""
+
+    def embed_stage(self, replay: Generation | None = None) -> Stage: ...
+    def index_stage(self, replay: Generation | None = None) -> Stage: ...
+
+
 def replay_group(settings: Settings, generation: Generation) -> str:
     """The consumer group of the replay that fills a generation (a rerun continues it)."""
     return f"{settings.processors.app_id}.replay.{generation.name}"
 
 
 class Rebuilder:
-    """One replay command's connections: MySQL (the registry), Milvus, Kafka."""
+    """The replay commands, over the ports they need."""
 
-    def __init__(self, settings: Settings, report: Report) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        report: Report,
+        registry: GenerationRegistry,
+        metadata: MetadataStore,
+        index: VectorIndex,
+        embedders: Embedders,
+        events: EventLog,
+        stages: StageFactory,
+    ) -> None:
         self.settings = settings
         self.report = report
-        self.conn = metadata_store.open_connection(settings.mysql)
-        metadata_store.migrate(self.conn)  # a rebuild from nothing starts from empty tables
-        self.index = VectorIndex(settings.milvus, settings.processors)
-
-    def close(self) -> None:
-        self.index.close()
-        self.conn.close()
+        self.registry = registry
+        self.metadata = metadata
+        self.index = index
+        self.embedders = embedders
+        self.events = events
+        self.stages = stages
 
     # -- the three commands --
 
     def reindex(self, options: ReplayOptions, topic: str | None = None) -> Generation:
         """A new generation from an embeddings topic (no re-embedding): other index
         parameters, or everything back after Milvus and MySQL were lost."""
-        live = generations.live(self.conn)
+        live = self.registry.live()
         if live is not None:
             source = live.embeddings_topic
             model_id, dim, triton_model = live.model_id, live.dim, live.model
         else:
             source = topic or self._embeddings_topic()
             model_id, dim = self._model_in(source)
-            triton_model = model_id.split(":")[0]  # export names the model id after it
+            triton_model = ModelId.parse(model_id).triton_model
         generation = self._building(options, source, triton_model, model_id, dim, live)
-        stage = IndexStage(self.settings, replay=generation)
+        stage = self.stages.index_stage(replay=generation)
         return self._fill_and_switch(generation, source, stage, options, live)
 
     def re_embed(self, model: str, options: ReplayOptions) -> Generation:
         """A new generation of another model: the images topic replayed through it into an
         embeddings topic of its own, indexed into a collection of its own."""
-        identity = TritonEmbedder(self.settings.triton, model).identity()
-        live = generations.live(self.conn)
+        identity = self.embedders(model).identity()
+        live = self.registry.live()
         if live is not None and live.model_id == identity.model_id:
             raise ReplayError(
                 f"{identity.model_id} is the live model already: to change index parameters "
                 "use `cbir reindex`"
             )
-        topic = f"{self.settings.kafka.embeddings_topic}.{model_slug(identity.model_id)}"
-        kafka_topics.ensure_topics(
-            self.settings.kafka,
-            specs=[kafka_topics.embeddings_topic_spec(self.settings.kafka, topic)],
-        )
+        topic = embeddings_topic_of(self.settings.kafka.embeddings_topic, identity.model_id)
+        self.events.ensure_embeddings_topic(topic)
         generation = self._building(options, topic, model, identity.model_id, identity.dim, live)
-        stage = EmbedStage(self.settings, replay=generation)
+        stage = self.stages.embed_stage(replay=generation)
         return self._fill_and_switch(
             generation, self.settings.kafka.images_topic, stage, options, live
         )
@@ -141,11 +145,11 @@ class Rebuilder:
         """Drop the retired generations whose grace period is over (with their replay's
         consumer group, and their embeddings topic when no other generation uses it)."""
         dropped = []
-        for old in generations.expired(self.conn):
+        for old in self.registry.expired():
             if self.index.aliased() == old.name:
                 continue  # never drop what the alias points at
             self.index.drop(old.name)
-            generations.set_state(self.conn, old.id, "dropped")
+            self.registry.set_state(old, GenerationState.DROPPED)
             dropped.append(old.name)
             self._forget_log_of(old)
             log.info("dropped", extra={"generation": old.name})
@@ -158,9 +162,7 @@ class Rebuilder:
         one, or a re-embed's (`<configured>.<model>`), which replaces it."""
         base = self.settings.kafka.embeddings_topic
         found = sorted(
-            name
-            for name in kafka_topics.topic_partitions(self.settings.kafka, timeout_s=10)
-            if name == base or name.startswith(f"{base}.")
+            name for name in self.events.topics() if name == base or name.startswith(f"{base}.")
         )
         if len(found) != 1:
             raise ReplayError(
@@ -171,35 +173,25 @@ class Rebuilder:
 
     def _model_in(self, topic: str) -> tuple[str, int]:
         """The model id and dimension of the embeddings in a topic (its first one)."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                "group.id": "cbir-replay-peek",
-                "enable.auto.commit": False,
-            }
-        )
         serializer = EventSerializer()
+
+        def embedding(value: bytes) -> tuple[str, int] | None:
+            try:
+                event = serializer.loads(value)
+            except MalformedEvent:
+                return None
+            return (event.model_id, event.dim) if isinstance(event, EmbeddingComputed) else None
+
         try:
-            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error is not None:
-                raise ReplayError(
-                    f"there is no topic {topic} to rebuild from: name the embeddings topic "
-                    "with --topic (`cbir generations` lists each generation's topic)"
-                )
-            consumer.assign(
-                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-            )
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                message = consumer.poll(1.0)
-                if message is None or message.error() is not None or message.value() is None:
-                    continue
-                event = serializer.loads(message.value())
-                if isinstance(event, EmbeddingComputed):
-                    return event.model_id, event.dim
-        finally:
-            consumer.close()
-        raise ReplayError(f"{topic} holds no embedding: nothing to rebuild from")
+            found: tuple[str, int] | None = self.events.first_match(topic, embedding)
+        except LookupError:
+            raise ReplayError(
+                f"there is no topic {topic} to rebuild from: name the embeddings topic "
+                "with --topic (`cbir generations` lists each generation's topic)"
+            ) from None
+        if found is None:
+            raise ReplayError(f"{topic} holds no embedding: nothing to rebuild from")
+        return found
 
     def _building(
         self,
@@ -216,13 +208,10 @@ class Rebuilder:
             live.index_type if live else self.settings.milvus.index_type
         )
         # the type's defaults, overridden by what was asked (HNSW wants M and efConstruction)
-        params = {
-            **default_index_params(index_type, self.settings.processors),
-            **(options.index_params or {}),
-        }
-        with generations.locked(self.conn):
-            for started in generations.active(self.conn):
-                if started.state != "building" or started.embeddings_topic != topic:
+        params = {**self.index.default_params(index_type), **(options.index_params or {})}
+        with self.registry.locked():
+            for started in self.registry.active():
+                if started.state != GenerationState.BUILDING or started.embeddings_topic != topic:
                     continue
                 if options.restart:
                     self._abandon(started)
@@ -243,8 +232,7 @@ class Rebuilder:
                 )
                 log.info("continuing", extra={"generation": started.name})
                 return started
-            generation = generations.register(
-                self.conn,
+            generation = self.registry.register(
                 alias=self.settings.milvus.collection,
                 model=model,
                 model_id=model_id,
@@ -252,12 +240,12 @@ class Rebuilder:
                 embeddings_topic=topic,
                 index_type=index_type,
                 index_params=params,
-                state="building",
+                state=GenerationState.BUILDING,
                 taken=self.index.exists,
             )
             try:
                 self.index.create(generation.name, model_id, dim, index_type, params)
-            except MilvusException as exc:
+            except Exception as exc:  # Milvus refuses parameters as it pleases
                 self._abandon(generation)
                 raise ReplayError(
                     f"Milvus refused the index {index_type} {params}: {exc}; change --param"
@@ -266,22 +254,17 @@ class Rebuilder:
         return generation
 
     def _abandon(self, generation: Generation) -> None:
-        generations.set_state(self.conn, generation.id, "abandoned")
+        self.registry.set_state(generation, GenerationState.ABANDONED)
         self.index.drop(generation.name)
         self._forget_log_of(generation)
         log.info("abandoned", extra={"generation": generation.name})
 
     def _forget_log_of(self, generation: Generation) -> None:
         """The replay's consumer group, and the embeddings topic if nothing else uses it."""
-        kafka = self.settings.kafka
-        kafka_topics.delete_consumer_group(kafka, replay_group(self.settings, generation))
-        in_use = {
-            g.embeddings_topic
-            for g in generations.all_generations(self.conn)
-            if g.state in ("building", "live", "retired")
-        }
+        self.events.delete_consumer_group(replay_group(self.settings, generation))
+        in_use = {g.embeddings_topic for g in self.registry.all() if g.state.holds_topic}
         if generation.embeddings_topic not in in_use:
-            kafka_topics.delete_topic(kafka, generation.embeddings_topic)
+            self.events.delete_topic(generation.embeddings_topic)
             log.info("topic deleted", extra={"topic": generation.embeddings_topic})
 
     def _fill_and_switch(
@@ -294,22 +277,23 @@ class Rebuilder:
     ) -> Generation:
         backfill = Backfill(
             self.settings,
-            source,
-            replay_group(self.settings, generation),
+            self.events.reader(source, replay_group(self.settings, generation)),
+            self.events.writer(),
             stage,
             options.batch_size,
             options.max_rate,
         )
         try:
-            self._follow_until_complete(generation, backfill, live)
+            replayed = self._follow_until_complete(generation, backfill, live)
         finally:
             backfill.close()
-        self._switch(generation, options)
+        self._switch(generation, options, replayed)
         return generation
 
     def _follow_until_complete(
         self, generation: Generation, backfill: Backfill, live: Generation | None
-    ) -> None:
+    ) -> int:
+        """Replay until the new generation may go live; the events replayed."""
         last_check = 0.0
         start = backfill.lag(fresh=True)
         self.report(ReplayStatus(generation.name, "replaying", 0, start, 0.0, None))
@@ -331,39 +315,50 @@ class Rebuilder:
                 self.report(status)
                 continue
             last_check = time.monotonic()
-            verdict = switch_verdict(self._check(generation, live))
+            verdict = switch_verdict(self._check(generation, live, behind))
             if verdict is None:
-                return
+                return status.replayed
             self.report(
                 ReplayStatus(
                     generation.name, "waiting", status.replayed, 0, status.rate, None, verdict
                 )
             )
 
-    def _check(self, generation: Generation, live: Generation | None) -> SwitchCheck:
+    def _check(
+        self, generation: Generation, live: Generation | None, replay_lag: int
+    ) -> SwitchCheck:
         processors_lag = 0
         if live is not None:  # the processors feed the new generation too: they must be done
-            processors_lag = sum(
-                t.lag for t in consumer_lag(self.settings, [generation.embeddings_topic])
+            processors_lag = self.events.lag(
+                self.settings.processors.app_id, [generation.embeddings_topic]
             )
         new_count = self.index.count(generation.name)
         if live is not None:
             reference = self.index.count(live.name)
         else:
-            reference = metadata_store.status_counts(self.conn).get("indexed", 0)
-        return SwitchCheck(0, processors_lag, new_count, reference)
+            reference = self.metadata.status_counts().get("indexed", 0)
+        return SwitchCheck(replay_lag, processors_lag, new_count, reference)
 
-    def _switch(self, generation: Generation, options: ReplayOptions) -> None:
-        with generations.locked(self.conn):
+    def _switch(self, generation: Generation, options: ReplayOptions, replayed: int) -> None:
+        with self.registry.locked():
             self.index.switch_alias(generation.name)
-            retired = generations.make_live(self.conn, generation, options.grace_s, timestamp_now())
-        log.info("switched", extra={"generation": generation.name, "retired": retired})
-        self.report(ReplayStatus(generation.name, "switched", 0, 0, 0.0, 0.0, ", ".join(retired)))
+            retired = self.registry.make_live(
+                generation, options.grace_s, self.index.timestamp_now()
+            )
+        log.info(
+            "switched",
+            extra={"generation": generation.name, "retired": retired, "replayed": replayed},
+        )
+        self.report(
+            ReplayStatus(generation.name, "switched", replayed, 0, 0.0, 0.0, ", ".join(retired))
+        )
         if not retired or options.keep_old:
             return
         deadline = time.monotonic() + options.grace_s + 0.5  # past drop_after, to the second
         while time.monotonic() < deadline:
             left = deadline - time.monotonic()
-            self.report(ReplayStatus(generation.name, "grace", 0, 0, 0.0, left, ", ".join(retired)))
+            self.report(
+                ReplayStatus(generation.name, "grace", replayed, 0, 0.0, left, ", ".join(retired))
+            )
             time.sleep(min(1.0, max(left, 0.0)))
         self.prune()

@@ -21,6 +21,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from domain.errors import Permanent
+
 SCHEMA_DIR = Path(__file__).parent / "avro"
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -37,7 +39,7 @@ _PROMOTIONS = {
 }
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(Permanent, ValueError):
     """Bytes that are not an event this codec can read; the message says why."""
 
 

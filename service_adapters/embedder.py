@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from cbir.settings import TritonSettings
-from service_adapters.errors import ServiceUnavailable
+from domain.errors import ModelMismatch, ModelNotServed, ServiceUnavailable
+from domain.models import ModelIdentity
 
 Protocol = Literal["grpc", "http"]
-
-
-class ModelNotServed(Exception):
-    """Triton is up but does not serve the model; the message says how to get it there."""
-
-
-class ModelMismatch(Exception):
-    """Triton serves another version of the model than the vectors it must match."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    name: str
-    model_id: str
-    dim: int
-    pooling: str
-    fingerprint: str
-    max_batch_size: int
+# what Triton's client says when the server, not the request, is the problem
+AWAY = ("failed to connect", "unavailable", "deadline exceeded", "connection refused")
 
 
 class TritonEmbedder:
@@ -74,7 +59,7 @@ class TritonEmbedder:
                     f"export it with `cbir model export {self.model} ...` and load it with "
                     f"`cbir model load {self.model}`"
                 ) from exc
-            if "failed to connect" in text.lower() or "unavailable" in text.lower():
+            if any(sign in text.lower() for sign in AWAY):
                 raise ServiceUnavailable(
                     "Triton", self.url, "CBIR_TRITON__GRPC_URL / HTTP_URL", exc
                 ) from exc
@@ -153,3 +138,24 @@ class TritonEmbedder:
 
     def close(self) -> None:
         self._client.close()
+
+
+class TritonEmbedders:
+    """The `Embedders` port: one Triton client per model, made on first use and kept."""
+
+    def __init__(self, settings: TritonSettings, protocol: Protocol = "grpc") -> None:
+        self.settings = settings
+        self.protocol = protocol
+        self._made: dict[str, TritonEmbedder] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, model: str) -> TritonEmbedder:
+        with self._lock:
+            if model not in self._made:
+                self._made[model] = TritonEmbedder(self.settings, model, self.protocol)
+            return self._made[model]
+
+    def close(self) -> None:
+        for embedder in self._made.values():
+            embedder.close()
+        self._made.clear()

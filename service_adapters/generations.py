@@ -1,46 +1,23 @@
-"""The registry of index generations, in MySQL beside the metadata.
-
-A generation is one physical Milvus collection, filled from one embeddings topic with the
-vectors of one model, under one set of index parameters. Its life: `building` (being filled
-by a replay while the live one serves), `live` (the alias points at it), `retired` (replaced;
-kept for a grace period), `dropped` (its collection is gone), or `abandoned` (a build given up
-before it went live). At most one generation is live. The processors write every event to
-every `building` and `live` generation of the event's topic, and a replay fills the rest.
-"""
+"""The generation registry (the `GenerationRegistry` port) in MySQL beside the metadata.
+What a generation is and its lifecycle: `domain/generations.py`."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pymysql
 from pymysql.connections import Connection
 
-from service_adapters.errors import RegistryBusy
-from service_adapters.vector_index import generation_name
+from cbir.settings import MySQLSettings
+from domain.errors import RegistryBusy
+from domain.generations import Generation, GenerationState, generation_name
+from service_adapters.metadata_store import open_connection, translated_errors
 
 LOCK = "cbir.generations"
-
-
-@dataclass(frozen=True)
-class Generation:
-    id: int
-    name: str
-    model: str
-    model_id: str
-    dim: int
-    embeddings_topic: str
-    index_type: str
-    index_params: dict[str, Any]
-    state: str
-    created_at: datetime | None = None
-    live_at: datetime | None = None
-    retired_at: datetime | None = None
-    drop_after: datetime | None = None
 
 
 def _generation(row: dict[str, Any]) -> Generation:
@@ -54,7 +31,7 @@ def _generation(row: dict[str, Any]) -> Generation:
         embeddings_topic=str(row["embeddings_topic"]),
         index_type=str(row["index_type"]),
         index_params=json.loads(params) if isinstance(params, str | bytes) else dict(params),
-        state=str(row["state"]),
+        state=GenerationState(str(row["state"])),
         created_at=row.get("created_at"),
         live_at=row.get("live_at"),
         retired_at=row.get("retired_at"),
@@ -121,7 +98,7 @@ def register(
     embeddings_topic: str,
     index_type: str,
     index_params: dict[str, Any],
-    state: str,
+    state: GenerationState,
     taken: Callable[[str], bool] = lambda _name: False,
 ) -> Generation:
     """A new generation with its collection name (the alias, its number, its model); the
@@ -134,7 +111,7 @@ def register(
                 "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
                 " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s, %s, %s,"
                 " %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
-                (*columns, state, state),
+                (*columns, str(state), str(state)),
             )
             number = int(cur.lastrowid)
             name = generation_name(alias, number, model_id)
@@ -143,12 +120,12 @@ def register(
             found = by_id(conn, number)
             assert found is not None
             return found
-        set_state(conn, number, "abandoned")
+        set_state(conn, number, GenerationState.ABANDONED)
 
 
-def set_state(conn: Connection, generation_id: int, state: str) -> None:
+def set_state(conn: Connection, generation_id: int, state: GenerationState) -> None:
     with conn.cursor() as cur:
-        cur.execute("UPDATE generations SET state = %s WHERE id = %s", (state, generation_id))
+        cur.execute("UPDATE generations SET state = %s WHERE id = %s", (str(state), generation_id))
 
 
 def make_live(conn: Connection, new: Generation, grace_s: float, milvus_ts: int) -> list[str]:
@@ -184,3 +161,87 @@ def make_live(conn: Connection, new: Generation, grace_s: float, milvus_ts: int)
         conn.rollback()
         raise
     return retired
+
+
+class MySQLGenerationRegistry:
+    """The `GenerationRegistry` port: one connection of its own (the registry's lock is held
+    by a MySQL session), opened again after it breaks; one caller at a time."""
+
+    def __init__(self, settings: MySQLSettings) -> None:
+        self.settings = settings
+        self._conn: Connection | None = None
+        self._mutex = threading.RLock()
+
+    def _connection(self) -> Connection:
+        if self._conn is not None:
+            try:
+                self._conn.ping(reconnect=True)
+            except pymysql.MySQLError:
+                self._conn = None
+        if self._conn is None:
+            self._conn = open_connection(self.settings)
+        return self._conn
+
+    def _run(self, action: Callable[[Connection], Any]) -> Any:
+        with self._mutex, translated_errors(self.settings):
+            return action(self._connection())
+
+    def active(self) -> list[Generation]:
+        return list(self._run(active))
+
+    def live(self) -> Generation | None:
+        found: Generation | None = self._run(live)
+        return found
+
+    def all(self) -> list[Generation]:
+        return list(self._run(all_generations))
+
+    def expired(self) -> list[Generation]:
+        return list(self._run(expired))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._mutex, translated_errors(self.settings), locked(self._connection()):
+            yield
+
+    def register(
+        self,
+        *,
+        alias: str,
+        model: str,
+        model_id: str,
+        dim: int,
+        embeddings_topic: str,
+        index_type: str,
+        index_params: dict[str, Any],
+        state: GenerationState,
+        taken: Callable[[str], bool],
+    ) -> Generation:
+        found: Generation = self._run(
+            lambda c: register(
+                c,
+                alias=alias,
+                model=model,
+                model_id=model_id,
+                dim=dim,
+                embeddings_topic=embeddings_topic,
+                index_type=index_type,
+                index_params=index_params,
+                state=state,
+                taken=taken,
+            )
+        )
+        return found
+
+    def set_state(self, generation: Generation, state: GenerationState) -> None:
+        generation.state.check_move(state)
+        self._run(lambda c: set_state(c, generation.id, state))
+
+    def make_live(self, new: Generation, grace_s: float, milvus_ts: int) -> list[str]:
+        new.state.check_move(GenerationState.LIVE)
+        return list(self._run(lambda c: make_live(c, new, grace_s, milvus_ts)))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -14,6 +14,8 @@ import pymysql
 from pymysql.connections import Connection
 
 from cbir.settings import MySQLSettings
+from domain.errors import Rejected, ServiceUnavailable
+from domain.rows import ImageRow, ImageStatus
 from schemas.events import ImageMetadata
 
 T = TypeVar("T")
@@ -86,6 +88,10 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         "UPDATE index_state SET generation ="
         " GREATEST(generation, FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000000)) WHERE id = 1",
     ),
+    # S3 allows object keys of 1024 bytes; a key of an S3 client longer than 255 characters
+    # was refused for good (and, before the stages told permanent from transient, retried
+    # for ever). No index covers the column, so its length costs nothing.
+    (6, "ALTER TABLE images MODIFY object_key VARCHAR(1024) NOT NULL"),
 )
 
 
@@ -202,11 +208,14 @@ def upsert_indexed(
         )
 
 
-def mark_failed(conn: Connection, image_id: str, reason: str) -> None:
+def mark_failed(conn: Connection, reasons: Mapping[str, str]) -> None:
+    """Mark images `failed`, each with its reason (for status queries)."""
+    if not reasons:
+        return
     with conn.cursor() as cur:
-        cur.execute(
+        cur.executemany(
             "UPDATE images SET status = 'failed', error = %s WHERE image_id = %s",
-            (reason[:2000], image_id),
+            [(reason[:2000], image_id) for image_id, reason in reasons.items()],
         )
 
 
@@ -264,7 +273,8 @@ def recent(
 
 class ConnectionPool:
     """A few connections shared by the threads of a server: one per request is 1-2 ms of
-    handshake on loopback, a pooled one is free. A connection that broke is replaced."""
+    handshake on loopback, a pooled one is free. A connection that saw any error is closed,
+    not returned (its state is unknown: a broken socket, a half-read result)."""
 
     def __init__(self, settings: MySQLSettings, size: int = 8) -> None:
         self.settings = settings
@@ -278,8 +288,8 @@ class ConnectionPool:
             conn = open_connection(self.settings)
         try:
             yield conn
-        except pymysql.err.OperationalError:
-            conn.close()  # broken: not returned to the pool
+        except BaseException:
+            conn.close()
             raise
         try:
             self._idle.put_nowait(conn)
@@ -292,7 +302,7 @@ class ConnectionPool:
         try:
             with self.connection() as conn:
                 return action(conn)
-        except pymysql.err.OperationalError:
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
             with self.connection() as conn:
                 return action(conn)
 
@@ -315,3 +325,93 @@ def image_ids_for_object(conn: Connection, object_key: str) -> list[str]:
     with conn.cursor() as cur:
         cur.execute("SELECT image_id FROM images WHERE object_key = %s", (object_key,))
         return [row[0] for row in cur.fetchall()]
+
+
+def image_row(row: dict[str, Any]) -> ImageRow:
+    """A row of the images table as its typed value."""
+    tags = row.get("tags")
+    return ImageRow(
+        image_id=str(row["image_id"]),
+        object_key=str(row["object_key"]),
+        file_name=str(row.get("file_name") or ""),
+        source=str(row.get("source") or ""),
+        content_type=str(row.get("content_type") or ""),
+        size_bytes=int(row.get("size_bytes") or 0),
+        width=int(row.get("width") or 0),
+        height=int(row.get("height") or 0),
+        tags=tuple(json.loads(tags)) if isinstance(tags, str | bytes) else (),
+        status=ImageStatus(str(row["status"])),
+        uploaded_at=row.get("uploaded_at"),
+        error=row.get("error"),
+        model_id=row.get("model_id"),
+        generation=row.get("generation"),
+    )
+
+
+class MySQLMetadataStore:
+    """The `MetadataStore` port on MySQL / MariaDB: pooled connections, each call one
+    statement (or one transaction); a server that is away raises ServiceUnavailable, a value
+    the server refuses for good raises Rejected."""
+
+    def __init__(self, settings: MySQLSettings, pool_size: int = 8) -> None:
+        self.settings = settings
+        self.pool = ConnectionPool(settings, pool_size)
+
+    def _run(self, action: Callable[[Connection], T]) -> T:
+        with translated_errors(self.settings):
+            return self.pool.run(action)
+
+    def migrate(self) -> list[int]:
+        return self._run(migrate)
+
+    def existing_image_ids(self, image_ids: Sequence[str]) -> set[str]:
+        return self._run(lambda c: existing_image_ids(c, image_ids))
+
+    def insert_pending(self, images: Sequence[ImageMetadata]) -> None:
+        self._run(lambda c: insert_pending(c, images))
+
+    def upsert_indexed(
+        self, images: Sequence[ImageMetadata], model_id: str, generation: str
+    ) -> None:
+        self._run(lambda c: upsert_indexed(c, images, model_id, generation))
+
+    def mark_failed(self, reasons: Mapping[str, str]) -> None:
+        self._run(lambda c: mark_failed(c, reasons))
+
+    def delete_images(self, image_ids: Sequence[str]) -> None:
+        self._run(lambda c: delete_images(c, image_ids))
+
+    def lookup(self, image_ids: Sequence[str]) -> dict[str, ImageRow]:
+        rows = self._run(lambda c: lookup(c, image_ids))
+        return {image_id: image_row(row) for image_id, row in rows.items()}
+
+    def bump_generation(self, milvus_ts: int) -> None:
+        self._run(lambda c: bump_generation(c, milvus_ts))
+
+    def index_generation(self) -> tuple[int, int]:
+        return self._run(index_generation)
+
+    def recent(self, limit: int, offset: int, status: str | None) -> list[ImageRow]:
+        return [image_row(r) for r in self._run(lambda c: recent(c, limit, offset, status))]
+
+    def status_counts(self) -> dict[str, int]:
+        return self._run(status_counts)
+
+    def image_ids_for_object(self, object_key: str) -> list[str]:
+        return self._run(lambda c: image_ids_for_object(c, object_key))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+@contextmanager
+def translated_errors(settings: MySQLSettings) -> Iterator[None]:
+    """pymysql's errors in the project's terms: away (transient) or refused (permanent)."""
+    try:
+        yield
+    except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+        raise ServiceUnavailable(
+            "MySQL", f"{settings.host}:{settings.port}", "CBIR_MYSQL__HOST / CBIR_MYSQL__PORT", exc
+        ) from exc
+    except (pymysql.err.DataError, pymysql.err.IntegrityError) as exc:
+        raise Rejected(f"MySQL refused the row: {exc}") from exc

@@ -1,12 +1,25 @@
-"""MinIO (or any S3 server) holding the image bytes."""
+"""MinIO (or any S3 server) holding the image bytes: the `ObjectStore` port, and the bucket's
+provisioning."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from cbir.settings import MinioSettings
+from domain.errors import Rejected, ServiceUnavailable
+
+T = TypeVar("T")
+GONE = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
+# MinIO's name for the Kafka target the launcher and the compose file configure (identifier CBIR)
+KAFKA_TARGET_ARN = "arn:minio:sqs::CBIR:kafka"
 
 
 def client(settings: MinioSettings) -> Minio:
@@ -18,6 +31,64 @@ def client(settings: MinioSettings) -> Minio:
     )
 
 
+class MinioObjectStore:
+    """The `ObjectStore` port on MinIO: a server that is away raises ServiceUnavailable; a
+    key or object the server refuses for good raises Rejected."""
+
+    def __init__(self, settings: MinioSettings) -> None:
+        self.settings = settings
+        self.client = client(settings)
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in ("KeyTooLongError", "InvalidObjectName", "EntityTooLarge"):
+                raise Rejected(f"MinIO refused {what}: {exc.code} ({exc.message})") from exc
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ServiceUnavailable(
+                "MinIO", self.settings.endpoint, "CBIR_MINIO__ENDPOINT", exc
+            ) from exc
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        with self._translated(f"reading {bucket}/{key}"):
+            try:
+                response = self.client.get_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in GONE:
+                    return None
+                raise
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+    def put(
+        self, bucket: str, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        with self._translated(f"writing {bucket}/{key}"):
+            self.client.put_object(
+                bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata=dict(metadata),
+            )
+
+    def remove(self, bucket: str, key: str) -> None:
+        with self._translated(f"removing {bucket}/{key}"):
+            self.client.remove_object(bucket, key)
+
+    def bucket_ready(self, bucket: str) -> bool:
+        """The bucket exists and answers (readiness; writes nothing, so no notification)."""
+        with self._translated(f"checking {bucket}"):
+            return bool(self.client.bucket_exists(bucket))
+
+
 def ensure_bucket(settings: MinioSettings) -> bool:
     """Create the images bucket if it is missing; True when it was created."""
     minio = client(settings)
@@ -25,20 +96,6 @@ def ensure_bucket(settings: MinioSettings) -> bool:
         return False
     minio.make_bucket(settings.bucket)
     return True
-
-
-def exists(minio: Minio, bucket: str, key: str) -> bool:
-    try:
-        minio.stat_object(bucket, key)
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchObject"):
-            return False
-        raise
-    return True
-
-
-# MinIO's name for the Kafka target the launcher and the compose file configure (identifier CBIR)
-KAFKA_TARGET_ARN = "arn:minio:sqs::CBIR:kafka"
 
 
 def ensure_notifications(settings: MinioSettings) -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pymysql
 
 from cbir.settings import Settings
+from domain.errors import ServiceUnavailable
 from service_adapters import kafka_topics, metadata_store, object_store
-from service_adapters.errors import ServiceUnavailable
 
 
 @dataclass(frozen=True)

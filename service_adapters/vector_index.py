@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 
 with warnings.catch_warnings():
@@ -29,7 +28,11 @@ with warnings.catch_warnings():
     )
 
 from cbir.settings import MilvusSettings, ProcessorsSettings
+from domain.errors import Rejected, ServiceUnavailable
+from domain.rows import Hit, Served
 from schemas.events import ImageMetadata
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -105,15 +108,62 @@ class ScratchCollection:
             self.written = max(self.written, int(result.timestamp))
         self.collection.flush()
 
+    def build_index(self, index_type: str, params: dict[str, Any], wait_s: float) -> str:
+        """Build an index on the vectors and load them: '' when built, else why Milvus
+        refused it."""
+        try:
+            self.collection.create_index(
+                "embedding", {"index_type": index_type, "metric_type": "IP", "params": params}
+            )
+        except MilvusException as exc:
+            return f"this Milvus refused it: {exc}"
+        utility.wait_for_index_building_complete(self.name, using=self.alias, timeout=wait_s)
+        self.collection.load()
+        return ""
+
+    def probe_index(self, index_type: str, rows: int, wait_s: float) -> str:
+        """Whether this Milvus builds `index_type` ('' when it does, else why not), asked
+        asynchronously: a server whose index node fails retries for ever, which a
+        synchronous build would wait on."""
+        try:
+            self.collection.create_index(
+                "embedding",
+                {"index_type": index_type, "metric_type": "IP", "params": {}},
+                _async=True,
+            )
+        except MilvusException as exc:
+            return f"this Milvus refused {index_type}: {exc}"
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                progress = utility.index_building_progress(self.name, using=self.alias)
+            except MilvusException:
+                continue  # the asynchronous request is not registered yet
+            if progress.get("indexed_rows", 0) >= rows:
+                return ""
+        return f"this Milvus did not build {index_type} on {rows} vectors within {wait_s:.0f} s"
+
+    def memory_mib(self) -> float | None:
+        """What the loaded segments take, as Milvus reports it (None: not reported)."""
+        segments = utility.get_query_segment_info(self.name, using=self.alias)
+        reported = sum(int(getattr(s, "mem_size", 0)) for s in segments) / 2**20
+        return reported or None
+
+    def search_ids(self, vector: np.ndarray, k: int, params: dict[str, Any]) -> list[int]:
+        """The ids of the k nearest, eventually consistent (measurements after a flush)."""
+        hits = self.collection.search(
+            [vector.tolist()],
+            "embedding",
+            {"metric_type": "IP", "params": params},
+            limit=k,
+            consistency_level="Eventually",
+        )[0]
+        return [int(hit.id) for hit in hits]
+
     def drop(self) -> None:
         utility.drop_collection(self.name, using=self.alias)
         connections.disconnect(self.alias)
-
-
-@dataclass(frozen=True)
-class Hit:
-    image_id: str
-    score: float
 
 
 # the scalar fields beside each vector, so that a filtered search filters inside Milvus
@@ -152,28 +202,6 @@ def scalar_columns(images: Sequence[ImageMetadata]) -> list[list[Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class Served:
-    """What the alias points at: the physical collection, the model of its vectors, and its
-    index type (search parameters depend on it)."""
-
-    collection: str
-    model_id: str
-    index_type: str = "HNSW"
-
-
-def model_slug(model_id: str) -> str:
-    """`name_vVERSION_FINGERPRINT8` of a model id (Milvus and Kafka names allow it)."""
-    name, version, _dim, _pooling, fingerprint = model_id.split(":")
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{name}_v{version}_{fingerprint[:8]}")
-
-
-def generation_name(alias: str, number: int, model_id: str) -> str:
-    """The physical collection of generation `number` behind the alias, e.g.
-    `images__g3_mobilenet_v1_1a2b3c4d`: the alias, the generation, the model."""
-    return f"{alias}__g{number}_{model_slug(model_id)}"
-
-
 def default_index_params(index_type: str, processors: ProcessorsSettings) -> dict[str, Any]:
     """The build parameters of an index type when none are given."""
     if index_type == "HNSW":
@@ -206,6 +234,46 @@ def consistency(guarantee_ts: int | None) -> dict[str, Any]:
     return {"consistency_level": "Customized", "guarantee_timestamp": max(guarantee_ts, 1)}
 
 
+# Milvus error codes of a request it refuses as malformed (2.3's common.ErrorCode): no
+# retry mends them
+REFUSED_CODES = {5, 6, 7, 15, 16, 1100}
+
+
+def writing(settings: MilvusSettings, what: str, call: Callable[[], T]) -> T:
+    """A write, its failures in the project's terms: a request Milvus refuses as malformed
+    is Rejected (permanent); anything else from Milvus or gRPC (down, restarting, a timeout,
+    a collection still loading) is ServiceUnavailable (retried)."""
+    try:
+        return call()
+    except MilvusException as exc:
+        if getattr(exc, "code", None) in REFUSED_CODES:
+            raise Rejected(f"Milvus refused {what}: {exc.message}") from exc
+        raise ServiceUnavailable(
+            "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", exc
+        ) from exc
+    except grpc.RpcError as exc:
+        raise ServiceUnavailable(
+            "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", exc
+        ) from exc
+
+
+def reading(settings: MilvusSettings, timeout_s: float | None, call: Callable[[], T]) -> T:
+    """A search or a read, its failures as ServiceUnavailable, saying why where it is known
+    (a timeout right after a restart: Milvus replays its log before it sees every write)."""
+    try:
+        return call()
+    except (MilvusException, grpc.RpcError) as exc:
+        cause: BaseException | str = exc
+        if "deadline" in str(exc).lower():
+            cause = (
+                f"no answer within {timeout_s or 0:.0f} s: after a restart it replays its log "
+                "before searches see every write; retry in a few seconds"
+            )
+        raise ServiceUnavailable(
+            "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", cause
+        ) from exc
+
+
 def timestamp_now() -> int:
     """A Milvus hybrid timestamp of this moment: a search guaranteed to it sees every write
     acknowledged before it."""
@@ -224,6 +292,12 @@ class VectorIndex:
         )
         self._handles: dict[str, Collection] = {}
 
+    def default_params(self, index_type: str) -> dict[str, Any]:
+        return default_index_params(index_type, self.processors)
+
+    def timestamp_now(self) -> int:
+        return timestamp_now()
+
     def create(
         self,
         name: str,
@@ -231,7 +305,7 @@ class VectorIndex:
         dim: int,
         index_type: str,
         index_params: dict[str, Any],
-    ) -> Collection:
+    ) -> None:
         """A generation's collection, created, indexed and loaded (each step skipped when it
         is done already, so a rerun after a crash finishes the job)."""
         if not utility.has_collection(name, using=self.alias):
@@ -264,7 +338,18 @@ class VectorIndex:
                     raise
         collection.load()
         self._handles[name] = collection
-        return collection
+
+    def wait_until_built(self, name: str, timeout_s: float) -> None:
+        """Until Milvus has indexed every sealed segment of a collection."""
+        utility.wait_for_index_building_complete(name, using=self.alias, timeout=timeout_s)
+
+    def drop_everything(self) -> None:
+        """Drop the alias and every generation's collection behind it (a benchmark's wipe)."""
+        if self.aliased() is not None:
+            utility.drop_alias(self.settings.collection, using=self.alias)
+        for name in utility.list_collections(using=self.alias):
+            if name.startswith(f"{self.settings.collection}__"):
+                self.drop(name)
 
     def exists(self, name: str) -> bool:
         return bool(utility.has_collection(name, using=self.alias))
@@ -301,9 +386,13 @@ class VectorIndex:
         """The collection the alias points at (what queries search)."""
         return Collection(self.settings.collection, using=self.alias)
 
-    def served_model(self) -> Served:
-        collection = self.served()
-        name = str(collection.describe()["collection_name"])
+    def served_model(self) -> Served | None:
+        """What the alias points at; None when there is no alias yet (nothing indexed)."""
+        try:
+            collection = self.served()
+            name = str(collection.describe()["collection_name"])
+        except MilvusException:
+            return None
         return Served(name, collection.description, self._index_type_of(name))
 
     def _index_type_of(self, name: str) -> str:
@@ -313,12 +402,16 @@ class VectorIndex:
     def upsert(self, name: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
         """Write vectors, with the fields filters use, into a generation's collection; the
         Milvus timestamp of the write."""
-        result = self._named(name).upsert(
-            [
-                [i.image_id for i in images],
-                *scalar_columns(images),
-                vectors.astype(np.float32).tolist(),
-            ]
+        result = writing(
+            self.settings,
+            f"{len(images)} vectors for {name}",
+            lambda: self._named(name).upsert(
+                [
+                    [i.image_id for i in images],
+                    *scalar_columns(images),
+                    vectors.astype(np.float32).tolist(),
+                ]
+            ),
         )
         return int(result.timestamp)
 
@@ -334,11 +427,15 @@ class VectorIndex:
         if not image_ids:
             return {}
         target = self._named(collection) if collection else self.served()
-        rows = target.query(
-            f"image_id in {json.dumps(list(image_ids))}",
-            output_fields=["embedding"],
-            timeout=timeout_s,
-            **consistency(guarantee_ts),
+        rows = reading(
+            self.settings,
+            timeout_s,
+            lambda: target.query(
+                f"image_id in {json.dumps(list(image_ids))}",
+                output_fields=["embedding"],
+                timeout=timeout_s,
+                **consistency(guarantee_ts),
+            ),
         )
         return {
             str(row["image_id"]): np.asarray(row["embedding"], dtype=np.float32) for row in rows
@@ -346,18 +443,22 @@ class VectorIndex:
 
     def delete(self, name: str, image_ids: Sequence[str]) -> int:
         """Remove images from one generation's collection; the Milvus timestamp."""
-        result = self._named(name).delete(f"image_id in {json.dumps(list(image_ids))}")
+        expression = f"image_id in {json.dumps(list(image_ids))}"
+        result = writing(
+            self.settings, f"a delete in {name}", lambda: self._named(name).delete(expression)
+        )
         return int(result.timestamp)
 
     def delete_everywhere(self, image_ids: Sequence[str]) -> int:
         """Remove images from every generation's collection (building, live and retired);
         the Milvus timestamp of the last delete."""
-        expression = f"image_id in {json.dumps(list(image_ids))}"
+        names = writing(
+            self.settings, "a listing", lambda: utility.list_collections(using=self.alias)
+        )
         timestamp = 0
-        for name in utility.list_collections(using=self.alias):
+        for name in names:
             if name.startswith(f"{self.settings.collection}__"):
-                result = self._named(name).delete(expression)
-                timestamp = max(timestamp, int(result.timestamp))
+                timestamp = max(timestamp, self.delete(name, image_ids))
         return timestamp
 
     def search(
@@ -376,17 +477,25 @@ class VectorIndex:
         `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
         if collection is None:
             served = self.served_model()
+            if served is None:
+                return [[] for _ in vectors]
             collection, index_type = served.collection, index_type or served.index_type
         elif index_type is None:
             index_type = self._index_type_of(collection)
-        results = self._named(collection).search(
-            vectors.astype(np.float32).tolist(),
-            "embedding",
-            search_params(index_type, self.settings.metric_type, self.processors, effort),
-            limit=k,
-            expr=expression or None,
-            timeout=timeout_s,
-            **consistency(guarantee_ts),
+        target = self._named(collection)
+        params = search_params(index_type, self.settings.metric_type, self.processors, effort)
+        results = reading(
+            self.settings,
+            timeout_s,
+            lambda: target.search(
+                vectors.astype(np.float32).tolist(),
+                "embedding",
+                params,
+                limit=k,
+                expr=expression or None,
+                timeout=timeout_s,
+                **consistency(guarantee_ts),
+            ),
         )
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 

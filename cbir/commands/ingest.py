@@ -15,7 +15,8 @@ from rich.progress import (
 
 from cbir.commands.output import console
 from cbir.settings import get_settings
-from producers.ingest import Ingestor, collect, summary_json, summary_lines
+from cbir.wiring import Adapters
+from producers.ingest import collect, summary_json, summary_lines
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -24,7 +25,6 @@ def _ingest(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         console.print(f"[red]error[/]: {exc}")
         return 2
-    ingestor = Ingestor(get_settings(), source=args.source)
     columns = (
         TextColumn("ingest"),
         BarColumn(),
@@ -40,7 +40,8 @@ def _ingest(args: argparse.Namespace) -> int:
             speed = progress.tasks[0].speed
             progress.update(task, rate=f"{speed:.0f}" if speed else "-")
 
-        summary = ingestor.ingest(items, progress=advance)
+        with Adapters(get_settings()) as adapters:
+            summary = adapters.ingestor(args.source).ingest(items, progress=advance)
     if args.json:
         print(summary_json(summary))
     else:

@@ -42,52 +42,33 @@ def _process(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import numpy as np
+    from cbir.wiring import Adapters
+    from query_api.filters import SearchFilters
+    from query_api.metrics import ApiMetrics
 
-    from service_adapters import metadata_store
-    from service_adapters.embedder import TritonEmbedder
-    from service_adapters.vector_index import VectorIndex
-
-    settings = get_settings()
-    index = VectorIndex(settings.milvus, settings.processors)
-    try:
-        served = index.served_model()
-        # the query is embedded by the model of the vectors it is compared with
-        embedder = TritonEmbedder(settings.triton, served.model_id.split(":")[0])
-        embedder.expect(served.model_id)
-        vectors, errors = embedder.embed([args.image.read_bytes()])
-        if errors[0]:
-            console.print(f"[red]error[/]: {args.image}: {errors[0]}")
-            return 2
-        hits = index.search(
-            np.asarray(vectors),
-            args.k,
-            args.effort,
-            collection=served.collection,
-            index_type=served.index_type,
-        )[0]
-    finally:
-        index.close()
-    with metadata_store.connect(settings.mysql) as conn:
-        rows = metadata_store.lookup(conn, [h.image_id for h in hits])
+    with Adapters(get_settings()) as adapters:
+        engine = adapters.query_engine(ApiMetrics())
+        # the same path as the API's search, without its result cache
+        outcome = engine.search_image(
+            args.image.read_bytes(), args.k, SearchFilters.parse(), args.effort, False
+        )
     table = Table("rank", "score", "image id", "file", "tags", box=None)
-    for rank, hit in enumerate(hits, 1):
-        row = rows.get(hit.image_id, {})
+    for result in outcome.results:
         table.add_row(
-            str(rank),
-            f"{hit.score:.4f}",
-            hit.image_id[:16],
-            row.get("file_name", "?"),
-            str(row.get("tags", "")),
+            str(result.rank),
+            f"{result.score:.4f}",
+            result.image_id[:16],
+            result.file_name,
+            ", ".join(result.tags),
         )
     console.print(table)
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from producers.ingest import delete_images
+    from cbir import wiring
 
-    delete_images(get_settings(), args.image_ids, reason=args.reason)
+    wiring.delete(get_settings(), args.image_ids, reason=args.reason)
     console.print(f"delete sent for {len(args.image_ids)} image(s); the processors apply it")
     return 0
 

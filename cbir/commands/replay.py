@@ -89,7 +89,7 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from replay.rebuild import Rebuilder
+    from cbir.wiring import Adapters
 
     settings = get_settings()
     columns = (
@@ -98,8 +98,11 @@ def _run_replay(args: argparse.Namespace) -> int:
         TaskProgressColumn(),
         TextColumn("{task.completed:.0f} events  {task.fields[detail]}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        rebuilder = Rebuilder(settings, ProgressReport(progress))
+    with (
+        Progress(*columns, console=console, transient=False) as progress,
+        Adapters(settings) as adapters,
+    ):
+        rebuilder = adapters.rebuilder(ProgressReport(progress))
         try:
             if args.area == "re-embed":
                 generation = rebuilder.re_embed(args.model, _options(args))
@@ -111,8 +114,6 @@ def _run_replay(args: argparse.Namespace) -> int:
                 "processors keep it current; run the same command again to continue it"
             )
             return 130
-        finally:
-            rebuilder.close()
     console.print(
         f"live: {generation.name} ({generation.model_id}, {generation.index_type} "
         f"{json.dumps(generation.index_params)})"
@@ -121,21 +122,14 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def _generations(args: argparse.Namespace) -> int:
-    from service_adapters import generations, metadata_store
+    from cbir.wiring import Adapters
 
-    settings = get_settings()
-    if args.action == "prune":
-        from replay.rebuild import Rebuilder
-
-        rebuilder = Rebuilder(settings, lambda _status: None)
-        try:
-            dropped = rebuilder.prune()
-        finally:
-            rebuilder.close()
-        console.print(f"dropped: {', '.join(dropped) or 'nothing (no grace period is over)'}")
-        return 0
-    with metadata_store.connect(settings.mysql) as conn:
-        rows = generations.all_generations(conn)
+    with Adapters(get_settings()) as adapters:
+        if args.action == "prune":
+            dropped = adapters.rebuilder(lambda _status: None).prune()
+            console.print(f"dropped: {', '.join(dropped) or 'nothing (no grace period is over)'}")
+            return 0
+        rows = adapters.registry.all()
     table = Table("generation", "state", "model", "topic", "index", "live since", box=None)
     for g in rows:
         table.add_row(

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from cbir import wiring
 from cbir.settings import Settings, side_by_side
+from domain.images import image_id_of
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from local_stack.launcher import Launcher
-from producers.ingest import Ingestor, collect, image_id_of
+from producers.ingest import collect
 from service_adapters.embedder import TritonEmbedder
 from tests.integration.helpers import indexed, wait_for
 
@@ -85,7 +87,7 @@ def indexed_flowers(launcher: Launcher, mobilenet_served: Path, shared_dir: Path
     settings = launcher.settings
     folder = shared_dir / "data" / "flowers17"
     items = [item for item in collect([str(folder)]) if item.path.parent.name in FLOWER_CLASSES]
-    Ingestor(settings).ingest(items)
+    wiring.ingest(settings, items)
     ids = {image_id_of(item.path.read_bytes()) for item in items}
     wait_for(lambda: indexed(settings, ids) == len(ids), 180, "three species to be indexed")
     return [item.path for item in items]

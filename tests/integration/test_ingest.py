@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from cbir import wiring
 from cbir.settings import Settings
-from producers.ingest import Ingestor, collect, image_id_of, object_key_of
+from domain.images import image_id_of, object_key_of
+from producers.ingest import collect
 from schemas.events import Event, ImageUploaded
 from service_adapters import metadata_store, object_store
 from tests.integration.topics import read_events
@@ -56,7 +58,7 @@ def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path:
     assert len(items) == 11
     before = end_offsets(stack)
 
-    summary = Ingestor(stack).ingest(items)
+    summary = wiring.ingest(stack, items)
     assert (summary.new, summary.present, summary.rejected) == (11, 0, [])
     assert end_offsets(stack) - before == 11
 
@@ -77,7 +79,7 @@ def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path:
     with metadata_store.connect(stack.mysql) as conn:
         assert metadata_store.existing_image_ids(conn, ids) == ids
 
-    again = Ingestor(stack).ingest(collect([str(folder)], tags=["test"]))
+    again = wiring.ingest(stack, collect([str(folder)], tags=["test"]))
     assert (again.new, again.present) == (0, 11)
     assert end_offsets(stack) - before == 11, "a re-run must send nothing"
 
@@ -89,6 +91,6 @@ def test_unreadable_and_missing_paths_are_reported(stack: Settings, tmp_path: Pa
     vanished.write_bytes(b"gone before it is read")
     items = collect([str(vanished)])
     vanished.unlink()
-    summary = Ingestor(stack).ingest(items)
+    summary = wiring.ingest(stack, items)
     assert summary.new == 0
     assert summary.rejected == [(str(vanished), "unreadable: No such file or directory")]

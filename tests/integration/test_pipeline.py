@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cbir import wiring
 from cbir.settings import Settings
+from domain.images import image_id_of, object_key_of
 from local_stack.launcher import Launcher
 from processors.status import consumer_lag
-from producers.ingest import Ingestor, collect, delete_images, image_id_of, object_key_of
+from producers.ingest import collect
 from schemas.events import DeadLetter, Event
 from service_adapters import object_store
 from service_adapters.embedder import TritonEmbedder
@@ -75,7 +77,7 @@ def test_flowers17_is_indexed_exactly_once_and_each_image_finds_itself(
     items = collect([str(folder)])
     ids = {image_id_of(item.path.read_bytes()) for item in items}
     assert len(items) == 1360
-    summary = Ingestor(pipeline).ingest(items)
+    summary = wiring.ingest(pipeline, items)
     assert summary.new + summary.present == 1360 and not summary.rejected
     wait_for(lambda: indexed(pipeline, ids) == len(ids), 300, "flowers17 to be indexed")
     assert vectors_of(pipeline, ids) == len(ids)
@@ -96,7 +98,7 @@ def test_flowers17_is_indexed_exactly_once_and_each_image_finds_itself(
     for item, found in zip(sample, hits, strict=True):
         assert found[0].image_id == image_id_of(item.path.read_bytes()), item.path
 
-    again = Ingestor(pipeline).ingest(collect([str(folder)]))
+    again = wiring.ingest(pipeline, collect([str(folder)]))
     assert (again.new, again.present) == (0, 1360)
     assert vectors_of(pipeline, ids) == len(ids)
 
@@ -114,7 +116,7 @@ def test_bad_files_land_in_the_dead_letter_topic_with_reasons(
         for n in ("corrupt.jpg", "empty.jpg", "text.jpg")
     }
     good = image_id_of((tmp_path / "good.png").read_bytes())
-    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
+    wiring.ingest(pipeline, collect([str(tmp_path)]))
 
     wait_for(lambda: indexed(pipeline, {good}) == 1, 120, "the good image to be indexed")
     wait_for(
@@ -153,11 +155,11 @@ def read_dead_letters(settings: Settings, image_ids: set[str]) -> dict[str, Dead
 
 
 def gone_everywhere(settings: Settings, image_id: str) -> bool:
-    minio = object_store.client(settings.minio)
+    minio = object_store.MinioObjectStore(settings.minio)
     return (
         not rows(settings, {image_id})
         and vectors_of(settings, {image_id}) == 0
-        and not object_store.exists(minio, settings.minio.bucket, object_key_of(image_id))
+        and minio.get(settings.minio.bucket, object_key_of(image_id)) is None
     )
 
 
@@ -167,13 +169,13 @@ def test_a_deleted_image_is_gone_from_every_store_and_from_search(
     data = unique_png(seed=1000 + int(time.time()))
     (tmp_path / "doomed.png").write_bytes(data)
     image_id = image_id_of(data)
-    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
+    wiring.ingest(pipeline, collect([str(tmp_path)]))
     wait_for(lambda: indexed(pipeline, {image_id}) == 1, 120, "the image to be indexed")
     vectors, _ = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed([data])
     index = VectorIndex(pipeline.milvus, pipeline.processors)
     assert index.search(vectors, k=1)[0][0].image_id == image_id
 
-    delete_images(pipeline, [image_id])
+    wiring.delete(pipeline, [image_id])
     wait_for(lambda: gone_everywhere(pipeline, image_id), 120, "the image to be gone")
     assert all(hit.image_id != image_id for hit in index.search(vectors, k=10)[0])
     index.close()
@@ -187,8 +189,8 @@ def test_upload_then_delete_in_quick_succession_ends_deleted(
         data = unique_png(seed=5000 + n + int(time.time()))
         (tmp_path / f"brief-{n}.png").write_bytes(data)
         ids.add(image_id_of(data))
-    Ingestor(pipeline).ingest(collect([str(tmp_path)]))
-    delete_images(pipeline, sorted(ids))
+    wiring.ingest(pipeline, collect([str(tmp_path)]))
+    wiring.delete(pipeline, sorted(ids))
     wait_for(lambda: drained(pipeline), 120, "the processors to catch up")
     for image_id in ids:
         assert gone_everywhere(pipeline, image_id), image_id
@@ -199,7 +201,7 @@ def test_kill_9_while_indexing_cifar10_loses_and_duplicates_nothing(
 ) -> None:
     items = collect([str(shared_dir / "data" / "cifar10-test")])
     ids = {image_id_of(item.path.read_bytes()) for item in items}
-    summary = Ingestor(pipeline).ingest(items)
+    summary = wiring.ingest(pipeline, items)
     assert summary.new + summary.present == len(items) == 10_000
     wait_for(lambda: indexed(pipeline, ids) >= len(ids) // 4, 300, "a quarter to be indexed")
     processors = launcher.service("processors").process

@@ -25,13 +25,16 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from bench.replay import wipe_index_and_metadata
+from cbir import wiring
 from cbir.settings import Settings, settings_environment
+from cbir.wiring import Adapters
+from domain.images import image_id_of
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
 from local_stack.launcher import Launcher
 from local_stack.services.mariadb import MariaDBService
-from producers.ingest import Ingestor, collect, delete_images, image_id_of
-from replay.rebuild import Rebuilder, ReplayOptions
+from producers.ingest import collect
+from replay.rebuild import ReplayOptions
 from service_adapters import generations, kafka_topics, metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.generations import Generation
@@ -89,7 +92,7 @@ def flowers(replay_apps: Launcher, shared_dir: Path) -> dict[str, Path]:
     """flowers17, all 1360, through the namespace's pipeline: image id -> file."""
     settings = replay_apps.settings
     items = collect([str(shared_dir / "data" / "flowers17")])
-    Ingestor(settings).ingest(items)
+    wiring.ingest(settings, items)
     by_id = {image_id_of(item.path.read_bytes()): item.path for item in items}
     assert len(by_id) == 1360
     wait_for(lambda: indexed(settings, set(by_id)) == 1360, 300, "flowers17 to be indexed")
@@ -193,7 +196,7 @@ def test_reindex_under_continuous_search_switches_with_no_failed_search(
     result: dict[str, Any] = {}
 
     def reindex() -> None:
-        rebuilder = Rebuilder(settings, lambda _status: None)
+        adapters = Adapters(settings)
         try:
             options = ReplayOptions(
                 index_type="IVF_FLAT",
@@ -202,11 +205,11 @@ def test_reindex_under_continuous_search_switches_with_no_failed_search(
                 batch_size=100,
                 max_rate=250,  # about 5 s of replay, so that the changes below land during it
             )
-            result["live"] = rebuilder.reindex(options)
+            result["live"] = adapters.rebuilder(lambda _status: None).reindex(options)
         except BaseException as exc:
             result["error"] = exc
         finally:
-            rebuilder.close()
+            adapters.close()
 
     worker = threading.Thread(target=reindex)
     worker.start()
@@ -215,8 +218,8 @@ def test_reindex_under_continuous_search_switches_with_no_failed_search(
         (tmp_path / f"new{seed}.png").write_bytes(unique_png(seed=7000 + seed))
     added = {image_id_of((tmp_path / f"new{seed}.png").read_bytes()) for seed in range(3)}
     removed = set(sorted(flowers)[:3])
-    Ingestor(settings).ingest(collect([str(tmp_path)]))
-    delete_images(settings, sorted(removed), reason="deleted during the reindex")
+    wiring.ingest(settings, collect([str(tmp_path)]))
+    wiring.delete(settings, sorted(removed), reason="deleted during the reindex")
     assert building(settings) is not None, "the changes did not land during the reindex"
     worker.join(300)
     assert "error" not in result, result.get("error")
@@ -302,12 +305,11 @@ def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
     old = live_one(settings)
     assert old.model_id.startswith("mobilenet:")
 
-    rebuilder = Rebuilder(settings, lambda _status: None)
-    try:
+    with Adapters(settings) as adapters:
         # an exact index, so that the rebuild below can be compared answer for answer
-        new = rebuilder.re_embed("resnet50", ReplayOptions(index_type="FLAT", grace_s=0))
-    finally:
-        rebuilder.close()
+        new = adapters.rebuilder(lambda _status: None).re_embed(
+            "resnet50", ReplayOptions(index_type="FLAT", grace_s=0)
+        )
 
     live = live_one(settings)
     assert (live.name, live.model_id, live.dim) == (new.name, identity.model_id, 2048)
@@ -346,7 +348,7 @@ def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
         # the processors follow the new topic: a new image is embedded by ResNet-50 alone
         (tmp_path / "after.png").write_bytes(unique_png(seed=8123))
         after_id = image_id_of((tmp_path / "after.png").read_bytes())
-        Ingestor(settings).ingest(collect([str(tmp_path / "after.png")]))
+        wiring.ingest(settings, collect([str(tmp_path / "after.png")]))
         wait_for(lambda: indexed(settings, {after_id}) == 1, 180, "an upload after the switch")
         assert rows(settings, {after_id})[after_id]["model_id"] == identity.model_id
         assert stores.holds(new.name, {after_id}) == {after_id}

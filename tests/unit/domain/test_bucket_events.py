@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from processors.object_events import parse_object_events
+from domain.bucket_events import parse_object_events
 
 
 def notification(name: str, key: str, metadata: dict[str, str] | None = None) -> bytes:

@@ -1,4 +1,4 @@
-"""What a batch of events on the embeddings topic does to the stores: pure logic.
+"""What a batch of events on an embeddings topic does to the stores: pure logic.
 
 Within a batch the last event of an image wins, exactly as if the events were applied one by
 one: an upload then a delete ends deleted, a delete then an upload ends indexed. The events
@@ -15,21 +15,18 @@ from schemas.events import EmbeddingComputed, ImageDeleted
 @dataclass
 class IndexPlan:
     upserts: dict[str, EmbeddingComputed] = field(default_factory=dict)
-    deletes: dict[str, str] = field(default_factory=dict)  # image id -> object key
+    deletes: list[str] = field(default_factory=list)  # image ids, in log order
 
 
-def plan_index(
-    events: list[tuple[str, EmbeddingComputed | ImageDeleted | None]],
-    object_key: dict[str, str] | None = None,
-) -> IndexPlan:
+def plan_index(events: list[tuple[str, EmbeddingComputed | ImageDeleted | None]]) -> IndexPlan:
     """`events` are (image id, event) in log order; None is a tombstone (a delete)."""
-    plan = IndexPlan()
-    keys = object_key or {}
+    upserts: dict[str, EmbeddingComputed] = {}
+    deletes: dict[str, None] = {}
     for image_id, event in events:
         if isinstance(event, EmbeddingComputed):
-            plan.deletes.pop(image_id, None)
-            plan.upserts[image_id] = event
+            deletes.pop(image_id, None)
+            upserts[image_id] = event
         else:
-            plan.upserts.pop(image_id, None)
-            plan.deletes[image_id] = keys.get(image_id, "")
-    return plan
+            upserts.pop(image_id, None)
+            deletes[image_id] = None
+    return IndexPlan(upserts, list(deletes))

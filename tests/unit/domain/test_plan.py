@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.plan import plan_index
+from domain.plan import plan_index
 from schemas.events import EmbeddingComputed, ImageDeleted, ImageMetadata, now
 
 

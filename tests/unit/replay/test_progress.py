@@ -10,8 +10,11 @@ import pytest
 
 from cbir.commands.replay import _param
 from cbir.settings import ProcessorsSettings
-from replay.progress import SwitchCheck, Throughput, lag, pause_for_rate, switch_verdict
-from service_adapters.vector_index import generation_name, model_slug, search_params
+from domain.generations import generation_name
+from domain.models import ModelId
+from domain.switch import SwitchCheck, switch_verdict
+from replay.progress import Throughput, lag, pause_for_rate
+from service_adapters.vector_index import search_params
 
 MODEL_ID = "mobilenet:1:1024:gap:0123456789abcdef"
 
@@ -60,7 +63,7 @@ def test_a_caught_up_generation_with_equal_counts_may_go_live() -> None:
 
 
 def test_generation_names_carry_the_alias_the_number_and_the_model() -> None:
-    assert model_slug(MODEL_ID) == "mobilenet_v1_01234567"
+    assert ModelId.parse(MODEL_ID).slug == "mobilenet_v1_01234567"
     name = generation_name("images", 12, MODEL_ID)
     assert name == "images__g12_mobilenet_v1_01234567"
     assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)  # a valid Milvus collection name

@@ -1,0 +1,156 @@
+"""Where the adapters are made and handed to the code that uses them: the one place that
+knows which service implements which port. Each adapter is made on first use (a command
+that needs only Kafka never connects to Milvus) and closed with the container."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
+from typing import Any
+
+from cbir.settings import Settings
+from domain.generations import Generation
+from processors.stages import EmbedStage, IndexStage, ObjectEventsStage, RetryPolicy
+from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
+from query_api.engine import QueryEngine
+from query_api.metrics import ApiMetrics
+from replay.rebuild import Rebuilder, Report
+from service_adapters.cache import QueryCache
+from service_adapters.embedder import TritonEmbedders
+from service_adapters.event_log import KafkaEventLog, KafkaWriter
+from service_adapters.generations import MySQLGenerationRegistry
+from service_adapters.metadata_store import MySQLMetadataStore
+from service_adapters.object_store import MinioObjectStore
+from service_adapters.vector_index import VectorIndex
+
+
+class Adapters:
+    """The adapters of one process, made from its settings."""
+
+    def __init__(self, settings: Settings, policy: RetryPolicy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+
+    @cached_property
+    def objects(self) -> MinioObjectStore:
+        return MinioObjectStore(self.settings.minio)
+
+    @cached_property
+    def metadata(self) -> MySQLMetadataStore:
+        return MySQLMetadataStore(self.settings.mysql)
+
+    @cached_property
+    def registry(self) -> MySQLGenerationRegistry:
+        return MySQLGenerationRegistry(self.settings.mysql)
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        return self.policy.run(
+            lambda: VectorIndex(self.settings.milvus, self.settings.processors),
+            "connect to Milvus",
+        )
+
+    @cached_property
+    def embedders(self) -> TritonEmbedders:
+        return TritonEmbedders(self.settings.triton)
+
+    @cached_property
+    def cache(self) -> QueryCache:
+        return QueryCache(self.settings.redis, self.settings.api.redis_timeout_s)
+
+    @cached_property
+    def writer(self) -> KafkaWriter:
+        return KafkaWriter(self.settings.kafka)
+
+    @cached_property
+    def events(self) -> KafkaEventLog:
+        return KafkaEventLog(self.settings.kafka)
+
+    # -- the application, with what it needs --
+
+    def embed_stage(self, replay: Generation | None = None) -> EmbedStage:
+        return EmbedStage(
+            self.settings,
+            self.objects,
+            self.metadata,
+            self.registry,
+            self.embedders,
+            self.policy,
+            replay,
+        )
+
+    def index_stage(self, replay: Generation | None = None) -> IndexStage:
+        return IndexStage(
+            self.settings,
+            self.index,
+            self.metadata,
+            self.registry,
+            self.objects,
+            self.policy,
+            replay,
+        )
+
+    def object_events_stage(self) -> ObjectEventsStage:
+        return ObjectEventsStage(self.settings, self.objects, self.metadata, self.policy)
+
+    def rebuilder(self, report: Report) -> Rebuilder:
+        """The replay commands; the tables are made first (a rebuild from nothing starts
+        from an empty database)."""
+        self.metadata.migrate()
+        return Rebuilder(
+            self.settings,
+            report,
+            self.registry,
+            self.metadata,
+            self.index,
+            self.embedders,
+            self.events,
+            self,
+        )
+
+    def query_engine(self, metrics: ApiMetrics) -> QueryEngine:
+        """The query engine; Milvus is connected to on the first search."""
+        return QueryEngine(
+            self.settings,
+            metrics,
+            self.metadata,
+            lambda: self.index,
+            self.embedders,
+            self.cache,
+            self.objects,
+        )
+
+    def ingestor(self, source: str = "cli") -> Ingestor:
+        return Ingestor(self.settings, self.objects, self.metadata, self.writer, source)
+
+    def __enter__(self) -> Adapters:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close what was made (nothing else is connected to)."""
+        made = self.__dict__
+        for name in ("metadata", "registry", "index", "embedders", "cache", "writer"):
+            if name in made:
+                made[name].close()
+
+
+def ingest(
+    settings: Settings,
+    items: Iterable[IngestItem],
+    source: str = "cli",
+    progress: Callable[[], Any] = lambda: None,
+) -> IngestSummary:
+    """Send files into the pipeline with adapters of their own (a script's, a test's)."""
+    with Adapters(settings) as adapters:
+        return adapters.ingestor(source).ingest(items, progress)
+
+
+def delete(
+    settings: Settings, image_ids: Sequence[str], source: str = "cli", reason: str = ""
+) -> None:
+    """Send the deletes of these images into the pipeline."""
+    with Adapters(settings) as adapters:
+        delete_images(settings, adapters.writer, image_ids, source, reason)

@@ -1,0 +1,133 @@
+"""What every stage shares: the retry policy, dead letters, and the failures of a batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from domain.errors import Permanent, Transient
+from domain.log import DeadLettered, LogMessage, Outcome
+from ports import MetadataStore, ObjectStore
+from schemas.events import DeadLetter, EventSerializer
+
+log = logging.getLogger("cbir.processors")
+T = TypeVar("T")
+
+
+class GaveUp(Permanent):
+    """An unexpected failure that kept coming back: the items are dead-lettered with this
+    summary, so that the partition moves on."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a stage treats a failure of a service call:
+
+    - `Transient` (a service down, a timeout): retried with back-off (doubling from
+      `first_wait_s` up to `max_wait_s`) until it succeeds, for nothing may be lost;
+    - `Permanent` (a value a store refuses for good): raised at once, for the caller to
+      dead-letter the items;
+    - anything else (unexpected: a bug, an error no adapter knows): retried up to
+      `unexpected_attempts` times, then raised as `GaveUp`.
+    """
+
+    first_wait_s: float = 0.5
+    max_wait_s: float = 30.0
+    unexpected_attempts: int = 5
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def run(self, action: Callable[[], T], what: str) -> T:
+        wait = self.first_wait_s
+        unexpected = 0
+        while True:
+            try:
+                return action()
+            except Permanent:
+                raise
+            except Transient as exc:
+                log.warning("retrying", extra={"action": what, "error": str(exc), "wait_s": wait})
+            except Exception as exc:
+                unexpected += 1
+                summary = f"{type(exc).__name__}: {exc}"
+                if unexpected >= self.unexpected_attempts:
+                    raise GaveUp(
+                        f"{what} failed {unexpected} times ({summary}); dead-lettered so that "
+                        "the partition moves on: fix the cause, then replay the dead letters"
+                    ) from exc
+                log.warning(
+                    "retrying an unexpected error",
+                    extra={"action": what, "error": summary, "attempt": unexpected, "wait_s": wait},
+                )
+            self.sleep(wait)
+            wait = min(self.max_wait_s, wait * 2)
+
+
+class Stage:
+    """A stage: `process` a batch into outcomes. Subclasses write `_process`; the failures
+    they record are written to the metadata store once per batch."""
+
+    name = "stage"
+
+    def __init__(self, metadata: MetadataStore, policy: RetryPolicy) -> None:
+        self.metadata = metadata
+        self.policy = policy
+        self.serializer = EventSerializer()
+        self._failures: dict[str, str] = {}  # image id -> reason, of the batch in hand
+
+    def process(self, messages: Sequence[LogMessage]) -> list[Outcome]:
+        """What to produce for this batch, in order; returns only when it is all decided."""
+        self._failures = {}
+        outcomes = self._process(list(messages))
+        if self._failures:
+            failures, self._failures = self._failures, {}
+            try:
+                self.policy.run(
+                    lambda: self.metadata.mark_failed(failures),
+                    f"mark {len(failures)} images failed",
+                )
+            except Permanent as exc:  # the dead letters say it all the same
+                log.error("failures not recorded", extra={"error": str(exc)})
+        return outcomes
+
+    def _process(self, messages: list[LogMessage]) -> list[Outcome]:
+        raise NotImplementedError
+
+    def dead_letter(
+        self,
+        message: LogMessage,
+        stage: str,
+        error: BaseException | str,
+        image_id: str | None = None,
+        mark_failed: bool = True,
+    ) -> DeadLettered:
+        """The dead letter of a message, with the reason; the image's row is marked failed
+        at the end of the batch unless `mark_failed` is off (a building generation's)."""
+        reason = error if isinstance(error, str) else str(error)
+        error_type = "Rejected" if isinstance(error, str) else type(error).__name__
+        log.info("dead letter", extra={"stage": stage, "image_id": image_id, "reason": reason})
+        if image_id is not None and mark_failed:
+            self._failures[image_id] = f"{stage}: {reason}"
+        letter = DeadLetter(
+            stage=stage,
+            reason=reason,
+            error_type=error_type,
+            original_topic=message.topic,
+            original_partition=message.partition,
+            original_offset=message.offset,
+            image_id=image_id,
+            original_key=message.key,
+            original_value=message.value,
+        )
+        return DeadLettered(message.key, self.serializer.dumps(letter), reason, image_id)
+
+
+def fetch(policy: RetryPolicy, objects: ObjectStore, bucket: str, key: str) -> bytes | str:
+    """An object's bytes (waiting while the store is away), or why they are gone for good."""
+    try:
+        data = policy.run(lambda: objects.get(bucket, key), f"fetch {key} from the object store")
+    except Permanent as exc:
+        return str(exc)
+    return data if data is not None else f"the object {bucket}/{key} is gone (deleted?)"

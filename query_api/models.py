@@ -1,0 +1,100 @@
+"""The API's response bodies, typed, so that `/openapi.json` documents every field."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from domain.rows import ImageRow
+
+CacheOutcome = Literal["hit", "miss", "bypass", "none"]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="a short code, e.g. invalid_k, service_unavailable")
+    detail: str = Field(description="what went wrong and what to do")
+
+
+class ImageSummary(BaseModel):
+    image_id: str = Field(description="sha256 of the image's bytes")
+    file_name: str
+    source: str = Field(description="who sent it: cli, api, s3, ...")
+    tags: list[str]
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    uploaded_at: str | None = Field(description="ISO 8601, UTC")
+    status: str = Field(description="pending, indexed or failed")
+    error: str | None = Field(description="why it failed, when it did")
+    model_id: str | None = Field(description="the model of its indexed vector")
+    url: str = Field(description="its bytes")
+    similar_url: str = Field(description="more like it")
+
+    @classmethod
+    def of(cls, row: ImageRow) -> ImageSummary:
+        uploaded = row.uploaded_at
+        return cls(
+            image_id=row.image_id,
+            file_name=row.file_name,
+            source=row.source,
+            tags=list(row.tags),
+            content_type=row.content_type,
+            size_bytes=row.size_bytes,
+            width=row.width,
+            height=row.height,
+            uploaded_at=uploaded.isoformat() + "Z" if uploaded is not None else None,
+            status=str(row.status),
+            error=row.error,
+            model_id=row.model_id,
+            url=f"/images/{row.image_id}/content",
+            similar_url=f"/images/{row.image_id}/similar",
+        )
+
+
+class SearchResult(ImageSummary):
+    rank: int = Field(description="1 for the nearest")
+    score: float = Field(description="similarity: inner product of unit vectors (cosine)")
+
+
+class CacheInfo(BaseModel):
+    result: CacheOutcome = Field(description="the result list: hit, miss, bypass")
+    embedding: CacheOutcome = Field(description="the query's embedding: hit, miss, none")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult] = Field(description="ranked, best first")
+    k: int
+    collection: str = Field(description="the Milvus collection searched (its generation)")
+    model_id: str = Field(description="the model of the query vector and the index")
+    index_generation: int
+    cache: CacheInfo
+
+
+class Accepted(BaseModel):
+    image_id: str
+    status: str
+    detail: str
+    status_url: str
+
+
+class Browse(BaseModel):
+    images: list[ImageSummary]
+    limit: int
+    offset: int
+
+
+class DependencyState(BaseModel):
+    ok: bool
+    detail: str
+    ms: float
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    dependencies: dict[str, DependencyState]
+
+
+class Liveness(BaseModel):
+    status: Literal["live"]

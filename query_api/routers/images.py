@@ -1,0 +1,102 @@
+"""Upload, browse, read and delete images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+
+from domain.images import image_id_of
+from producers.ingest import IngestItem, delete_images
+from query_api.dependencies import Services, checked_id, read_upload, require_key
+from query_api.errors import ApiError
+from query_api.filters import SearchFilters
+from query_api.models import Accepted, Browse, ImageSummary
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(require_key)],
+    responses={200: {"model": Accepted, "description": "the image was stored already"}},
+)
+def upload(
+    api: Services,
+    response: Response,
+    image: Annotated[UploadFile, File(description="an image to index")],
+    tag: Annotated[list[str] | None, Form(description="tags to store with it")] = None,
+) -> Accepted:
+    """Send an image into the pipeline (object store, then an event on Kafka), as the
+    producer does; it is searchable once its status is `indexed`."""
+    tags = SearchFilters.parse(tags=tag).tags  # the same rules as tag filters
+    data = read_upload(api, image)
+    name = Path(image.filename or "upload").name[:255] or "upload"
+    with api.upload_lock:
+        summary = api.ingestor.ingest_bytes([(IngestItem(Path(name), tags), data)])
+    if summary.rejected:
+        raise ApiError(
+            503, "not_accepted", f"the pipeline did not take it: {summary.rejected[0][1]}"
+        )
+    image_id = image_id_of(data)
+    row = api.engine.row(image_id)
+    status = str(row.status) if row else "pending"
+    if summary.new:
+        detail = "accepted: it is indexed by the pipeline in a few seconds"
+    else:
+        detail = f"this image is already stored ({status})"
+        response.status_code = 200
+    return Accepted(
+        image_id=image_id, status=status, detail=detail, status_url=f"/images/{image_id}"
+    )
+
+
+@router.get("", response_model=Browse)
+def browse(
+    api: Services,
+    limit: Annotated[int, Query(ge=1, le=200)] = 48,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, Query(pattern="^(pending|indexed|failed)$")] = None,
+) -> Browse:
+    """Stored images, newest first."""
+    return Browse(images=api.engine.browse(limit, offset, status), limit=limit, offset=offset)
+
+
+@router.get("/{image_id}", response_model=ImageSummary)
+def metadata(api: Services, image_id: str) -> ImageSummary:
+    """One image's metadata and status: pending, indexed, or failed with the reason."""
+    return api.engine.image(checked_id(image_id))
+
+
+@router.get(
+    "/{image_id}/content",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "the image's bytes"}},
+)
+def content(api: Services, image_id: str) -> Response:
+    """The image's bytes, proxied from the object store."""
+    data, media_type = api.engine.content(checked_id(image_id))
+    return Response(
+        data, media_type=media_type, headers={"Cache-Control": "public, max-age=86400, immutable"}
+    )
+
+
+@router.delete(
+    "/{image_id}",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(require_key)],
+)
+def delete(api: Services, image_id: str) -> Accepted:
+    """Delete an image everywhere (through the pipeline: an event, then a tombstone)."""
+    api.engine.image(checked_id(image_id))  # 404 when unknown
+    delete_images(api.settings, api.writer, [image_id], "api", "deleted through the API")
+    return Accepted(
+        image_id=image_id,
+        status="deleting",
+        detail="the pipeline removes it from every store in a few seconds",
+        status_url=f"/images/{image_id}",
+    )

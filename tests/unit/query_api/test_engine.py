@@ -1,0 +1,145 @@
+"""The query engine against fakes: ranking and the join, the two caches and their keys,
+invalidation by the index generation, and the errors a user meets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from cbir.settings import Settings
+from domain.images import image_id_of
+from query_api.engine import QueryEngine
+from query_api.errors import ApiError
+from query_api.filters import SearchFilters
+from query_api.metrics import ApiMetrics
+from schemas.events import ImageMetadata
+from tests.fakes import (
+    FakeCache,
+    FakeEmbedder,
+    FakeEmbedders,
+    FakeMetadataStore,
+    FakeObjectStore,
+    FakeVectorIndex,
+)
+
+MODEL = "mobilenet:1:8:gap:aaaaaaaaaaaa"
+COLLECTION = "images__g1_mobilenet_v1_aaaaaaaa"
+
+
+class Fixture:
+    def __init__(self) -> None:
+        self.metadata = FakeMetadataStore()
+        self.index = FakeVectorIndex()
+        self.cache = FakeCache()
+        self.objects = FakeObjectStore()
+        self.embedder = FakeEmbedder("mobilenet", MODEL)
+        self.engine = QueryEngine(
+            Settings(),
+            ApiMetrics(),
+            self.metadata,
+            lambda: self.index,
+            FakeEmbedders(self.embedder),
+            self.cache,
+            self.objects,
+        )
+        self.index.create(COLLECTION, MODEL, 8, "FLAT", {})
+        self.index.switch_alias(COLLECTION)
+
+    def store(self, data: bytes, indexed: bool = True) -> str:
+        image_id = image_id_of(data)
+        image = ImageMetadata(
+            image_id,
+            "images",
+            f"k/{image_id}",
+            "f.jpg",
+            "t",
+            "image/jpeg",
+            len(data),
+            1,
+            1,
+            datetime(2026, 1, 1, tzinfo=UTC),
+            ("rose",),
+        )
+        self.objects.objects[("images", image.object_key)] = data
+        if indexed:
+            vector = np.zeros((1, 8), dtype=np.float32)
+            vector[0, data[0] % 8] = 1.0
+            self.index.upsert(COLLECTION, [image], vector)
+            self.metadata.upsert_indexed([image], MODEL, COLLECTION)
+            self.metadata.bump_generation(self.index.clock)
+        else:
+            self.metadata.insert_pending([image])
+        return image_id
+
+
+@pytest.fixture
+def fx() -> Fixture:
+    return Fixture()
+
+
+def test_a_search_ranks_by_similarity_and_joins_the_metadata(fx: Fixture) -> None:
+    same, other = fx.store(b"\x01same"), fx.store(b"\x02other")
+    outcome = fx.engine.search_image(b"\x01query", 2, SearchFilters.parse(), None)
+    assert [r.image_id for r in outcome.results] == [same, other]
+    assert [r.rank for r in outcome.results] == [1, 2]
+    assert outcome.results[0].score == 1.0 and outcome.results[0].tags == ["rose"]
+    assert (outcome.collection, outcome.model_id) == (COLLECTION, MODEL)
+
+
+def test_results_and_embeddings_are_cached_until_the_index_changes(fx: Fixture) -> None:
+    fx.store(b"\x01a")
+    query = b"\x01q"
+    first = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
+    again = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
+    assert (first.result_cache, first.embedding_cache) == ("miss", "miss")
+    assert again.result_cache == "hit" and again.results == first.results
+    assert fx.embedder.calls == 1 and fx.index.searches == 1
+    added = fx.store(b"\x01b")  # a write bumps the index generation: the cached list is old
+    fresh = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
+    assert (fresh.result_cache, fresh.embedding_cache) == ("miss", "hit")
+    assert added in {r.image_id for r in fresh.results}
+    assert fx.embedder.calls == 1  # the embedding's key is the model and the bytes alone
+
+
+def test_bypassing_the_result_cache_searches_again(fx: Fixture) -> None:
+    fx.store(b"\x01a")
+    fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    bypass = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None, False)
+    assert bypass.result_cache == "bypass" and fx.index.searches == 2
+
+
+def test_more_like_this_uses_the_stored_vector_and_says_why_it_cannot(fx: Fixture) -> None:
+    stored = fx.store(b"\x03stored")
+    outcome = fx.engine.search_similar(stored, 1, SearchFilters.parse(), None)
+    assert outcome.results[0].image_id == stored and fx.embedder.calls == 0
+    pending = fx.store(b"\x04pending", indexed=False)
+    with pytest.raises(ApiError) as refused:
+        fx.engine.search_similar(pending, 1, SearchFilters.parse(), None)
+    assert refused.value.status == 409 and "pending" in str(refused.value)
+    with pytest.raises(ApiError) as unknown:
+        fx.engine.search_similar("0" * 64, 1, SearchFilters.parse(), None)
+    assert unknown.value.status == 404
+
+
+def test_an_unreadable_query_image_is_a_422_with_the_reason(fx: Fixture) -> None:
+    fx.store(b"\x01a")
+    with pytest.raises(ApiError) as refused:
+        fx.engine.search_image(b"bad image", 5, SearchFilters.parse(), None)
+    assert refused.value.status == 422 and "cannot identify" in str(refused.value)
+
+
+def test_nothing_indexed_yet_answers_no_results(fx: Fixture) -> None:
+    fx.index.alias = None
+    outcome = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    assert outcome.results == [] and outcome.result_cache == "none"
+
+
+def test_an_images_bytes_come_from_the_object_store_with_its_type(fx: Fixture) -> None:
+    image_id = fx.store(b"\x05bytes")
+    assert fx.engine.content(image_id) == (b"\x05bytes", "image/jpeg")
+    fx.objects.objects.clear()
+    with pytest.raises(ApiError) as gone:
+        fx.engine.content(image_id)
+    assert gone.value.status == 404
