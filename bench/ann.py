@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, provenance_line, publish
-from cbir.commands.output import console
+from bench.common import RESULTS, publish
+from cbir.output import console
 from cbir.settings import Settings, get_settings
+from evaluation.report import provenance_line
 
 DISKANN_REQUIREMENTS = ("numpy==1.25.0", "diskannpy==0.7.0")
 PUBLISHED = {"L": 10, "recall_at_10": 0.90, "vectors": "100K x 2048"}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -88,15 +88,6 @@ def add_stack_arguments(parser: Any) -> None:
         type=int,
         default=11000,
         help="where the benchmark's own stack listens (default +11000)",
-    )
-
-
-def provenance_line(document: dict[str, Any]) -> str:
-    """The first line of every results table: when, where, which code, which command."""
-    machine_ = document["machine"]
-    return (
-        f"Measured {document['date'][:10]} on {machine_['cpu']} ({machine_['cores']} cores),"
-        f" commit {document['commit']}, `{document['command']}`."
     )
 
 

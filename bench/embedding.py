@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import RESULTS, provenance_line, publish
-from cbir.commands.output import console
+from bench.common import RESULTS, publish
+from cbir.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings
 from embedding_models.export import export_model, image_files
 from embedding_models.runtime import SPEC_FILE, Embedder, ModelSpec, Pooling
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from evaluation.metrics import leave_one_out
+from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from service_adapters.embedder import TritonEmbedder
 

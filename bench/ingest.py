@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
+from bench.common import add_stack_arguments, on_fresh_stacks, publish
 from bench.embedding import CpuMeter
 from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
@@ -29,6 +29,7 @@ from domain.images import image_id_of
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
 from embedding_models.shared_mobilenet import export_shared_mobilenet
+from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from producers.ingest import collect
 from service_adapters import metadata_store

@@ -30,12 +30,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import add_stack_arguments, provenance_line, publish
+from bench.common import add_stack_arguments, publish
 from bench.ingest import MODELS, export_models
 from cbir import wiring
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import Settings, get_settings, side_by_side
 from domain.images import image_id_of
+from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from producers.ingest import collect
 from service_adapters import metadata_store

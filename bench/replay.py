@@ -20,13 +20,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_stack_arguments, on_fresh_stacks, provenance_line, publish
+from bench.common import add_stack_arguments, on_fresh_stacks, publish
 from bench.ingest import indexed_count
 from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
 from cbir.wiring import Adapters
 from domain.images import image_id_of
 from embedding_models.shared_mobilenet import export_shared_mobilenet
+from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from local_stack.layout import StackLayout
 from local_stack.services.mariadb import MariaDBService

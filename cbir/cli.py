@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, replay, serve, stack
-from cbir.commands.output import errors
 from cbir.logs import configure_logging
+from cbir.output import errors
 from cbir.settings import get_settings
 from domain.errors import CbirError
 

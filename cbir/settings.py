@@ -73,10 +73,6 @@ class MilvusSettings(BaseModel):
     index_type: str = Field(default="HNSW", description="DISKANN in production, HNSW locally")
     metric_type: str = Field(default="IP", description="inner product on unit vectors = cosine")
 
-    @property
-    def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
 
 class MySQLSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="MySQL / MariaDB host")

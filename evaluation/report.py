@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.common import provenance_line
-
 TABLE_METRICS = ("mAP", "mAP@10", "mAP@100", "P@1", "P@5", "P@10", "R@100", "NDCG@10", "NDCG@100")
 
 
@@ -45,3 +43,12 @@ def pr_plot(document: dict[str, Any], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def provenance_line(document: dict[str, Any]) -> str:
+    """The first line of every results table: when, where, which code, which command."""
+    machine_ = document["machine"]
+    return (
+        f"Measured {document['date'][:10]} on {machine_['cpu']} ({machine_['cores']} cores),"
+        f" commit {document['commit']}, `{document['command']}`."
+    )

@@ -14,12 +14,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from cbir.settings import Settings
 from domain.errors import ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
+from domain.vectors import Vectors
 from ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
 from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.errors import ApiError
@@ -124,7 +123,7 @@ class QueryEngine:
             return SearchOutcome([], "", "", view.generation, "none", "none")
         served = view.served
 
-        def embedded() -> tuple[np.ndarray, CacheOutcome]:
+        def embedded() -> tuple[Vectors, CacheOutcome]:
             vector_key = embedding_key(served.model_id, image_hash)
             with self.metrics.timed("redis", "get_embedding"):
                 vector = self.cache.get_vector(vector_key)
@@ -156,7 +155,7 @@ class QueryEngine:
             raise self._not_indexed(image_id)
         served = view.served
 
-        def stored() -> tuple[np.ndarray, CacheOutcome]:
+        def stored() -> tuple[Vectors, CacheOutcome]:
             with self.metrics.timed("milvus", "get_vector"):
                 found = self.index.vectors_of(
                     [image_id], served.collection, view.milvus_ts, MILVUS_TIMEOUT_S
@@ -178,7 +177,7 @@ class QueryEngine:
         view: IndexView,
         served: Served,
         use_result_cache: bool,
-        vector_of: Callable[[], tuple[np.ndarray, CacheOutcome]],
+        vector_of: Callable[[], tuple[Vectors, CacheOutcome]],
     ) -> SearchOutcome:
         """The cached result list, or: the query's vector, the search, the join, cached."""
         key = result_key(query, k, filters.canonical(), effort, served.collection, view.generation)
@@ -226,7 +225,7 @@ class QueryEngine:
 
     def _search(
         self,
-        vector: np.ndarray,
+        vector: Vectors,
         k: int,
         filters: SearchFilters,
         effort: int | None,

@@ -10,6 +10,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from domain.vectors import Vectors
 from schemas.codec import EventCodec
 
 
@@ -56,12 +57,12 @@ class EmbeddingComputed:
     computed_at: datetime = field(default_factory=now)
 
     @classmethod
-    def of(cls, image: ImageMetadata, model_id: str, vector: np.ndarray) -> EmbeddingComputed:
+    def of(cls, image: ImageMetadata, model_id: str, vector: Vectors) -> EmbeddingComputed:
         values = np.asarray(vector, dtype="<f4")
         return cls(image, model_id, int(values.shape[0]), values.tobytes())
 
     @property
-    def vector(self) -> np.ndarray:
+    def vector(self) -> Vectors:
         return np.frombuffer(self.embedding, dtype="<f4")
 
 
@@ -130,4 +131,5 @@ class EventSerializer:
 
     def loads(self, data: bytes | None) -> Event:
         name, record = self.codec.decode(data)
-        return _from_record(EVENT_TYPES[name], record)
+        event: Event = _from_record(EVENT_TYPES[name], record)
+        return event

@@ -11,4 +11,5 @@ a('browser test', ['chromium', 'chromium-driver'], ['chromium', 'chromedriver'])
 .venv/bin/cbir bench ann --install-only
 echo "[test] ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "[test] mypy"; .venv/bin/mypy .
+echo "[test] layers"; .venv/bin/lint-imports
 echo "[test] pytest"; exec .venv/bin/pytest "$@"

@@ -64,7 +64,7 @@ def pipeline_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
-def _admin(kafka: KafkaSettings) -> AdminClient:
+def admin_client(kafka: KafkaSettings) -> AdminClient:
     # librdkafka's own connection errors go to Python logging, where they can be filtered
     config: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
@@ -75,12 +75,12 @@ def _admin(kafka: KafkaSettings) -> AdminClient:
 
 def broker_count(kafka: KafkaSettings, timeout_s: float = 5.0) -> int:
     """How many brokers answer a metadata request."""
-    return len(_admin(kafka).list_topics(timeout=timeout_s).brokers)
+    return len(admin_client(kafka).list_topics(timeout=timeout_s).brokers)
 
 
 def topic_partitions(kafka: KafkaSettings, timeout_s: float = 5.0) -> dict[str, int]:
     """Every topic the broker knows, with its partition count."""
-    metadata = _admin(kafka).list_topics(timeout=timeout_s)
+    metadata = admin_client(kafka).list_topics(timeout=timeout_s)
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
@@ -91,7 +91,7 @@ def ensure_topics(
     those that exist (a topic auto-created by a client before provisioning has the broker's
     defaults, not compaction); returns the names it created."""
     specs = pipeline_topics(kafka) if specs is None else specs
-    admin = _admin(kafka)
+    admin = admin_client(kafka)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     present = [spec for spec in specs if spec.name in existing]
     if present:
@@ -135,14 +135,14 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -
 
 def delete_topic(kafka: KafkaSettings, name: str, timeout_s: float = 30.0) -> None:
     """Delete a topic and every message in it."""
-    admin = _admin(kafka)  # held until the answer: a collected client never completes it
+    admin = admin_client(kafka)  # held until the answer: a collected client never completes it
     for future in admin.delete_topics([name], operation_timeout=timeout_s).values():
         future.result(timeout=timeout_s)
 
 
 def delete_consumer_group(kafka: KafkaSettings, group: str, timeout_s: float = 10.0) -> bool:
     """Forget a consumer group's offsets; False when there was no such group."""
-    admin = _admin(kafka)  # held until the answer: a collected client never completes it
+    admin = admin_client(kafka)  # held until the answer: a collected client never completes it
     futures = admin.delete_consumer_groups([group], request_timeout=timeout_s)
     try:
         for future in futures.values():

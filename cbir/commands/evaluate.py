@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import PROJECT_ROOT, get_settings
 
 

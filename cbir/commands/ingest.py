@@ -13,7 +13,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import get_settings
 from cbir.wiring import Adapters
 from producers.ingest import collect, summary_json, summary_lines

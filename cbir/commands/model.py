@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 from rich.table import Table
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import get_settings
 from embedding_models.export import ExportError, PcaOptions, export_model
 from embedding_models.runtime import SPEC_FILE, ModelSpec, Pooling, Preprocessing

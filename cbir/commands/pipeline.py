@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import get_settings
 
 

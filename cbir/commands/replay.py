@@ -11,7 +11,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from cbir.commands.output import console
+from cbir.output import console
 from cbir.settings import INDEX_TYPES, get_settings
 
 log = logging.getLogger("cbir.replay")

@@ -6,9 +6,9 @@ import sys
 import time
 
 from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
 
 from local_stack.services.base import ApplicationService, NotReady, Port
+from service_adapters.kafka_topics import admin_client
 
 REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 REBALANCE_GRACE_S = 15.0
@@ -31,7 +31,8 @@ class ProcessorsService(ApplicationService):
         A rebalance is a normal, passing state (a member joined or left): give it a few
         seconds to settle before calling the worker unhealthy."""
         group = self.settings.processors.app_id
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers})
+        # librdkafka's own lines go to the project's logging, not raw onto the terminal
+        admin = admin_client(self.settings.kafka)
         deadline = time.monotonic() + REBALANCE_GRACE_S
         while True:
             try:

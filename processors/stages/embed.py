@@ -13,6 +13,7 @@ from cbir.settings import Settings
 from domain.errors import Permanent
 from domain.generations import Generation
 from domain.log import Forward, LogMessage, Outcome
+from domain.vectors import Vectors
 from ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
 from processors.stages.base import RetryPolicy, Stage, fetch
 from schemas.codec import MalformedEvent
@@ -159,7 +160,7 @@ class EmbedStage(Stage):
             return embedder.identity().model_id
         return embedder.expect(route.model_id).model_id
 
-    def _embed(self, model: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
+    def _embed(self, model: str, images: list[bytes]) -> tuple[Vectors, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
         size = self.settings.processors.embed_chunk
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
