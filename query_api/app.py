@@ -61,7 +61,9 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
     adapters = Adapters(settings)
     engine = adapters.query_engine(metrics)
-    api = ApiServices(settings, metrics, engine, adapters.ingestor("api"), adapters.writer)
+    api = ApiServices(
+        settings, metrics, engine, lambda: adapters.ingestor("api"), lambda: adapters.writer
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

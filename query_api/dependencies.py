@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, UploadFile
 
@@ -17,8 +18,26 @@ from producers.ingest import Ingestor
 from query_api.engine import QueryEngine, SearchOutcome
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
-from query_api.models import CacheInfo, SearchResponse
+from query_api.models import CacheInfo, ErrorBody, SearchResponse
 from query_api.uploads import inspect_image
+
+
+def errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses a route answers, all in the one error shape:
+    errors(e404="no such image") documents a 404."""
+    return {
+        int(status[1:]): {"model": ErrorBody, "description": description}
+        for status, description in described.items()
+    }
+
+
+UPLOAD_ERRORS = errors(
+    e400="the upload is empty",
+    e413="over the size or pixel limit",
+    e415="not an image this service reads",
+)
+WRITE_ERRORS = errors(e401="no API key sent", e403="a wrong key, or writes disabled")
+LOOKUP_ERRORS = errors(e404="no such image, or its bytes are gone")
 
 
 @dataclass
@@ -28,8 +47,9 @@ class ApiServices:
     settings: Settings
     metrics: ApiMetrics
     engine: QueryEngine
-    ingestor: Ingestor
-    writer: EventWriter
+    # made on the first write, so that the API starts (and its spec is read) without Kafka
+    ingestor: Callable[[], Ingestor]
+    writer: Callable[[], EventWriter]
     upload_lock: threading.Lock = field(default_factory=threading.Lock)
 
 

@@ -234,35 +234,24 @@ def consistency(guarantee_ts: int | None) -> dict[str, Any]:
     return {"consistency_level": "Customized", "guarantee_timestamp": max(guarantee_ts, 1)}
 
 
-# Milvus error codes of a request it refuses as malformed (2.3's common.ErrorCode): no
-# retry mends them
-REFUSED_CODES = {5, 6, 7, 15, 16, 1100}
+# Milvus error codes (common.ErrorCode of 2.3) of a request it refuses as malformed:
+# IllegalArgument, IllegalDimension, IllegalTOPK, IllegalRowRecord, IllegalVectorID; no retry
+# mends them
+REFUSED_CODES = {5, 7, 10, 11, 12}
 
 
-def writing(settings: MilvusSettings, what: str, call: Callable[[], T]) -> T:
-    """A write, its failures in the project's terms: a request Milvus refuses as malformed
-    is Rejected (permanent); anything else from Milvus or gRPC (down, restarting, a timeout,
-    a collection still loading) is ServiceUnavailable (retried)."""
-    try:
-        return call()
-    except MilvusException as exc:
-        if getattr(exc, "code", None) in REFUSED_CODES:
-            raise Rejected(f"Milvus refused {what}: {exc.message}") from exc
-        raise ServiceUnavailable(
-            "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", exc
-        ) from exc
-    except grpc.RpcError as exc:
-        raise ServiceUnavailable(
-            "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", exc
-        ) from exc
-
-
-def reading(settings: MilvusSettings, timeout_s: float | None, call: Callable[[], T]) -> T:
-    """A search or a read, its failures as ServiceUnavailable, saying why where it is known
-    (a timeout right after a restart: Milvus replays its log before it sees every write)."""
+def translated(
+    settings: MilvusSettings, what: str, call: Callable[[], T], timeout_s: float | None = None
+) -> T:
+    """A call, its failures in the project's terms: a request Milvus refuses as malformed is
+    Rejected (permanent); anything else from Milvus or gRPC (down, restarting, a timeout, a
+    collection still loading) is ServiceUnavailable, saying why where it is known (a timeout
+    right after a restart: Milvus replays its log before it sees every write)."""
     try:
         return call()
     except (MilvusException, grpc.RpcError) as exc:
+        if getattr(exc, "code", None) in REFUSED_CODES:
+            raise Rejected(f"Milvus refused {what}: {getattr(exc, 'message', exc)}") from exc
         cause: BaseException | str = exc
         if "deadline" in str(exc).lower():
             cause = (
@@ -402,7 +391,7 @@ class VectorIndex:
     def upsert(self, name: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
         """Write vectors, with the fields filters use, into a generation's collection; the
         Milvus timestamp of the write."""
-        result = writing(
+        result = translated(
             self.settings,
             f"{len(images)} vectors for {name}",
             lambda: self._named(name).upsert(
@@ -427,15 +416,16 @@ class VectorIndex:
         if not image_ids:
             return {}
         target = self._named(collection) if collection else self.served()
-        rows = reading(
+        rows = translated(
             self.settings,
-            timeout_s,
+            "a read of vectors",
             lambda: target.query(
                 f"image_id in {json.dumps(list(image_ids))}",
                 output_fields=["embedding"],
                 timeout=timeout_s,
                 **consistency(guarantee_ts),
             ),
+            timeout_s,
         )
         return {
             str(row["image_id"]): np.asarray(row["embedding"], dtype=np.float32) for row in rows
@@ -444,7 +434,7 @@ class VectorIndex:
     def delete(self, name: str, image_ids: Sequence[str]) -> int:
         """Remove images from one generation's collection; the Milvus timestamp."""
         expression = f"image_id in {json.dumps(list(image_ids))}"
-        result = writing(
+        result = translated(
             self.settings, f"a delete in {name}", lambda: self._named(name).delete(expression)
         )
         return int(result.timestamp)
@@ -452,7 +442,7 @@ class VectorIndex:
     def delete_everywhere(self, image_ids: Sequence[str]) -> int:
         """Remove images from every generation's collection (building, live and retired);
         the Milvus timestamp of the last delete."""
-        names = writing(
+        names = translated(
             self.settings, "a listing", lambda: utility.list_collections(using=self.alias)
         )
         timestamp = 0
@@ -484,9 +474,9 @@ class VectorIndex:
             index_type = self._index_type_of(collection)
         target = self._named(collection)
         params = search_params(index_type, self.settings.metric_type, self.processors, effort)
-        results = reading(
+        results = translated(
             self.settings,
-            timeout_s,
+            "a search",
             lambda: target.search(
                 vectors.astype(np.float32).tolist(),
                 "embedding",
@@ -496,6 +486,7 @@ class VectorIndex:
                 timeout=timeout_s,
                 **consistency(guarantee_ts),
             ),
+            timeout_s,
         )
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 

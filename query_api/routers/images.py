@@ -9,7 +9,15 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from domain.images import image_id_of
 from producers.ingest import IngestItem, delete_images
-from query_api.dependencies import Services, checked_id, read_upload, require_key
+from query_api.dependencies import (
+    LOOKUP_ERRORS,
+    UPLOAD_ERRORS,
+    WRITE_ERRORS,
+    Services,
+    checked_id,
+    read_upload,
+    require_key,
+)
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters
 from query_api.models import Accepted, Browse, ImageSummary
@@ -22,7 +30,11 @@ router = APIRouter(prefix="/images", tags=["images"])
     status_code=202,
     response_model=Accepted,
     dependencies=[Depends(require_key)],
-    responses={200: {"model": Accepted, "description": "the image was stored already"}},
+    responses={
+        200: {"model": Accepted, "description": "the image was stored already"},
+        **UPLOAD_ERRORS,
+        **WRITE_ERRORS,
+    },
 )
 def upload(
     api: Services,
@@ -36,7 +48,7 @@ def upload(
     data = read_upload(api, image)
     name = Path(image.filename or "upload").name[:255] or "upload"
     with api.upload_lock:
-        summary = api.ingestor.ingest_bytes([(IngestItem(Path(name), tags), data)])
+        summary = api.ingestor().ingest_bytes([(IngestItem(Path(name), tags), data)])
     if summary.rejected:
         raise ApiError(
             503, "not_accepted", f"the pipeline did not take it: {summary.rejected[0][1]}"
@@ -65,7 +77,7 @@ def browse(
     return Browse(images=api.engine.browse(limit, offset, status), limit=limit, offset=offset)
 
 
-@router.get("/{image_id}", response_model=ImageSummary)
+@router.get("/{image_id}", response_model=ImageSummary, responses=LOOKUP_ERRORS)
 def metadata(api: Services, image_id: str) -> ImageSummary:
     """One image's metadata and status: pending, indexed, or failed with the reason."""
     return api.engine.image(checked_id(image_id))
@@ -74,7 +86,10 @@ def metadata(api: Services, image_id: str) -> ImageSummary:
 @router.get(
     "/{image_id}/content",
     response_class=Response,
-    responses={200: {"content": {"image/*": {}}, "description": "the image's bytes"}},
+    responses={
+        200: {"content": {"image/*": {}}, "description": "the image's bytes"},
+        **LOOKUP_ERRORS,
+    },
 )
 def content(api: Services, image_id: str) -> Response:
     """The image's bytes, proxied from the object store."""
@@ -89,11 +104,12 @@ def content(api: Services, image_id: str) -> Response:
     status_code=202,
     response_model=Accepted,
     dependencies=[Depends(require_key)],
+    responses={**LOOKUP_ERRORS, **WRITE_ERRORS},
 )
 def delete(api: Services, image_id: str) -> Accepted:
     """Delete an image everywhere (through the pipeline: an event, then a tombstone)."""
     api.engine.image(checked_id(image_id))  # 404 when unknown
-    delete_images(api.settings, api.writer, [image_id], "api", "deleted through the API")
+    delete_images(api.settings, api.writer(), [image_id], "api", "deleted through the API")
     return Accepted(
         image_id=image_id,
         status="deleting",

@@ -8,10 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 
 from query_api.dependencies import (
+    LOOKUP_ERRORS,
+    UPLOAD_ERRORS,
     Services,
     bounded_k,
     checked_effort,
     checked_id,
+    errors,
     no_cache,
     read_upload,
     search_response,
@@ -28,7 +31,7 @@ def _headers(response: Response, outcome: SearchOutcome) -> None:
     response.headers["X-Embedding-Cache"] = outcome.embedding_cache
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
 def search(
     api: Services,
     response: Response,
@@ -54,7 +57,11 @@ def search(
     return search_response(outcome, k)
 
 
-@router.get("/images/{image_id}/similar", response_model=SearchResponse)
+@router.get(
+    "/images/{image_id}/similar",
+    response_model=SearchResponse,
+    responses={**LOOKUP_ERRORS, **errors(e409="the image is not indexed (yet): its status says")},
+)
 def similar(
     api: Services,
     response: Response,
