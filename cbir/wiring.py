@@ -45,10 +45,8 @@ class Adapters:
 
     @cached_property
     def index(self) -> VectorIndex:
-        return self.policy.run(
-            lambda: VectorIndex(self.settings.milvus, self.settings.processors),
-            "connect to Milvus",
-        )
+        """Raises ServiceUnavailable while Milvus is away (and is made again next time)."""
+        return VectorIndex(self.settings.milvus, self.settings.processors)
 
     @cached_property
     def embedders(self) -> TritonEmbedders:
@@ -80,9 +78,11 @@ class Adapters:
         )
 
     def index_stage(self, replay: Generation | None = None) -> IndexStage:
+        # a worker started before Milvus waits for it
+        index = self.policy.run(lambda: self.index, "connect to Milvus")
         return IndexStage(
             self.settings,
-            self.index,
+            index,
             self.metadata,
             self.registry,
             self.objects,

@@ -1,8 +1,10 @@
 """Model ids: what the vectors of an index mean.
 
 An embedding model exported by `cbir model export` is identified by
-`name:version:dim:pooling:fingerprint` (the Triton model's name, its version, the vector
-dimension, the pooling, and a fingerprint of the weights and preprocessing). Two vectors are
+`name:version:<dim>d:pooling:fingerprint` (the Triton model's name, its version, the vector
+dimension, the pooling, and a fingerprint of the weights and preprocessing), e.g.
+`mobilenet:1:1024d:gap:0ec2d6d83618` (`embedding_models/runtime.py` writes it, inside Triton
+where this package is not). Two vectors are
 comparable only when their model ids are equal.
 """
 
@@ -25,16 +27,16 @@ class ModelId:
     @classmethod
     def parse(cls, text: str) -> ModelId:
         parts = text.split(":")
-        if len(parts) != 5 or not all(parts) or not parts[2].isdigit():
+        if len(parts) != 5 or not all(parts) or not re.fullmatch(r"[0-9]+d", parts[2]):
             raise InvalidValue(
-                f"{text!r} is not a model id (name:version:dim:pooling:fingerprint, as "
+                f"{text!r} is not a model id (name:version:<dim>d:pooling:fingerprint, as "
                 "`cbir model list` shows)"
             )
         name, version, dim, pooling, fingerprint = parts
-        return cls(name, version, int(dim), pooling, fingerprint)
+        return cls(name, version, int(dim[:-1]), pooling, fingerprint)
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.version}:{self.dim}:{self.pooling}:{self.fingerprint}"
+        return f"{self.name}:{self.version}:{self.dim}d:{self.pooling}:{self.fingerprint}"
 
     @property
     def triton_model(self) -> str:

@@ -26,6 +26,7 @@ with warnings.catch_warnings():
         connections,
         utility,
     )
+    from pymilvus.exceptions import SchemaNotReadyException
 
 from cbir.settings import MilvusSettings, ProcessorsSettings
 from domain.errors import Rejected, ServiceUnavailable
@@ -276,8 +277,12 @@ class VectorIndex:
         self.settings = settings
         self.processors = processors
         self.alias = f"cbir-index-{uuid.uuid4().hex[:8]}"
-        connections.connect(
-            alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
+        translated(
+            settings,
+            "a connection",
+            lambda: connections.connect(
+                alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
+            ),
         )
         self._handles: dict[str, Collection] = {}
 
@@ -376,13 +381,18 @@ class VectorIndex:
         return Collection(self.settings.collection, using=self.alias)
 
     def served_model(self) -> Served | None:
-        """What the alias points at; None when there is no alias yet (nothing indexed)."""
-        try:
-            collection = self.served()
+        """What the alias points at; None when there is no alias yet (nothing indexed).
+        Raises ServiceUnavailable when Milvus does not answer (an outage is no empty index)."""
+
+        def describe() -> Served | None:
+            try:
+                collection = self.served()
+            except SchemaNotReadyException:  # no collection of that name: no alias yet
+                return None
             name = str(collection.describe()["collection_name"])
-        except MilvusException:
-            return None
-        return Served(name, collection.description, self._index_type_of(name))
+            return Served(name, collection.description, self._index_type_of(name))
+
+        return translated(self.settings, "a description", describe)
 
     def _index_type_of(self, name: str) -> str:
         indexes = self._named(name).indexes

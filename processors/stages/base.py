@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from domain.errors import Permanent, Transient
+from domain.images import is_image_id
 from domain.log import DeadLettered, LogMessage, Outcome
 from ports import MetadataStore, ObjectStore
 from schemas.events import DeadLetter, EventSerializer
@@ -78,9 +79,26 @@ class Stage:
         self._failures: dict[str, str] = {}  # image id -> reason, of the batch in hand
 
     def process(self, messages: Sequence[LogMessage]) -> list[Outcome]:
-        """What to produce for this batch, in order; returns only when it is all decided."""
-        self._failures = {}
-        outcomes = self._process(list(messages))
+        """What to produce for this batch, in order; returns only when it is all decided, and
+        never raises (a runner acknowledges a batch whose handler raised: it would be lost).
+        A failure that escapes the stage's own handling is the batch's: transient, the batch
+        is processed again (the sinks are idempotent); permanent or unexpected past the
+        policy's bound, every message of the batch is dead-lettered with the reason."""
+        batch = list(messages)
+
+        def attempt() -> list[Outcome]:
+            self._failures = {}
+            return self._process(batch)
+
+        try:
+            outcomes = self.policy.run(attempt, f"{self.name}: a batch of {len(batch)}")
+        except Permanent as exc:
+            log.error("batch dead-lettered", extra={"stage": self.name, "error": str(exc)})
+            self._failures = {}
+            outcomes = [
+                self.dead_letter(m, self.name, exc, m.key_text if is_image_id(m.key_text) else None)
+                for m in batch
+            ]
         if self._failures:
             failures, self._failures = self._failures, {}
             try:

@@ -8,7 +8,7 @@ from domain.errors import InvalidValue, Permanent
 from domain.generations import GenerationState, embeddings_topic_of
 from domain.models import ModelId
 
-TEXT = "mobilenet:1:1024:gap:0123456789abcdef"
+TEXT = "mobilenet:1:1024d:gap:0123456789abcdef"
 
 
 def test_a_model_id_parses_formats_back_and_names_its_triton_model() -> None:
@@ -19,9 +19,11 @@ def test_a_model_id_parses_formats_back_and_names_its_triton_model() -> None:
     assert model.slug == "mobilenet_v1_01234567"
 
 
-@pytest.mark.parametrize("text", ["mobilenet", "a:1:x:gap:f", "a:1:8:gap:", "a:b:c:d:e:f"])
+@pytest.mark.parametrize(
+    "text", ["mobilenet", "a:1:x:gap:f", "a:1:8:gap:f", "a:1:8d:gap:", "a:b:8d:d:e:f"]
+)
 def test_what_is_not_a_model_id_is_refused_with_the_expected_form(text: str) -> None:
-    with pytest.raises(InvalidValue, match="name:version:dim:pooling:fingerprint") as refused:
+    with pytest.raises(InvalidValue, match="name:version:<dim>d:pooling:fingerprint") as refused:
         ModelId.parse(text)
     assert isinstance(refused.value, Permanent)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from domain.models import ModelId
 from embedding_models.runtime import (
     Embedder,
     ImageRejected,
@@ -120,6 +121,10 @@ def test_spec_round_trips_and_its_fingerprint_follows_the_meaning() -> None:
     )
     assert ModelSpec.from_json(spec.to_json()) == spec
     assert spec.model_id.startswith("m:1:8d:gap:")
+    # the pipeline reads the id the runtime writes (the runtime, inside Triton, cannot import
+    # the domain package that parses it)
+    parsed = ModelId.parse(spec.model_id)
+    assert (str(parsed), parsed.dim, parsed.triton_model) == (spec.model_id, 8, "m")
     renamed = replace(spec, name="other", source="elsewhere")
     assert renamed.fingerprint() == spec.fingerprint()
     resized = replace(spec, preprocessing=replace(MOBILENET, input_size=192))

@@ -24,7 +24,7 @@ from tests.fakes import (
     FakeVectorIndex,
 )
 
-MODEL = "mobilenet:1:8:gap:aaaaaaaaaaaa"
+MODEL = "mobilenet:1:8d:gap:aaaaaaaaaaaa"
 COLLECTION = "images__g1_mobilenet_v1_aaaaaaaa"
 
 

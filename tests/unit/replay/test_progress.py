@@ -16,7 +16,7 @@ from domain.switch import SwitchCheck, switch_verdict
 from replay.progress import Throughput, lag, pause_for_rate
 from service_adapters.vector_index import search_params
 
-MODEL_ID = "mobilenet:1:1024:gap:0123456789abcdef"
+MODEL_ID = "mobilenet:1:1024d:gap:0123456789abcdef"
 
 
 def test_lag_counts_every_partition_from_its_position_to_its_end() -> None:
@@ -67,7 +67,7 @@ def test_generation_names_carry_the_alias_the_number_and_the_model() -> None:
     name = generation_name("images", 12, MODEL_ID)
     assert name == "images__g12_mobilenet_v1_01234567"
     assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)  # a valid Milvus collection name
-    odd = generation_name("images", 1, "vit-b/16:2:256:gem:ffffffffffff")
+    odd = generation_name("images", 1, "vit-b/16:2:256d:gem:ffffffffffff")
     assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", odd)
     assert generation_name("images", 1, MODEL_ID) != generation_name("images", 2, MODEL_ID)
 

@@ -29,8 +29,8 @@ from tests.fakes import (
     FakeVectorIndex,
 )
 
-MOBILENET = "mobilenet:1:8:gap:aaaaaaaaaaaa"
-RESNET = "resnet50:1:8:gap:bbbbbbbbbbbb"
+MOBILENET = "mobilenet:1:8d:gap:aaaaaaaaaaaa"
+RESNET = "resnet50:1:8d:gap:bbbbbbbbbbbb"
 SERIALIZER = EventSerializer()
 
 

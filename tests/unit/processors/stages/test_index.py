@@ -140,3 +140,34 @@ def test_a_replay_writes_its_generation_alone_and_leaves_the_rows_to_the_live_on
     assert world.metadata.rows[image.image_id].status == ImageStatus.PENDING
     stored = world.index.collections[building.name][image.image_id]
     assert np.allclose(stored, np.eye(8)[0])
+
+
+def test_a_failure_the_stage_does_not_handle_dead_letters_the_batch_never_raises(
+    world: World,
+) -> None:
+    image = world.image(b"\x01unlucky")
+    world.registry.active = lambda: (_ for _ in ()).throw(KeyError("a bug"))  # type: ignore[method-assign]
+    outcomes = stage(world).process([embedded(TOPIC, image, MOBILENET)])
+    found = letters(outcomes)
+    assert [f.image_id for f in found] == [image.image_id]
+    assert "failed 3 times (KeyError: 'a bug')" in found[0].reason
+    assert world.metadata.rows[image.image_id].status == ImageStatus.FAILED
+
+
+def test_a_service_away_during_a_batch_is_waited_for_and_the_batch_done_again(
+    world: World,
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    image = world.image(b"\x01later")
+    failures = [ServiceUnavailable("MySQL", "x", "Y", "gone")] * 2
+    real = world.metadata.bump_generation
+
+    def flaky_bump(milvus_ts: int) -> None:
+        if failures:
+            raise failures.pop()
+        real(milvus_ts)
+
+    world.metadata.bump_generation = flaky_bump  # type: ignore[method-assign]
+    assert letters(stage(world).process([embedded(TOPIC, image, MOBILENET)])) == []
+    assert set(world.index.collections[live.name]) == {image.image_id}
+    assert world.metadata.bumps == 1 and len(world.sleeps) == 2
