@@ -145,6 +145,27 @@ class ApiSettings(BaseModel):
     redis_timeout_s: float = Field(
         default=0.25, gt=0, description="Redis socket timeout: past it a query goes uncached"
     )
+    dependency_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="bound on each call to MySQL, Milvus, Triton and MinIO: past it, a 503",
+    )
+    breaker_failures: int = Field(
+        default=3, ge=1, description="failures in a row that open a dependency's circuit"
+    )
+    breaker_open_s: float = Field(
+        default=5.0, gt=0, description="how long an open circuit answers 503 before a probe"
+    )
+
+
+class IngestSettings(BaseModel):
+    """The producer (`cbir ingest`)."""
+
+    service_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="how long it waits for MinIO, MySQL or Kafka when one goes away, then stops",
+    )
 
 
 class ReplaySettings(BaseModel):
@@ -194,6 +215,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     processors: ProcessorsSettings = ProcessorsSettings()
     api: ApiSettings = ApiSettings()
+    ingest: IngestSettings = IngestSettings()
     replay: ReplaySettings = ReplaySettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")

@@ -10,7 +10,8 @@ from typing import Any
 
 from cbir.settings import Settings
 from domain.generations import Generation
-from processors.stages import EmbedStage, IndexStage, ObjectEventsStage, RetryPolicy
+from domain.retry import RetryPolicy
+from processors.stages import EmbedStage, IndexStage, ObjectEventsStage
 from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
 from query_api.engine import QueryEngine
 from query_api.metrics import ApiMetrics
@@ -24,20 +25,41 @@ from service_adapters.object_store import MinioObjectStore
 from service_adapters.vector_index import VectorIndex
 
 
+def command_policy(settings: Settings) -> RetryPolicy:
+    """A command waits for a service that went away, for a while, then stops and says so."""
+    return RetryPolicy(give_up_after_s=settings.ingest.service_wait_s)
+
+
+def api_adapters(settings: Settings) -> Adapters:
+    """The API's: every call bounded, and no waiting for a service that is away (a request
+    answers 503 at once; the caller may retry)."""
+    return Adapters(
+        settings, RetryPolicy(give_up_after_s=0), timeout_s=settings.api.dependency_timeout_s
+    )
+
+
 class Adapters:
     """The adapters of one process, made from its settings."""
 
-    def __init__(self, settings: Settings, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """`policy`: how service failures are retried (the processors wait for ever);
+        `timeout_s`: a bound on each call to MySQL, MinIO, Milvus and Triton (the API's)."""
         self.settings = settings
         self.policy = policy or RetryPolicy()
+        self.timeout_s = timeout_s
 
     @cached_property
     def objects(self) -> MinioObjectStore:
-        return MinioObjectStore(self.settings.minio)
+        return MinioObjectStore(self.settings.minio, self.timeout_s)
 
     @cached_property
     def metadata(self) -> MySQLMetadataStore:
-        return MySQLMetadataStore(self.settings.mysql)
+        return MySQLMetadataStore(self.settings.mysql, timeout_s=self.timeout_s)
 
     @cached_property
     def registry(self) -> MySQLGenerationRegistry:
@@ -46,11 +68,11 @@ class Adapters:
     @cached_property
     def index(self) -> VectorIndex:
         """Raises ServiceUnavailable while Milvus is away (and is made again next time)."""
-        return VectorIndex(self.settings.milvus, self.settings.processors)
+        return VectorIndex(self.settings.milvus, self.settings.processors, self.timeout_s or 10.0)
 
     @cached_property
     def embedders(self) -> TritonEmbedders:
-        return TritonEmbedders(self.settings.triton)
+        return TritonEmbedders(self.settings.triton, timeout_s=self.timeout_s or 120.0)
 
     @cached_property
     def cache(self) -> QueryCache:
@@ -121,7 +143,9 @@ class Adapters:
         )
 
     def ingestor(self, source: str = "cli") -> Ingestor:
-        return Ingestor(self.settings, self.objects, self.metadata, self.writer, source)
+        return Ingestor(
+            self.settings, self.objects, self.metadata, self.writer, self.policy, source
+        )
 
     def __enter__(self) -> Adapters:
         return self
@@ -144,7 +168,7 @@ def ingest(
     progress: Callable[[], Any] = lambda: None,
 ) -> IngestSummary:
     """Send files into the pipeline with adapters of their own (a script's, a test's)."""
-    with Adapters(settings) as adapters:
+    with Adapters(settings, command_policy(settings)) as adapters:
         return adapters.ingestor(source).ingest(items, progress)
 
 

@@ -7,9 +7,11 @@ skips every image that has a row, so an interrupted ingest resumes where it stop
 crash between the object and the event only means the event is sent again (the sinks are
 idempotent).
 
-Files that are not images are still sent: the embed stage rejects them into the dead-letter
-topic with the reason, where they can be seen. The producer itself rejects only what it cannot
-send: unreadable files and files over the size limit.
+Files named on the command line are sent whatever they hold: the embed stage rejects what is
+not an image into the dead-letter topic with the reason, where it can be seen. In a folder,
+files of other types (TIFF, ICO, text) are not sent but listed as rejected in the summary with
+the reason, never passed over in silence; hidden files are left alone. The producer also
+rejects what it cannot send: unreadable files and files over the size limit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cbir.settings import Settings
 from domain.bucket_events import PRODUCER_MARK
 from domain.errors import ServiceUnavailable
 from domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
+from domain.retry import RetryPolicy
 from ports import EventWriter, MetadataStore, ObjectStore
 from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
 
@@ -41,6 +44,7 @@ PARALLEL_PUTS = 8
 class IngestItem:
     path: Path
     tags: tuple[str, ...] = ()
+    refused: str = ""  # why it is not sent (a file of a type this service does not read)
 
 
 @dataclass
@@ -65,7 +69,7 @@ def collect(
             found = [
                 (p, p.parent.relative_to(path).parts)
                 for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                if p.is_file() and not p.name.startswith(".")
             ]
         elif path.is_file():
             found = [(path, ())]
@@ -79,8 +83,19 @@ def collect(
                 raise FileNotFoundError(f"{argument}: no such file, folder or matching glob")
         for file, parts in found:
             extra = tuple(parts) if folder_tags else ()
+            # a file named (or matched by a glob) is sent as asked: the embed stage judges its
+            # bytes; one found in a folder walk is judged by its suffix first
+            walked = path.is_dir()
+            refused = (
+                ""
+                if not walked or file.suffix.lower() in IMAGE_SUFFIXES
+                else (
+                    f"{file.suffix or 'a file without a suffix'} is not an image type this service "
+                    "reads: convert it to JPEG, PNG, WebP, BMP or GIF"
+                )
+            )
             items.setdefault(
-                file.resolve(), IngestItem(file, tuple(dict.fromkeys([*tags, *extra])))
+                file.resolve(), IngestItem(file, tuple(dict.fromkeys([*tags, *extra])), refused)
             )
     return list(items.values())
 
@@ -95,12 +110,16 @@ class Ingestor:
         objects: ObjectStore,
         metadata: MetadataStore,
         writer: EventWriter,
+        policy: RetryPolicy,
         source: str = "cli",
     ) -> None:
+        """`policy` says how long a service that went away is waited for; past it the
+        ServiceUnavailable is raised, and the same command resumes where it stopped."""
         self.settings = settings
         self.objects = objects
         self.metadata = metadata
         self.writer = writer
+        self.policy = policy
         self.source = source
         self.serializer = EventSerializer()
 
@@ -112,6 +131,10 @@ class Ingestor:
         with ThreadPoolExecutor(PARALLEL_PUTS) as pool:
             batch: list[tuple[IngestItem, bytes]] = []
             for item in items:
+                if item.refused:  # said in the summary, never silently passed over
+                    summary.rejected.append((str(item.path), item.refused))
+                    progress()
+                    continue
                 try:
                     data = item.path.read_bytes()
                 except OSError as exc:
@@ -148,7 +171,9 @@ class Ingestor:
         if not batch:
             return
         ids = [image_id_of(data) for _, data in batch]
-        known = self.metadata.existing_image_ids(sorted(set(ids)))
+        known = self.policy.run(
+            lambda: self.metadata.existing_image_ids(sorted(set(ids))), "look up known images"
+        )
         fresh: dict[str, tuple[IngestItem, bytes]] = {}
         for (item, data), image_id in zip(batch, ids, strict=True):
             if image_id in known or image_id in fresh:
@@ -158,9 +183,10 @@ class Ingestor:
                 fresh[image_id] = (item, data)
         stored = list(pool.map(self._store, fresh.items()))  # in order: events keep it
         topic = self.settings.kafka.images_topic
-        errors = self.writer.send(
-            [(topic, i.image_id.encode(), self.serializer.dumps(ImageUploaded(i))) for i in stored]
-        )
+        messages: list[tuple[str, bytes | None, bytes | None]] = [
+            (topic, i.image_id.encode(), self.serializer.dumps(ImageUploaded(i))) for i in stored
+        ]
+        errors = self.policy.run(lambda: self.writer.send(messages), "send events to Kafka")
         delivered = []
         for image, error in zip(stored, errors, strict=True):
             progress()
@@ -168,7 +194,7 @@ class Ingestor:
                 delivered.append(image)
             else:
                 summary.rejected.append((image.file_name, error))
-        self.metadata.insert_pending(delivered)
+        self.policy.run(lambda: self.metadata.insert_pending(delivered), "record pending rows")
         summary.new += len(delivered)
 
     def _store(self, entry: tuple[str, tuple[IngestItem, bytes]]) -> ImageMetadata:
@@ -179,7 +205,10 @@ class Ingestor:
         bucket = self.settings.minio.bucket
         # content-addressed: putting the same key again writes the same bytes. The mark tells
         # the bucket-notification bridge that this object's event is sent by us.
-        self.objects.put(bucket, key, data, content_type, {PRODUCER_MARK: image_id})
+        self.policy.run(
+            lambda: self.objects.put(bucket, key, data, content_type, {PRODUCER_MARK: image_id}),
+            f"put {key} into the object store",
+        )
         return ImageMetadata(
             image_id=image_id,
             bucket=bucket,

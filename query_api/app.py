@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from cbir.settings import Settings
-from cbir.wiring import Adapters
+from cbir.wiring import api_adapters
 from domain.errors import CbirError, ModelMismatch, ModelNotServed, Permanent, Transient
 from query_api.dependencies import ApiServices
 from query_api.errors import ApiError
@@ -59,7 +59,7 @@ def status_of(exc: CbirError) -> tuple[int, str]:
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
-    adapters = Adapters(settings)
+    adapters = api_adapters(settings)
     engine = adapters.query_engine(metrics)
     api = ApiServices(
         settings, metrics, engine, lambda: adapters.ingestor("api"), lambda: adapters.writer

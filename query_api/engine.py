@@ -13,8 +13,10 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cbir.settings import Settings
+from domain.breaker import CircuitBreaker
 from domain.errors import ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
@@ -26,7 +28,7 @@ from query_api.filters import SearchFilters
 from query_api.metrics import ApiMetrics
 from query_api.models import CacheOutcome, ImageSummary, SearchResult
 
-MILVUS_TIMEOUT_S = 10.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,12 +76,24 @@ class QueryEngine:
         self._checked: dict[str, Embedder] = {}
         self._view: IndexView | None = None
         self._lock = threading.Lock()
+        api = settings.api
+        self.timeout_s = api.dependency_timeout_s
+        self.breakers = {
+            name: CircuitBreaker(name, api.breaker_failures, api.breaker_open_s)
+            for name in ("MySQL", "Milvus", "Triton", "MinIO")
+        }
+
+    def _call(self, service: str, operation: str, action: Callable[[], T]) -> T:
+        """A dependency call, timed, through its circuit breaker: a dependency that keeps
+        failing answers 503 at once until a probe finds it back."""
+        with self.metrics.timed(service.lower(), operation):
+            return self.breakers[service].call(action)
 
     @property
     def index(self) -> VectorIndex:
         with self._lock:
             if self._index is None:
-                self._index = self._index_factory()
+                self._index = self.breakers["Milvus"].call(self._index_factory)
             return self._index
 
     def embedder(self, model_id: str) -> Embedder:
@@ -88,7 +102,7 @@ class QueryEngine:
             if model_id not in self._checked:
                 embedder = self.embedders(ModelId.parse(model_id).triton_model)
                 try:
-                    embedder.expect(model_id)
+                    self.breakers["Triton"].call(lambda: embedder.expect(model_id))
                 except ModelMismatch as exc:
                     raise ApiError(503, "model_mismatch", str(exc)) from exc
                 self._checked[model_id] = embedder
@@ -97,12 +111,10 @@ class QueryEngine:
     def view(self) -> IndexView:
         """The generation and its Milvus timestamp (read per search), and the served model
         (described again only when the generation moved: an alias switch moves it)."""
-        with self.metrics.timed("mysql", "generation"):
-            generation, milvus_ts = self.metadata.index_generation()
+        generation, milvus_ts = self._call("MySQL", "generation", self.metadata.index_generation)
         current = self._view
         if current is None or current.generation != generation or current.served is None:
-            with self.metrics.timed("milvus", "describe"):
-                served = self.index.served_model()
+            served = self._call("Milvus", "describe", lambda: self.index.served_model())
             current = IndexView(generation, milvus_ts, served)
             self._view = current
         return IndexView(generation, milvus_ts, current.served)
@@ -131,8 +143,7 @@ class QueryEngine:
             if vector is not None:
                 return vector, "hit"
             embedder = self.embedder(served.model_id)
-            with self.metrics.timed("triton", "embed"):
-                vectors, errors = embedder.embed([data])
+            vectors, errors = self._call("Triton", "embed", lambda: embedder.embed([data]))
             if errors[0]:
                 raise ApiError(422, "unreadable_image", f"the image cannot be read: {errors[0]}")
             self.cache.put_vector(vector_key, vectors[0], self.settings.api.embedding_cache_ttl_s)
@@ -156,10 +167,13 @@ class QueryEngine:
         served = view.served
 
         def stored() -> tuple[Vectors, CacheOutcome]:
-            with self.metrics.timed("milvus", "get_vector"):
-                found = self.index.vectors_of(
-                    [image_id], served.collection, view.milvus_ts, MILVUS_TIMEOUT_S
-                )
+            found = self._call(
+                "Milvus",
+                "get_vector",
+                lambda: self.index.vectors_of(
+                    [image_id], served.collection, view.milvus_ts, self.timeout_s
+                ),
+            )
             if image_id not in found:
                 raise self._not_indexed(image_id)
             return found[image_id], "none"
@@ -232,19 +246,23 @@ class QueryEngine:
         view: IndexView,
         served: Served,
     ) -> list[SearchResult]:
-        with self.metrics.timed("milvus", "search"):
-            hits = self.index.search(
+        hits = self._call(
+            "Milvus",
+            "search",
+            lambda: self.index.search(
                 vector[None, :],
                 k,
                 effort,
                 filters.expression(),
                 collection=served.collection,
                 guarantee_ts=view.milvus_ts,
-                timeout_s=MILVUS_TIMEOUT_S,
+                timeout_s=self.timeout_s,
                 index_type=served.index_type,
-            )[0]
-        with self.metrics.timed("mysql", "lookup"):
-            rows = self.metadata.lookup([hit.image_id for hit in hits])
+            ),
+        )[0]
+        rows = self._call(
+            "MySQL", "lookup", lambda: self.metadata.lookup([h.image_id for h in hits])
+        )
         results = []
         for rank, hit in enumerate(hits, start=1):
             row = rows.get(hit.image_id)
@@ -258,7 +276,7 @@ class QueryEngine:
 
     def row(self, image_id: str) -> ImageRow | None:
         """The image's metadata row as stored."""
-        return self.metadata.lookup([image_id]).get(image_id)
+        return self._call("MySQL", "lookup", lambda: self.metadata.lookup([image_id])).get(image_id)
 
     def image(self, image_id: str) -> ImageSummary:
         row = self.row(image_id)
@@ -271,14 +289,15 @@ class QueryEngine:
         row = self.row(image_id)
         if row is None:
             raise unknown_image(image_id)
-        with self.metrics.timed("minio", "get"):
-            data = self.objects.get(self.settings.minio.bucket, row.object_key)
+        bucket = self.settings.minio.bucket
+        data = self._call("MinIO", "get", lambda: self.objects.get(bucket, row.object_key))
         if data is None:
             raise ApiError(404, "no_bytes", f"the bytes of {image_id} are gone from the store")
         return data, row.content_type or "application/octet-stream"
 
     def browse(self, limit: int, offset: int, status: str | None) -> list[ImageSummary]:
-        return [ImageSummary.of(row) for row in self.metadata.recent(limit, offset, status)]
+        rows = self._call("MySQL", "recent", lambda: self.metadata.recent(limit, offset, status))
+        return [ImageSummary.of(row) for row in rows]
 
     def close(self) -> None:
         if self._index is not None:

@@ -34,8 +34,13 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
         )
     try:
         kind, width, height = image_header(data)
-    except Image.DecompressionBombError:
-        kind, width, height = "", max_pixels, max_pixels  # refused below by its size
+    except Image.DecompressionBombError as exc:  # PIL refuses the header: its size is unknown
+        raise UploadError(
+            413,
+            "too_many_pixels",
+            f"the image declares far more pixels than the {max_pixels}-pixel limit ({exc}): "
+            "a guard against decompression bombs; send a smaller image",
+        ) from exc
     except UnidentifiedImageError as exc:
         raise UploadError(
             415,

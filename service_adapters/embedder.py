@@ -143,16 +143,21 @@ class TritonEmbedder:
 class TritonEmbedders:
     """The `Embedders` port: one Triton client per model, made on first use and kept."""
 
-    def __init__(self, settings: TritonSettings, protocol: Protocol = "grpc") -> None:
+    def __init__(
+        self, settings: TritonSettings, protocol: Protocol = "grpc", timeout_s: float = 120.0
+    ) -> None:
         self.settings = settings
         self.protocol = protocol
+        self.timeout_s = timeout_s
         self._made: dict[str, TritonEmbedder] = {}
         self._lock = threading.Lock()
 
     def __call__(self, model: str) -> TritonEmbedder:
         with self._lock:
             if model not in self._made:
-                self._made[model] = TritonEmbedder(self.settings, model, self.protocol)
+                self._made[model] = TritonEmbedder(
+                    self.settings, model, self.protocol, self.timeout_s
+                )
             return self._made[model]
 
     def close(self) -> None:

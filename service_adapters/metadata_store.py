@@ -95,15 +95,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 
-def open_connection(settings: MySQLSettings, database: bool = True) -> Connection:
-    """A connection the caller closes (for long-lived users such as the index stage)."""
+def open_connection(
+    settings: MySQLSettings, database: bool = True, timeout_s: float | None = None
+) -> Connection:
+    """A connection the caller closes; `timeout_s` bounds each read and write on it (a
+    paused server then fails the call instead of holding it for ever)."""
     return pymysql.connect(
         host=settings.host,
         port=settings.port,
         user=settings.user,
         password=settings.password.get_secret_value(),
         database=settings.database if database else None,
-        connect_timeout=5,
+        connect_timeout=min(5.0, timeout_s or 5.0),
+        read_timeout=timeout_s,
+        write_timeout=timeout_s,
         autocommit=True,
         charset="utf8mb4",
         init_command="SET time_zone = '+00:00'",  # DATETIME columns hold UTC
@@ -276,8 +281,11 @@ class ConnectionPool:
     handshake on loopback, a pooled one is free. A connection that saw any error is closed,
     not returned (its state is unknown: a broken socket, a half-read result)."""
 
-    def __init__(self, settings: MySQLSettings, size: int = 8) -> None:
+    def __init__(
+        self, settings: MySQLSettings, size: int = 8, timeout_s: float | None = None
+    ) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue(maxsize=size)
 
     @contextmanager
@@ -285,7 +293,7 @@ class ConnectionPool:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = open_connection(self.settings)
+            conn = open_connection(self.settings, timeout_s=self.timeout_s)
         try:
             yield conn
         except BaseException:
@@ -353,9 +361,11 @@ class MySQLMetadataStore:
     statement (or one transaction); a server that is away raises ServiceUnavailable, a value
     the server refuses for good raises Rejected."""
 
-    def __init__(self, settings: MySQLSettings, pool_size: int = 8) -> None:
+    def __init__(
+        self, settings: MySQLSettings, pool_size: int = 8, timeout_s: float | None = None
+    ) -> None:
         self.settings = settings
-        self.pool = ConnectionPool(settings, pool_size)
+        self.pool = ConnectionPool(settings, pool_size, timeout_s)
 
     def _run(self, action: Callable[[Connection], T]) -> T:
         with translated_errors(self.settings):

@@ -22,12 +22,22 @@ GONE = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 KAFKA_TARGET_ARN = "arn:minio:sqs::CBIR:kafka"
 
 
-def client(settings: MinioSettings) -> Minio:
+def client(settings: MinioSettings, timeout_s: float | None = None) -> Minio:
+    """An S3 client; `timeout_s` bounds connecting and each read (a paused server then
+    fails the call), with no retries of its own (the callers' policies retry)."""
+    http = None
+    if timeout_s is not None:
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            retries=urllib3.Retry(total=0),
+            maxsize=16,
+        )
     return Minio(
         settings.endpoint,
         access_key=settings.access_key,
         secret_key=settings.secret_key.get_secret_value(),
         secure=settings.secure,
+        http_client=http,
     )
 
 
@@ -35,9 +45,9 @@ class MinioObjectStore:
     """The `ObjectStore` port on MinIO: a server that is away raises ServiceUnavailable; a
     key or object the server refuses for good raises Rejected."""
 
-    def __init__(self, settings: MinioSettings) -> None:
+    def __init__(self, settings: MinioSettings, timeout_s: float | None = None) -> None:
         self.settings = settings
-        self.client = client(settings)
+        self.client = client(settings, timeout_s)
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:

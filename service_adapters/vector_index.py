@@ -273,7 +273,9 @@ def timestamp_now() -> int:
 class VectorIndex:
     """The generations' collections, and the alias queries search."""
 
-    def __init__(self, settings: MilvusSettings, processors: ProcessorsSettings) -> None:
+    def __init__(
+        self, settings: MilvusSettings, processors: ProcessorsSettings, timeout_s: float = 10.0
+    ) -> None:
         self.settings = settings
         self.processors = processors
         self.alias = f"cbir-index-{uuid.uuid4().hex[:8]}"
@@ -281,7 +283,7 @@ class VectorIndex:
             settings,
             "a connection",
             lambda: connections.connect(
-                alias=self.alias, host=settings.host, port=str(settings.port), timeout=10
+                alias=self.alias, host=settings.host, port=str(settings.port), timeout=timeout_s
             ),
         )
         self._handles: dict[str, Collection] = {}

@@ -358,3 +358,26 @@ class FakeCache:
 
     def close(self) -> None:
         pass
+
+
+class FakeWriter:
+    """Acknowledges every message, keeping them in order (or refuses those `refuse` picks)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.refuse: Callable[[bytes | None], bool] = lambda _key: False
+
+    def send(
+        self, messages: Sequence[tuple[str, bytes | None, bytes | None]], timeout_s: float = 60
+    ) -> list[str | None]:
+        outcome: list[str | None] = []
+        for message in messages:
+            if self.refuse(message[1]):
+                outcome.append("Kafka refused it: MSG_SIZE_TOO_LARGE")
+            else:
+                self.sent.append(message)
+                outcome.append(None)
+        return outcome
+
+    def close(self) -> None:
+        pass

@@ -13,9 +13,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cbir.output import console
+from cbir.output import console, errors
 from cbir.settings import get_settings
-from cbir.wiring import Adapters
+from cbir.wiring import Adapters, command_policy
+from domain.errors import ServiceUnavailable
 from producers.ingest import collect, summary_json, summary_lines
 
 
@@ -40,8 +41,20 @@ def _ingest(args: argparse.Namespace) -> int:
             speed = progress.tasks[0].speed
             progress.update(task, rate=f"{speed:.0f}" if speed else "-")
 
-        with Adapters(get_settings()) as adapters:
-            summary = adapters.ingestor(args.source).ingest(items, progress=advance)
+        settings = get_settings()
+        with Adapters(settings, command_policy(settings)) as adapters:
+            try:
+                summary = adapters.ingestor(args.source).ingest(items, progress=advance)
+            except ServiceUnavailable as exc:
+                progress.stop()
+                errors.print(
+                    f"[red]error[/]: {exc}\n  the images sent so far are kept: run the same "
+                    "command again when it is back, and it resumes where it stopped "
+                    f"(it waited {settings.ingest.service_wait_s:.0f} s: "
+                    "CBIR_INGEST__SERVICE_WAIT_S)",
+                    highlight=False,
+                )
+                return 2
     if args.json:
         print(summary_json(summary))
     else:

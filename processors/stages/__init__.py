@@ -9,9 +9,9 @@ meanwhile; reprocessing after a crash writes the same rows and vectors again (co
 upserts).
 """
 
-from processors.stages.base import RetryPolicy, Stage
+from processors.stages.base import Stage
 from processors.stages.embed import EmbedStage, Route
 from processors.stages.index import IndexStage
 from processors.stages.object_events import ObjectEventsStage
 
-__all__ = ["EmbedStage", "IndexStage", "ObjectEventsStage", "RetryPolicy", "Route", "Stage"]
+__all__ = ["EmbedStage", "IndexStage", "ObjectEventsStage", "Route", "Stage"]

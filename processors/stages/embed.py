@@ -13,9 +13,10 @@ from cbir.settings import Settings
 from domain.errors import Permanent
 from domain.generations import Generation
 from domain.log import Forward, LogMessage, Outcome
+from domain.retry import RetryPolicy
 from domain.vectors import Vectors
 from ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
-from processors.stages.base import RetryPolicy, Stage, fetch
+from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted, ImageMetadata, ImageUploaded
 

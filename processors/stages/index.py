@@ -21,8 +21,9 @@ from domain.images import object_key_of
 from domain.log import LogMessage, Outcome
 from domain.models import ModelId
 from domain.plan import plan_index
+from domain.retry import RetryPolicy
 from ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
-from processors.stages.base import RetryPolicy, Stage
+from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted
 

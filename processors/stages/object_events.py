@@ -12,8 +12,9 @@ from domain.bucket_events import ObjectEvent, parse_object_events
 from domain.errors import Permanent
 from domain.images import MAX_OBJECT_KEY_BYTES, image_id_of, sniff
 from domain.log import Forward, LogMessage, Outcome
+from domain.retry import RetryPolicy
 from ports import MetadataStore, ObjectStore
-from processors.stages.base import RetryPolicy, Stage, fetch
+from processors.stages.base import Stage, fetch
 from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded
 
 

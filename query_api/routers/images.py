@@ -70,7 +70,7 @@ def upload(
 def browse(
     api: Services,
     limit: Annotated[int, Query(ge=1, le=200)] = 48,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     status: Annotated[str | None, Query(pattern="^(pending|indexed|failed)$")] = None,
 ) -> Browse:
     """Stored images, newest first."""

@@ -143,3 +143,23 @@ def test_an_images_bytes_come_from_the_object_store_with_its_type(fx: Fixture) -
     with pytest.raises(ApiError) as gone:
         fx.engine.content(image_id)
     assert gone.value.status == 404
+
+
+def test_a_dependency_that_keeps_failing_is_refused_at_once_until_a_probe(fx: Fixture) -> None:
+    from domain.breaker import CircuitOpen
+    from domain.errors import ServiceUnavailable
+
+    fx.store(b"\x01a")
+    calls: list[int] = []
+
+    def down() -> tuple[int, int]:
+        calls.append(1)
+        raise ServiceUnavailable("MySQL", "127.0.0.1:3306", "CBIR_MYSQL__HOST", "timed out")
+
+    fx.metadata.index_generation = down  # type: ignore[method-assign]
+    for _ in range(3):  # breaker_failures
+        with pytest.raises(ServiceUnavailable):
+            fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    with pytest.raises(CircuitOpen, match="MySQL failed 3 times in a row"):
+        fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    assert len(calls) == 3  # the fourth request did not wait on MySQL

@@ -11,7 +11,7 @@ import pytest
 from cbir.settings import Settings
 from domain.images import image_id_of, object_key_of
 from domain.log import DeadLettered, Forward, LogMessage, Outcome
-from processors.stages import RetryPolicy
+from domain.retry import RetryPolicy
 from schemas.events import (
     DeadLetter,
     EmbeddingComputed,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from domain.errors import Rejected, ServiceUnavailable
-from processors.stages.base import GaveUp, RetryPolicy
+from domain.retry import GaveUp, RetryPolicy
 
 
 def flaky(failures: list[Exception], result: str = "done") -> tuple[list[int], Callable[[], str]]:
@@ -53,3 +53,13 @@ def test_an_unexpected_error_that_goes_away_is_forgotten() -> None:
     calls, action = flaky([KeyError("once")])
     assert RetryPolicy(sleep=lambda _s: None).run(action, "write") == "done"
     assert len(calls) == 2
+
+
+def test_a_command_waits_for_a_service_a_bounded_time_then_says_so() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(first_wait_s=1.0, max_wait_s=4.0, give_up_after_s=10, sleep=sleeps.append)
+    down: list[Exception] = [ServiceUnavailable("MinIO", "x", "Y", "refused") for _ in range(99)]
+    _calls, action = flaky(down)
+    with pytest.raises(ServiceUnavailable, match="MinIO"):
+        policy.run(action, "put")
+    assert sleeps == [1.0, 2.0, 4.0, 4.0]  # 11 s waited: past the bound, it stops
