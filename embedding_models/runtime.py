@@ -151,6 +151,9 @@ def decode_image(data: bytes, target_side: int, limits: Limits = Limits()) -> Im
         raise ImageRejected("not an image: the bytes are not JPEG, PNG, WebP, BMP or GIF") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"rejected by the decompression-bomb guard: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # e.g. a PNG text chunk that inflates past Pillow's limit (a metadata bomb)
+        raise ImageRejected(f"unreadable header: {exc}") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected(f"unsupported format {image.format}: send JPEG, PNG, WebP, BMP or GIF")
     width, height = image.size
@@ -319,6 +322,8 @@ class Embedder:
                 good.append(index)
             except ImageRejected as exc:
                 errors[index] = str(exc)
+            except Exception as exc:  # one hostile item never fails its batch's good images
+                errors[index] = f"unreadable: {type(exc).__name__}: {exc}"
         if inputs:
             vectors[good] = self.embed_tensors(np.stack(inputs))
         return vectors, errors

@@ -49,7 +49,10 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
         ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UploadError(
-            415, "unreadable_image", f"the image's header cannot be read ({exc}): send it again"
+            415,
+            "unreadable_image",
+            f"the image's header cannot be read ({exc}): re-save it with an image editor "
+            "(which also drops oversized metadata) and send it again",
         ) from exc
     if width * height > max_pixels:
         raise UploadError(
