@@ -64,6 +64,17 @@ class Stage:
     def _process(self, messages: list[LogMessage]) -> list[Outcome]:
         raise NotImplementedError
 
+    def miskeyed(self, message: LogMessage, image_id: str) -> DeadLettered | None:
+        """The dead letter of an event whose key is not its image's id (its events would not
+        share a partition, so their order would not hold), or None when the key is right."""
+        if message.key_text == image_id:
+            return None
+        reason = (
+            f"the key {message.key_text[:80]!r} is not the image id {image_id}: a producer "
+            "must key every event by its image id (per-image ordering depends on it)"
+        )
+        return self.dead_letter(message, "decode", reason)
+
     def dead_letter(
         self,
         message: LogMessage,

@@ -91,6 +91,14 @@ class EmbedStage(Stage):
             except MalformedEvent as exc:
                 outcomes[index] = [self.dead_letter(message, "decode", exc)]
                 continue
+            if isinstance(event, ImageDeleted | ImageUploaded):
+                image_id = (
+                    event.image_id if isinstance(event, ImageDeleted) else event.image.image_id
+                )
+                wrong = self.miskeyed(message, image_id)
+                if wrong is not None:
+                    outcomes[index] = [wrong]
+                    continue
             if isinstance(event, ImageDeleted):
                 deleted_later.add(event.image_id)
                 outcomes[index] = [Forward(message.key, message.value, r.topic) for r in routes]

@@ -73,6 +73,11 @@ class IndexStage(Stage):
                 reason = f"{type(event).__name__} does not belong on an embeddings topic"
                 outcomes.append(self.dead_letter(message, "decode", reason))
                 continue
+            image_id = event.image_id if isinstance(event, ImageDeleted) else event.image.image_id
+            wrong = self.miskeyed(message, image_id)
+            if wrong is not None:
+                outcomes.append(wrong)
+                continue
             events.append((message, event))
         for topic, events in by_topic.items():
             outcomes.extend(self._apply(topic, events))

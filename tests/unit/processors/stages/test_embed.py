@@ -131,3 +131,12 @@ def test_before_any_generation_the_configured_model_and_topic_are_used(world: Wo
     image = world.image(b"\x0bfirst")
     sent = forwarded(stage(world).process([uploaded(IMAGES, image)]))
     assert [o.topic for o in sent] == [world.settings.kafka.embeddings_topic]
+
+
+def test_an_event_keyed_by_another_id_is_dead_lettered(world: World) -> None:
+    world.registry.add(MOBILENET, "cbir.embeddings", GenerationState.LIVE)
+    image = world.image(b"\x0dmisfiled")
+    event = uploaded(IMAGES, image)
+    wrong = message(IMAGES, "not-the-id", event.value)
+    outcomes = stage(world).process([wrong])
+    assert forwarded(outcomes) == [] and "is not the image id" in letters(outcomes)[0].reason

@@ -171,3 +171,12 @@ def test_a_service_away_during_a_batch_is_waited_for_and_the_batch_done_again(
     assert letters(stage(world).process([embedded(TOPIC, image, MOBILENET)])) == []
     assert set(world.index.collections[live.name]) == {image.image_id}
     assert world.metadata.bumps == 1 and len(world.sleeps) == 2
+
+
+def test_an_embedding_keyed_by_another_id_never_enters(world: World) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    image = world.image(b"\x01misfiled")
+    good = embedded(TOPIC, image, MOBILENET)
+    found = letters(stage(world).process([message(TOPIC, "other", good.value)]))
+    assert "is not the image id" in found[0].reason
+    assert world.index.collections.get(live.name, {}) == {}
