@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from cbir.settings import Settings
 from cbir.wiring import api_adapters
@@ -40,6 +42,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "a dependency is down or not ready (the detail names it)",
     }.items()
 }
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """The methods the spec documents for every path template the request's path matches."""
+    methods: set[str] = set()
+    for template, documented in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {method.upper() for method in documented}
+    return methods
 
 
 def status_of(exc: CbirError) -> tuple[int, str]:
@@ -95,8 +106,15 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return api_error(422, "invalid_request", problems)
 
-    @app.exception_handler(HTTPException)
-    async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            allow = ", ".join(sorted(allowed_methods(app, request.url.path)))
+            return JSONResponse(
+                {"error": "method_not_allowed", "detail": f"this path takes {allow}"},
+                status_code=405,
+                headers={"Allow": allow},
+            )
         code = HTTP_CODES.get(exc.status_code, "error")
         return api_error(exc.status_code, code, str(exc.detail))
 
@@ -112,6 +130,6 @@ def create_app(settings: Settings) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    for router in (search.router, images.router, operations.router):
+    for router in (search.router(settings.api), images.router, operations.router):
         app.include_router(router)
     return app

@@ -7,12 +7,13 @@ import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request, UploadFile
+from fastapi import Depends, Header, Path, Request, UploadFile
+from pydantic import BeforeValidator, StringConstraints
 
 from cbir.settings import Settings
-from domain.images import is_image_id
 from ports import EventWriter
 from producers.ingest import Ingestor
 from query_api.engine import QueryEngine, SearchOutcome
@@ -20,6 +21,7 @@ from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
 from query_api.models import CacheInfo, ErrorBody, SearchResponse
 from query_api.uploads import inspect_image
+from service_adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 
 
 def errors(**described: str) -> dict[int | str, dict[str, Any]]:
@@ -81,28 +83,29 @@ def require_key(
         )
 
 
-def bounded_k(api: ApiServices, k: int | None) -> int:
-    limits = api.settings.api
-    k = limits.default_k if k is None else k
-    if not 1 <= k <= limits.max_k:
-        raise ApiError(422, "invalid_k", f"k must be between 1 and {limits.max_k}, got {k}")
-    return k
+def _iso_only(value: object) -> object:
+    """A time is written ISO 8601; a bare number (which pydantic would read as epoch
+    seconds) is refused, since the spec says date-time; an empty form field is no time."""
+    if value == "":
+        return None
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    ):
+        raise ValueError("write a time in ISO 8601, e.g. 2026-01-31T12:00:00Z")
+    return value
 
 
-def checked_effort(effort: int | None) -> int | None:
-    if effort is not None and not 1 <= effort <= 1000:
-        raise ApiError(
-            422,
-            "invalid_effort",
-            f"effort (DISKANN search_list, HNSW ef) must be 1 to 1000, got {effort}",
-        )
-    return effort
+# a tag or a source, as filters and uploads take them (the spec says their bounds)
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SOURCE_LENGTH)]
 
+# a time in a filter, or none: ISO 8601 only
+Moment = Annotated[datetime | None, BeforeValidator(_iso_only)]
 
-def checked_id(image_id: str) -> str:
-    if not is_image_id(image_id):
-        raise ApiError(422, "invalid_id", "an image id is the sha256 of its bytes: 64 hex digits")
-    return image_id
+# an image id in a path: the sha256 of its bytes (checked by the spec, so documented there)
+ImageId = Annotated[
+    str, Path(pattern="^[0-9a-f]{64}$", description="the sha256 of the image's bytes")
+]
 
 
 def read_upload(api: ApiServices, upload: UploadFile) -> bytes:

@@ -29,11 +29,11 @@ class FilterError(ApiError):
 
 
 def _text(field: str, value: str, limit: int) -> str:
+    """A tag or source as stored and matched: control and format characters (Unicode
+    category C) removed, so that what an upload stores and what a filter asks agree."""
     if not value or len(value) > limit:
         raise FilterError(f"{field}: each value must be 1 to {limit} characters, got {value!r}")
-    if any(unicodedata.category(ch).startswith("C") for ch in value):
-        raise FilterError(f"{field}: control characters are not allowed in {value!r}")
-    return value
+    return "".join(ch for ch in value if not unicodedata.category(ch).startswith("C"))
 
 
 def _literal(value: str) -> str:
@@ -72,16 +72,13 @@ class SearchFilters:
         for field, values in (("tag", tags), ("source", sources)):
             if len(values) > MAX_VALUES:
                 raise FilterError(f"{field}: at most {MAX_VALUES} values, got {len(values)}")
-        if (
-            uploaded_after
-            and uploaded_before
-            and _epoch_ms(uploaded_after) >= _epoch_ms(uploaded_before)
-        ):
-            raise FilterError("uploaded_after must be earlier than uploaded_before")
+        # an empty time window (after >= before) is no error: it admits no image
+        cleaned_tags = {_text("tag", t, MAX_TAG_LENGTH) for t in tags} - {""}
+        cleaned_sources = {_text("source", s, MAX_SOURCE_LENGTH) for s in sources} - {""}
         return cls(
-            tags=tuple(sorted({_text("tag", t, MAX_TAG_LENGTH) for t in tags})),
+            tags=tuple(sorted(cleaned_tags)),
             tag_mode="all" if tag_mode == "all" else "any",
-            sources=tuple(sorted({_text("source", s, MAX_SOURCE_LENGTH) for s in sources})),
+            sources=tuple(sorted(cleaned_sources)),
             uploaded_after=uploaded_after,
             uploaded_before=uploaded_before,
         )

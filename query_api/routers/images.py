@@ -13,13 +13,14 @@ from query_api.dependencies import (
     LOOKUP_ERRORS,
     UPLOAD_ERRORS,
     WRITE_ERRORS,
+    ImageId,
     Services,
-    checked_id,
+    Tag,
     read_upload,
     require_key,
 )
 from query_api.errors import ApiError
-from query_api.filters import SearchFilters
+from query_api.filters import MAX_VALUES, SearchFilters
 from query_api.models import Accepted, Browse, ImageSummary
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -40,7 +41,9 @@ def upload(
     api: Services,
     response: Response,
     image: Annotated[UploadFile, File(description="an image to index")],
-    tag: Annotated[list[str] | None, Form(description="tags to store with it")] = None,
+    tag: Annotated[
+        list[Tag] | None, Form(max_length=MAX_VALUES, description="tags to store with it")
+    ] = None,
 ) -> Accepted:
     """Send an image into the pipeline (object store, then an event on Kafka), as the
     producer does; it is searchable once its status is `indexed`."""
@@ -78,22 +81,25 @@ def browse(
 
 
 @router.get("/{image_id}", response_model=ImageSummary, responses=LOOKUP_ERRORS)
-def metadata(api: Services, image_id: str) -> ImageSummary:
+def metadata(api: Services, image_id: ImageId) -> ImageSummary:
     """One image's metadata and status: pending, indexed, or failed with the reason."""
-    return api.engine.image(checked_id(image_id))
+    return api.engine.image(image_id)
 
 
 @router.get(
     "/{image_id}/content",
     response_class=Response,
     responses={
-        200: {"content": {"image/*": {}}, "description": "the image's bytes"},
+        200: {
+            "content": {"image/*": {}, "application/octet-stream": {}},
+            "description": "the image's bytes (octet-stream when they are no known image)",
+        },
         **LOOKUP_ERRORS,
     },
 )
-def content(api: Services, image_id: str) -> Response:
+def content(api: Services, image_id: ImageId) -> Response:
     """The image's bytes, proxied from the object store."""
-    data, media_type = api.engine.content(checked_id(image_id))
+    data, media_type = api.engine.content(image_id)
     return Response(
         data, media_type=media_type, headers={"Cache-Control": "public, max-age=86400, immutable"}
     )
@@ -106,9 +112,9 @@ def content(api: Services, image_id: str) -> Response:
     dependencies=[Depends(require_key)],
     responses={**LOOKUP_ERRORS, **WRITE_ERRORS},
 )
-def delete(api: Services, image_id: str) -> Accepted:
+def delete(api: Services, image_id: ImageId) -> Accepted:
     """Delete an image everywhere (through the pipeline: an event, then a tombstone)."""
-    api.engine.image(checked_id(image_id))  # 404 when unknown
+    api.engine.image(image_id)  # 404 when unknown
     delete_images(api.settings, api.writer(), [image_id], "api", "deleted through the API")
     return Accepted(
         image_id=image_id,
