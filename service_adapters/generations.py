@@ -175,8 +175,9 @@ class MySQLGenerationRegistry:
     def _connection(self) -> Connection:
         if self._conn is not None:
             try:
-                self._conn.ping(reconnect=True)
+                self._conn.ping(reconnect=False)
             except pymysql.MySQLError:
+                self._conn.close()
                 self._conn = None
         if self._conn is None:
             self._conn = open_connection(self.settings)
