@@ -4,6 +4,7 @@ any log line."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,13 @@ from local_stack.launcher import Launcher
 from tests.integration.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.integration
-LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback (::ffff:127.0.0.1, as Java binds)."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -38,7 +45,7 @@ def test_every_listening_socket_is_on_loopback_but_milvus_s_documented_ports(
                 if conn.status != psutil.CONN_LISTEN:
                     continue
                 seen += 1
-                if conn.laddr.ip not in LOOPBACK and conn.laddr.port not in allowed:
+                if not loopback(conn.laddr.ip) and conn.laddr.port not in allowed:
                     exposed.append(f"{service.name} ({process.name()}): {conn.laddr}")
     assert seen >= len(launcher.services)
     assert not exposed, exposed
