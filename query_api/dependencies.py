@@ -84,15 +84,24 @@ def require_key(
 
 
 def _iso_only(value: object) -> object:
-    """A time is written ISO 8601; a bare number (which pydantic would read as epoch
-    seconds) is refused, since the spec says date-time; an empty form field is no time."""
-    if value == "":
+    """A time is written ISO 8601. A bare number (which pydantic would read as epoch seconds)
+    and an empty value are refused, since the spec says date-time; `null`, the spec's other
+    choice, is no time (a form field cannot carry a JSON null otherwise)."""
+    if value == "null":
         return None
     if isinstance(value, int | float) or (
-        isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+        isinstance(value, str) and (not value.strip() or _is_number(value))
     ):
         raise ValueError("write a time in ISO 8601, e.g. 2026-01-31T12:00:00Z")
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # a tag or a source, as filters and uploads take them (the spec says their bounds)

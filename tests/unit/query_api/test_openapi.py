@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from cbir.settings import Settings
 from query_api.app import create_app
 
@@ -43,3 +45,17 @@ def test_every_error_status_is_documented_in_the_one_error_shape() -> None:
     assert {"401", "403", "413", "415", "422", "503"} <= set(upload)
     similar = document["paths"]["/images/{image_id}/similar"]["get"]["responses"]
     assert {"404", "409"} <= set(similar)
+
+
+def test_times_are_iso_8601_only_and_null_is_none() -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from query_api.dependencies import Moment
+
+    moment = TypeAdapter(Moment)
+    parsed = moment.validate_python("2026-01-31T12:00:00Z")
+    assert parsed is not None and parsed.year == 2026
+    assert moment.validate_python("null") is None
+    for bad in ("", "0.5", "6.887e-72", "1700000000", "inf", 17):
+        with pytest.raises(ValidationError, match="ISO 8601"):
+            moment.validate_python(bad)
