@@ -122,6 +122,12 @@ class ProcessorsSettings(BaseModel):
     resubscribe_check_s: float = Field(
         default=5.0, gt=0, description="how often the worker looks for new embeddings topics"
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Faust workers in the consumer group, each taking a share of the partitions",
+    )
 
 
 class ApiSettings(BaseModel):

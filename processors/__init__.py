@@ -1,1 +1,4 @@
-"""The Faust app: the embed and index agents, dead letters, replay (the ingestion issue)."""
+"""The processors: the Faust app (`app.py`), its stages (`stages/`) and their supervisor."""
+
+# the environment variable by which the supervisor numbers its workers (each has a data folder)
+WORKER_INDEX = "CBIR_PROCESSORS_WORKER_INDEX"

@@ -25,6 +25,7 @@ from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
 from cbir.wiring import Adapters
 from domain.log import DeadLettered, LogMessage, Outcome
+from processors import WORKER_INDEX
 from processors.stages import Stage
 from processors.status import indexed_topics
 
@@ -44,7 +45,12 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         web_enabled=False,
-        datadir=str(settings.stack.resolved_data_dir / "processors"),
+        # one folder per worker of the group (the supervisor numbers them)
+        datadir=str(
+            settings.stack.resolved_data_dir
+            / "processors"
+            / f"worker-{os.environ.get(WORKER_INDEX, '0')}"
+        ),
         topic_replication_factor=1,
         topic_partitions=settings.kafka.partitions,
         consumer_auto_offset_reset="earliest",

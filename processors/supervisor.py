@@ -1,25 +1,33 @@
-"""`python -m processors.supervisor`: runs the Faust worker and starts it again when it exits
-on its own.
+"""`python -m processors.supervisor`: runs `CBIR_PROCESSORS__WORKERS` Faust workers in one
+consumer group, and starts each again when it exits on its own.
+
+Scale-out: the workers share the partitions of every topic (Kafka assigns them, and moves a
+dead worker's to the others until it is back). Beyond one machine, run this supervisor on
+each with the same settings: the group is the same, so the partitions spread over all of
+them (more partitions than workers, `CBIR_KAFKA__PARTITIONS`, leaves room to grow).
 
 A Faust agent's topics are fixed when the worker starts (pattern subscriptions do not work in
 Faust: faust-streaming issue #62), so when a reindex registers a generation filled from a new
-embeddings topic, or retires one, the worker stops itself gracefully and this loop starts it
+embeddings topic, or retires one, a worker stops itself gracefully and this loop starts it
 again with the new subscriptions. A crash is restarted the same way, with a growing pause.
-SIGTERM or SIGINT to the supervisor stops the worker and then the supervisor.
+SIGTERM or SIGINT to the supervisor stops the workers and then the supervisor.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from types import FrameType
 
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
+from processors import WORKER_INDEX
 
 log = logging.getLogger("cbir.processors.supervisor")
 PR_SET_PDEATHSIG = 1
@@ -31,35 +39,69 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+@dataclass
+class Worker:
+    index: int
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    pause: float = 1.0
+    restart_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        environment = {**os.environ, WORKER_INDEX: str(self.index)}
+        self.process = subprocess.Popen(self.command, env=environment, preexec_fn=_die_with_parent)
+        self.started = time.monotonic()
+        log.info("worker started", extra={"worker": self.index, "pid": self.process.pid})
+
+    def exited(self, now: float) -> int | None:
+        """The exit code if the worker exited since it was looked at (and when to restart)."""
+        if self.process is None or (code := self.process.poll()) is None:
+            return None
+        lived = now - self.started
+        self.pause = 1.0 if lived > QUICK_EXIT_S else min(self.pause * 2, 30.0)
+        self.restart_at = now + self.pause
+        log.info(
+            "worker exited",
+            extra={
+                "worker": self.index,
+                "code": code,
+                "lived_s": round(lived, 1),
+                "restart_in_s": self.pause,
+            },
+        )
+        self.process = None
+        return code
+
+
 def main(argv: list[str]) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     command = [sys.executable, "-m", "processors", "worker", "--without-web", *argv]
+    workers = [Worker(i, command) for i in range(settings.processors.workers)]
     stopping = False
-    child: subprocess.Popen[bytes] | None = None
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    pause = 1.0
+    for worker in workers:
+        worker.start()
+    code = 0
     while True:
-        started = time.monotonic()
-        child = subprocess.Popen(command, preexec_fn=_die_with_parent)
-        code = child.wait()
-        if stopping:
-            return code
-        lived = time.monotonic() - started
-        pause = 1.0 if lived > QUICK_EXIT_S else min(pause * 2, 30.0)
-        log.info(
-            "worker exited", extra={"code": code, "lived_s": round(lived, 1), "restart_in_s": pause}
-        )
-        time.sleep(pause)
-        if stopping:
+        time.sleep(0.2)
+        now = time.monotonic()
+        for worker in workers:
+            exited = worker.exited(now)
+            code = exited if exited is not None else code
+            if not stopping and worker.process is None and now >= worker.restart_at:
+                worker.start()
+        if stopping and all(w.process is None or w.process.poll() is not None for w in workers):
             return code
 
 

@@ -35,7 +35,9 @@ def stack_settings(
     """This environment's settings (stack home included) with every port moved by `offset`."""
     moved = side_by_side(Settings(), offset, data_dir, model_repository)
     api = moved.api.model_copy(update={"api_key": SecretStr(TEST_API_KEY)})
-    return moved.model_copy(update={"api": api})
+    # two workers in the consumer group: every pipeline test runs scaled out
+    processors = moved.processors.model_copy(update={"workers": 2})
+    return moved.model_copy(update={"api": api, "processors": processors})
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -25,6 +26,7 @@ from producers.ingest import collect
 from schemas.events import DeadLetter, Event
 from service_adapters import object_store
 from service_adapters.embedder import TritonEmbedder
+from service_adapters.kafka_topics import admin_client
 from service_adapters.vector_index import VectorIndex
 from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.topics import read_events
@@ -214,6 +216,35 @@ def test_kill_9_while_indexing_cifar10_loses_and_duplicates_nothing(
     launcher.up()  # the launcher starts what is not running: the processors
     wait_for(lambda: indexed(pipeline, ids) == len(ids), 600, "every image to be indexed")
     assert vectors_of(pipeline, ids) == len(ids)
+
+
+def group_members(settings: Settings) -> int:
+    admin = admin_client(settings.kafka)
+    group = settings.processors.app_id
+    return len(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
+
+
+def test_one_of_two_workers_killed_midstream_loses_and_duplicates_nothing(
+    pipeline: Settings, launcher: Launcher, tmp_path: Path
+) -> None:
+    assert pipeline.processors.workers == 2
+    wait_for(lambda: group_members(pipeline) == 2, 60, "two workers in the consumer group")
+    for seed in range(600):
+        (tmp_path / f"{seed}.png").write_bytes(unique_png(seed=77_000 + seed))
+    items = collect([str(tmp_path)])
+    ids = {image_id_of(item.path.read_bytes()) for item in items}
+    wiring.ingest(pipeline, items)
+    wait_for(lambda: indexed(pipeline, ids) >= len(ids) // 5, 300, "a fifth to be indexed")
+    supervisor = psutil.Process(launcher.service("processors").process.pid)
+    workers = supervisor.children()
+    assert len(workers) == 2
+    workers[0].kill()  # SIGKILL: the supervisor must start it again, Kafka move its partitions
+    assert indexed(pipeline, ids) < len(ids), "killed too late to prove anything"
+    wait_for(lambda: indexed(pipeline, ids) == len(ids), 600, "every image to be indexed")
+    assert vectors_of(pipeline, ids) == len(ids)  # once each
+    wait_for(lambda: len(supervisor.children()) == 2, 60, "the killed worker to be restarted")
+    assert workers[0].pid not in {p.pid for p in supervisor.children()}
+    wait_for(lambda: group_members(pipeline) == 2, 120, "the group to be two workers again")
 
 
 def test_an_object_put_by_an_s3_client_is_searchable_and_its_removal_deletes_it(
