@@ -202,6 +202,10 @@ class StackSettings(BaseModel):
     milvus_mq_retention_minutes: int = Field(
         default=60, description="Milvus's own rocksmq WAL (not our Kafka log)"
     )
+    supervise: bool = Field(
+        default=True,
+        description="`up` starts a watchdog that restarts what exits, with back-off",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

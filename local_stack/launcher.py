@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cbir.settings import Settings
+from cbir.settings import Settings, settings_environment
 from domain.errors import CbirError
 from local_stack.errors import StackError
 from local_stack.layout import StackLayout
-from local_stack.process import port_is_free, port_owner, tail
+from local_stack.process import ManagedProcess, port_is_free, port_owner, tail
 from local_stack.services import ALL_SERVICES, LocalService
 from local_stack.services.base import NotReady, Port
 
@@ -41,6 +44,26 @@ class ServiceState:
     log_file: Path
     rss_bytes: int
     detail: str = ""
+    restarts: int = 0  # by the watchdog, since the data folder was made
+
+
+def restart_counts(layout: StackLayout) -> dict[str, int]:
+    """How often the watchdog restarted each service (kept in the data folder)."""
+    try:
+        counts = json.loads((layout.run / "restarts.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def count_restart(layout: StackLayout, service: str) -> None:
+    counts = restart_counts(layout)
+    counts[service] = counts.get(service, 0) + 1
+    target = layout.run / "restarts.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_suffix(".tmp")
+    scratch.write_text(json.dumps(counts))
+    scratch.replace(target)
 
 
 # a server that has just exited may hold its ports a moment longer (the leader of a
@@ -124,7 +147,8 @@ class Launcher:
         return seconds
 
     def up(self) -> list[ServiceState]:
-        """Start what is not running, wait until all are ready, then provision them."""
+        """Start what is not running, wait until all are ready, then provision them; then
+        (CBIR_STACK__SUPERVISE) the watchdog that restarts what exits."""
         self.layout.data.mkdir(parents=True, exist_ok=True)
         servers = [svc for svc in self.services if not svc.application]
         applications = [svc for svc in self.services if svc.application]
@@ -132,7 +156,32 @@ class Launcher:
             self._each(self._start, phase)
             self._each(self._wait_ready, phase)
             self._each(lambda svc: svc.provision(), phase)
+        if self.settings.stack.supervise:
+            self.start_watchdog()
         return self.status()
+
+    @property
+    def watchdog(self) -> ManagedProcess:
+        return ManagedProcess(
+            "watchdog", self.layout.pid_file("watchdog"), self.layout.log_file("watchdog")
+        )
+
+    def start_watchdog(self) -> None:
+        """The watchdog (`python -m local_stack.watchdog`), unless it runs already."""
+        if self.watchdog.record() is None:
+            pid = self.watchdog.start(
+                [sys.executable, "-m", "local_stack.watchdog"],
+                {**os.environ, **settings_environment(self.settings)},
+            )
+            log.info("watchdog started", extra={"pid": pid})
+
+    def stop_watchdog(self) -> None:
+        self.watchdog.stop(self.settings.stack.stop_timeout_s)
+
+    def restart(self, svc: LocalService) -> None:
+        """Start a service that exited, and wait until it is ready (the watchdog's step)."""
+        self._start(svc)
+        self._wait_ready(svc)
 
     def _start(self, svc: LocalService) -> None:
         if svc.process.record() is not None:
@@ -198,6 +247,7 @@ class Launcher:
                 host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
                 wait_until_free(port.number, host, PORT_RELEASE_S)
 
+        self.stop_watchdog()  # first, or it would start again what is being stopped
         # the reverse of `up`: applications first, while the servers they talk to are still
         # there (a Faust worker stopped after Kafka cannot leave its consumer group, and its
         # ghost member forces a rebalance on the next start when its session expires)
@@ -229,4 +279,5 @@ class Launcher:
             svc.process.log_file,
             svc.process.memory_rss(),
             detail,
+            restart_counts(self.layout).get(svc.name, 0),
         )

@@ -25,6 +25,7 @@ def _states_table(states: Sequence[ServiceState], data_root: Path) -> Table:
         "ports",
         "pid",
         "memory",
+        "restarts",
         "data",
         box=None,
         caption=f"data under {data_root}",
@@ -45,6 +46,7 @@ def _states_table(states: Sequence[ServiceState], data_root: Path) -> Table:
             ports,
             str(state.pid or "-"),
             memory,
+            str(state.restarts),
             str(state.data_dir.relative_to(data_root)),
         )
     return table
@@ -82,6 +84,7 @@ def _stack(args: argparse.Namespace) -> int:
                             "rss_bytes": s.rss_bytes,
                             "data_dir": str(s.data_dir),
                             "detail": s.detail,
+                            "restarts": s.restarts,
                         }
                         for s in states
                     ],
@@ -90,6 +93,12 @@ def _stack(args: argparse.Namespace) -> int:
             )
         else:
             console.print(_states_table(states, launcher.layout.data))
+        watching = launcher.watchdog.record()
+        console.print(
+            f"watchdog: running (pid {watching.pid}), restarts what exits"
+            if watching
+            else "watchdog: not running (`cbir stack up` starts it; CBIR_STACK__SUPERVISE)"
+        )
         return 0 if all(s.health == "healthy" for s in states) else 1
     if args.action == "logs":
         log_file = launcher.service(args.service).process.log_file

@@ -37,7 +37,9 @@ def stack_settings(
     api = moved.api.model_copy(update={"api_key": SecretStr(TEST_API_KEY)})
     # two workers in the consumer group: every pipeline test runs scaled out
     processors = moved.processors.model_copy(update={"workers": 2})
-    return moved.model_copy(update={"api": api, "processors": processors})
+    # the suite kills and restarts services itself; the watchdog has a test of its own
+    stack = moved.stack.model_copy(update={"supervise": False})
+    return moved.model_copy(update={"api": api, "processors": processors, "stack": stack})
 
 
 @pytest.fixture(scope="session")
