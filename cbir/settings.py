@@ -202,6 +202,11 @@ class StackSettings(BaseModel):
     milvus_mq_retention_minutes: int = Field(
         default=60, description="Milvus's own rocksmq WAL (not our Kafka log)"
     )
+    milvus_session_ttl_s: int = Field(
+        default=10,
+        ge=5,
+        description="Milvus session TTL: a restart waits it out, a longer stall kills Milvus",
+    )
     supervise: bool = Field(
         default=True,
         description="`up` starts a watchdog that restarts what exits, with back-off",

@@ -26,7 +26,6 @@ from service_adapters import vector_index
 MILVUS_VERSION = "2.3.5"
 METRICS_PORT = 9091
 ETCD_PEER_PORT = 2380
-SESSION_TTL_S = 10
 GRACEFUL_STOP_S = 10
 INTERNAL_PORTS = {
     "etcd_port": 2379,
@@ -146,10 +145,12 @@ class MilvusService(LocalService):
         # sessions that make the next start refuse to load collections for a while
         config = re.sub(r"(?m)^(  gracefulStopTimeout:)\s*\d+", rf"\1 {GRACEFUL_STOP_S}", config)
         # a restarted server waits for the session of its previous life to expire before its
-        # time ticks (and so every strongly consistent search) move on: 30 s by default
-        config = re.sub(
-            r"(?m)^(    ttl:)\s*\d+(.*register service)", rf"\1 {SESSION_TTL_S}\2", config
-        )
+        # time ticks (and so every strongly consistent search) move on: 30 s by default. The
+        # same TTL is how long a stall (SIGSTOP, a long GC pause, a frozen VM) may last before
+        # the server's own session expires and it exits: CBIR_STACK__MILVUS_SESSION_TTL_S
+        # trades the one against the other
+        ttl = self.settings.stack.milvus_session_ttl_s
+        config = re.sub(r"(?m)^(    ttl:)\s*\d+(.*register service)", rf"\1 {ttl}\2", config)
         config = self._with_etcd_config(config)
         (self.config_dir / "milvus.yaml").write_text(config)
         shutil.copy(self.wheel_dir / "data" / "glog.conf", self.config_dir / "glog.conf")
