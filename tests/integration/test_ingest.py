@@ -53,13 +53,17 @@ def test_ingest_a_folder_then_again(stack: Settings, shared_dir: Path, tmp_path:
             shutil.copy(photo, folder / species / photo.name)
     (folder / "odd").mkdir()
     (folder / "odd" / "text.jpg").write_text("not an image")
-    (folder / "odd" / "README.txt").write_text("not picked up: not an image suffix")
-    items = collect([str(folder)], tags=["test"])
-    assert len(items) == 11
+    (folder / "odd" / "README.txt").write_text("not sent: not an image suffix, but said")
+    collected = collect([str(folder)], tags=["test"])
+    items = [item for item in collected if not item.refused]
+    assert (len(collected), len(items)) == (12, 11)
     before = end_offsets(stack)
 
-    summary = wiring.ingest(stack, items)
-    assert (summary.new, summary.present, summary.rejected) == (11, 0, [])
+    summary = wiring.ingest(stack, collected)
+    assert (summary.new, summary.present) == (11, 0)
+    assert [(Path(p).name, "convert it" in why) for p, why in summary.rejected] == [
+        ("README.txt", True)
+    ]
     assert end_offsets(stack) - before == 11
 
     ids = {image_id_of(item.path.read_bytes()) for item in items}
