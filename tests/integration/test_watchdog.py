@@ -26,6 +26,12 @@ def test_a_killed_server_is_restarted_by_the_watchdog_and_counted(launcher: Laun
         wait_for(
             lambda: launcher._state(redis).health == "healthy", 60, "Redis to be healthy again"
         )
+        # counted once the watchdog has seen it ready too
+        wait_for(
+            lambda: launcher._state(redis).restarts == before["redis"] + 1,
+            60,
+            "the restart to be counted",
+        )
         after = {s.name: s.restarts for s in launcher.status()}
         assert after["redis"] == before["redis"] + 1
         assert {k: v for k, v in after.items() if k != "redis"} == {
