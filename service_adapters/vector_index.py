@@ -26,7 +26,7 @@ with warnings.catch_warnings():
         connections,
         utility,
     )
-    from pymilvus.exceptions import SchemaNotReadyException
+    from pymilvus.exceptions import IndexNotExistException, SchemaNotReadyException
 
 from cbir.settings import MilvusSettings, ProcessorsSettings
 from domain.errors import Rejected, ServiceUnavailable
@@ -278,6 +278,7 @@ class VectorIndex:
     ) -> None:
         self.settings = settings
         self.processors = processors
+        self.timeout_s = timeout_s  # every call's bound, where pymilvus takes one
         self.alias = f"cbir-index-{uuid.uuid4().hex[:8]}"
         translated(
             settings,
@@ -360,7 +361,7 @@ class VectorIndex:
     def aliased(self) -> str | None:
         """The collection the alias points at, or None when there is no alias yet."""
         try:
-            return str(self.served().describe()["collection_name"])
+            return str(self.served().describe(timeout=self.timeout_s)["collection_name"])
         except MilvusException:
             return None
 
@@ -375,12 +376,14 @@ class VectorIndex:
         describe the collection: a round trip per search otherwise)."""
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = Collection(name, using=self.alias)
+            handle = self._handles[name] = Collection(
+                name, using=self.alias, timeout=self.timeout_s
+            )
         return handle
 
     def served(self) -> Collection:
         """The collection the alias points at (what queries search)."""
-        return Collection(self.settings.collection, using=self.alias)
+        return Collection(self.settings.collection, using=self.alias, timeout=self.timeout_s)
 
     def served_model(self) -> Served | None:
         """What the alias points at; None when there is no alias yet (nothing indexed).
@@ -391,14 +394,17 @@ class VectorIndex:
                 collection = self.served()
             except SchemaNotReadyException:  # no collection of that name: no alias yet
                 return None
-            name = str(collection.describe()["collection_name"])
+            name = str(collection.describe(timeout=self.timeout_s)["collection_name"])
             return Served(name, collection.description, self._index_type_of(name))
 
         return translated(self.settings, "a description", describe)
 
     def _index_type_of(self, name: str) -> str:
-        indexes = self._named(name).indexes
-        return str(indexes[0].params.get("index_type", "FLAT")) if indexes else "FLAT"
+        try:
+            index = self._named(name).index(timeout=self.timeout_s)
+        except IndexNotExistException:
+            return "FLAT"
+        return str(index.params.get("index_type", "FLAT"))
 
     def upsert(self, name: str, images: Sequence[ImageMetadata], vectors: np.ndarray) -> int:
         """Write vectors, with the fields filters use, into a generation's collection; the
