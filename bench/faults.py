@@ -293,7 +293,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             launcher.down()
     extra = {"notes": __doc__.strip().splitlines()[2:], "pause_s": PAUSE_S}
-    publish("faults", records, extra, render_markdown)
+    # the whole matrix is `faults`; a run of some parts, `faults-<parts>`, beside it
+    everything = set(args.parts) == set(PARTS) and set(args.faults) == set(FAULTS)
+    publish(
+        "faults" if everything else "faults-" + "-".join(args.parts),
+        records,
+        extra,
+        render_markdown,
+    )
     return 0 if all(r["verdict"] == "ok" for r in records) else 1
 
 

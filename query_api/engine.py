@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -198,8 +199,12 @@ class QueryEngine:
         cached = self._cached_results(key, use_result_cache)
         if cached is not None:
             return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
+        started = time.monotonic()
         vector, embedding_outcome = vector_of()
-        results = self._search(vector, k, filters, effort, view, served)
+        # the search gets what is left of the bound: the query's vector (a Milvus read for
+        # more-like-this) and the search together stay within it
+        budget_s = max(self.timeout_s - (time.monotonic() - started), 0.5)
+        results = self._search(vector, k, filters, effort, view, served, budget_s)
         self._store_results(key, results)
         return SearchOutcome(
             results,
@@ -245,6 +250,7 @@ class QueryEngine:
         effort: int | None,
         view: IndexView,
         served: Served,
+        budget_s: float,
     ) -> list[SearchResult]:
         hits = self._call(
             "Milvus",
@@ -256,7 +262,7 @@ class QueryEngine:
                 filters.expression(),
                 collection=served.collection,
                 guarantee_ts=view.milvus_ts,
-                timeout_s=self.timeout_s,
+                timeout_s=budget_s,
                 index_type=served.index_type,
             ),
         )[0]

@@ -310,7 +310,9 @@ class ConnectionPool:
         try:
             with self.connection() as conn:
                 return action(conn)
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            if "timed out" in str(exc):  # a server that is slow, not a stale connection:
+                raise  # a second try would only wait as long again
             with self.connection() as conn:
                 return action(conn)
 
