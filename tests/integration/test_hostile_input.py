@@ -25,7 +25,7 @@ from service_adapters.event_log import KafkaWriter
 from tests.hostile_images import Hostile, hostile_corpus
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.helpers import rows, wait_for
-from tests.integration.test_pipeline import unique_png, vectors_of
+from tests.integration.test_pipeline import drained, unique_png, vectors_of
 from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration
@@ -101,6 +101,9 @@ def test_hostile_images_through_every_entry_end_indexed_or_failed_with_their_rea
         )
 
     wait_for(lambda: settled(pipeline, expected), 240, "every hostile image to be judged")
+    # and every event they caused handled (an S3 put of bytes the producer sent already is
+    # a second upload event): nothing of this test is left in flight for the next one
+    wait_for(lambda: drained(pipeline), 120, "the processors to have handled every event")
     found = rows(pipeline, set(expected))
     wrong = []
     for image_id, hostile in expected.items():

@@ -61,7 +61,8 @@ def vectors_of(settings: Settings, image_ids: set[str]) -> int:
 
 
 def drained(settings: Settings) -> bool:
-    topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+    kafka = settings.kafka
+    topics = [kafka.object_events_topic, kafka.images_topic, kafka.embeddings_topic]
     return all(lag.lag == 0 for lag in consumer_lag(settings, topics))
 
 

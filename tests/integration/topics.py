@@ -9,6 +9,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 
 from cbir.settings import Settings
+from schemas.codec import MalformedEvent
 from schemas.events import Event, EventSerializer
 
 
@@ -18,8 +19,10 @@ def read_events(
     enough: Callable[[list[tuple[bytes, Event]]], bool],
     timeout_s: float = 30,
 ) -> list[tuple[bytes, Event]]:
-    """(key, event) pairs from the beginning of a topic until `enough` says so (tombstones
-    skipped), or until the timeout."""
+    """(key, event) pairs from the beginning of a topic until `enough` says so, or until the
+    timeout. Tombstones are skipped, and so are messages that are no event: the log may hold
+    malformed messages (the hostile-input test sends some), which the processors
+    dead-letter."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
@@ -29,13 +32,18 @@ def read_events(
     )
     consumer.subscribe([topic])
     events: list[tuple[bytes, Event]] = []
+    serializer = EventSerializer()
     deadline = time.monotonic() + timeout_s
     try:
         while not enough(events) and time.monotonic() < deadline:
             message = consumer.poll(1.0)
             if message is None or message.error() is not None or message.value() is None:
                 continue
-            events.append((message.key() or b"", EventSerializer().loads(message.value())))
+            try:
+                event = serializer.loads(message.value())
+            except MalformedEvent:
+                continue
+            events.append((message.key() or b"", event))
     finally:
         consumer.close()
     return events
