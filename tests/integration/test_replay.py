@@ -64,7 +64,13 @@ def namespace(base: Settings, data_dir: Path) -> Settings:
             "milvus": base.milvus.model_copy(update={"collection": NAMESPACE}),
             "mysql": base.mysql.model_copy(update={"database": f"cbir_{NAMESPACE}"}),
             "processors": base.processors.model_copy(
-                update={"app_id": f"cbir-{NAMESPACE}-processors", "resubscribe_check_s": 2.0}
+                update={
+                    "app_id": f"cbir-{NAMESPACE}-processors",
+                    "resubscribe_check_s": 2.0,
+                    # one worker beside the session's two: four on two cores starved this
+                    # namespace's first indexing past its 300 s once
+                    "workers": 1,
+                }
             ),
             "api": base.api.model_copy(update={"port": base.api.port + 1}),
             "stack": base.stack.model_copy(update={"data_dir": data_dir}),
