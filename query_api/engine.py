@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from cbir.settings import Settings
 from domain.breaker import CircuitBreaker
+from domain.deadline import Deadline
 from domain.errors import ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
@@ -109,13 +109,15 @@ class QueryEngine:
                 self._checked[model_id] = embedder
             return self._checked[model_id]
 
-    def view(self) -> IndexView:
+    def view(self, deadline: Deadline | None = None) -> IndexView:
         """The generation and its Milvus timestamp (read per search), and the served model
         (described again only when the generation moved: an alias switch moves it)."""
+        deadline = deadline or Deadline(self.timeout_s)
         generation, milvus_ts = self._call("MySQL", "generation", self.metadata.index_generation)
         current = self._view
         if current is None or current.generation != generation or current.served is None:
-            served = self._call("Milvus", "describe", lambda: self.index.served_model())
+            budget_s = self._left(deadline, "Milvus")
+            served = self._call("Milvus", "describe", lambda: self.index.served_model(budget_s))
             current = IndexView(generation, milvus_ts, served)
             self._view = current
         return IndexView(generation, milvus_ts, current.served)
@@ -131,7 +133,8 @@ class QueryEngine:
         use_result_cache: bool = True,
     ) -> SearchOutcome:
         image_hash = content_hash(data)
-        view = self.view()
+        deadline = Deadline(self.timeout_s)
+        view = self.view(deadline)
         if view.served is None:
             return SearchOutcome([], "", "", view.generation, "none", "none")
         served = view.served
@@ -151,7 +154,15 @@ class QueryEngine:
             return vectors[0], "miss"
 
         return self._answer(
-            f"image:{image_hash}", k, filters, effort, view, served, use_result_cache, embedded
+            f"image:{image_hash}",
+            k,
+            filters,
+            effort,
+            view,
+            served,
+            use_result_cache,
+            embedded,
+            deadline,
         )
 
     def search_similar(
@@ -162,17 +173,19 @@ class QueryEngine:
         effort: int | None,
         use_result_cache: bool = True,
     ) -> SearchOutcome:
-        view = self.view()
+        deadline = Deadline(self.timeout_s)
+        view = self.view(deadline)
         if view.served is None:
             raise self._not_indexed(image_id)
         served = view.served
 
         def stored() -> tuple[Vectors, CacheOutcome]:
+            budget_s = self._left(deadline, "Milvus")
             found = self._call(
                 "Milvus",
                 "get_vector",
                 lambda: self.index.vectors_of(
-                    [image_id], served.collection, view.milvus_ts, self.timeout_s
+                    [image_id], served.collection, view.milvus_ts, budget_s
                 ),
             )
             if image_id not in found:
@@ -180,7 +193,7 @@ class QueryEngine:
             return found[image_id], "none"
 
         return self._answer(
-            f"id:{image_id}", k, filters, effort, view, served, use_result_cache, stored
+            f"id:{image_id}", k, filters, effort, view, served, use_result_cache, stored, deadline
         )
 
     def _answer(
@@ -193,18 +206,18 @@ class QueryEngine:
         served: Served,
         use_result_cache: bool,
         vector_of: Callable[[], tuple[Vectors, CacheOutcome]],
+        deadline: Deadline,
     ) -> SearchOutcome:
-        """The cached result list, or: the query's vector, the search, the join, cached."""
+        """The cached result list, or: the query's vector, the search, the join, cached. The
+        Milvus calls share the request's one deadline: together they never wait past it."""
         key = result_key(query, k, filters.canonical(), effort, served.collection, view.generation)
         cached = self._cached_results(key, use_result_cache)
         if cached is not None:
             return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
-        started = time.monotonic()
         vector, embedding_outcome = vector_of()
-        # the search gets what is left of the bound: the query's vector (a Milvus read for
-        # more-like-this) and the search together stay within it
-        budget_s = max(self.timeout_s - (time.monotonic() - started), 0.5)
-        results = self._search(vector, k, filters, effort, view, served, budget_s)
+        results = self._search(
+            vector, k, filters, effort, view, served, self._left(deadline, "Milvus")
+        )
         self._store_results(key, results)
         return SearchOutcome(
             results,
@@ -214,6 +227,17 @@ class QueryEngine:
             "miss" if use_result_cache else "bypass",
             embedding_outcome,
         )
+
+    def _left(self, deadline: Deadline, service: str) -> float:
+        """What is left of the request's bound for the next call; a 503 when nothing is."""
+        if deadline.expired:
+            raise ApiError(
+                503,
+                "timeout",
+                f"the search spent its {deadline.seconds:g} s bound (CBIR_API__DEPENDENCY_"
+                f"TIMEOUT_S) before it could ask {service}: a dependency is slow; retry shortly",
+            )
+        return deadline.remaining()
 
     def _not_indexed(self, image_id: str) -> ApiError:
         row = self.row(image_id)

@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     from pymilvus.exceptions import IndexNotExistException, SchemaNotReadyException
 
 from cbir.settings import MilvusSettings, ProcessorsSettings
+from domain.deadline import Deadline
 from domain.errors import Rejected, ServiceUnavailable
 from domain.rows import Hit, Served
 from schemas.events import ImageMetadata
@@ -256,12 +257,55 @@ def translated(
         cause: BaseException | str = exc
         if "deadline" in str(exc).lower():
             cause = (
-                f"no answer within {timeout_s or 0:.0f} s: after a restart it replays its log "
+                f"no answer within {timeout_s or 0:.1f} s: after a restart it replays its log "
                 "before searches see every write; retry in a few seconds"
             )
         raise ServiceUnavailable(
             "Milvus", f"{settings.host}:{settings.port}", "CBIR_MILVUS__HOST / PORT", cause
         ) from exc
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Milvus cannot be reached (down, restarting, the channel reconnecting): worth another
+    try. pymilvus wraps gRPC's UNAVAILABLE in a MilvusException when it stops retrying."""
+    while exc is not None:
+        code = getattr(exc, "code", None)
+        if isinstance(exc, grpc.RpcError) and callable(code):
+            return bool(code() == grpc.StatusCode.UNAVAILABLE)
+        exc = exc.__cause__
+    return False
+
+
+# pymilvus retries a call that finds Milvus unreachable: for as many seconds as an int
+# timeout, but 75 times with back-off (minutes) for a float one; bounded calls retry here
+NO_RETRIES = {"retry_times": 0}
+
+
+def bounded(
+    settings: MilvusSettings,
+    what: str,
+    call: Callable[[Deadline], T],
+    timeout_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call` and its retries while Milvus is unreachable, all within `timeout_s`: every
+    pymilvus call inside gets what is left of one deadline (and `NO_RETRIES`), so the whole
+    never takes longer than the bound."""
+    deadline = Deadline(timeout_s)
+    back_off = 0.05
+    while True:
+        try:
+            return translated(settings, what, lambda: call(deadline), timeout_s)
+        except ServiceUnavailable as exc:
+            if not unreachable(exc.__cause__) or deadline.remaining() <= back_off:
+                raise
+        sleep(back_off)
+        back_off = min(back_off * 2, 1.0)
+
+
+def left(deadline: Deadline) -> dict[str, Any]:
+    """The keyword arguments of a pymilvus call made within `deadline`."""
+    return {"timeout": max(deadline.remaining(), 0.001), **NO_RETRIES}
 
 
 def timestamp_now() -> int:
@@ -288,6 +332,9 @@ class VectorIndex:
             ),
         )
         self._handles: dict[str, Collection] = {}
+
+    def _bound(self, timeout_s: float | None) -> float:
+        return self.timeout_s if timeout_s is None else timeout_s
 
     def default_params(self, index_type: str) -> dict[str, Any]:
         return default_index_params(index_type, self.processors)
@@ -371,37 +418,39 @@ class VectorIndex:
         if utility.has_collection(name, using=self.alias):
             utility.drop_collection(name, using=self.alias)
 
-    def _named(self, name: str) -> Collection:
+    def _named(self, name: str, deadline: Deadline | None = None) -> Collection:
         """A physical collection by name; its handle is kept (making one asks Milvus to
         describe the collection: a round trip per search otherwise)."""
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = Collection(
-                name, using=self.alias, timeout=self.timeout_s
-            )
+            bound = left(deadline) if deadline else {"timeout": self.timeout_s}
+            handle = self._handles[name] = Collection(name, using=self.alias, **bound)
         return handle
 
-    def served(self) -> Collection:
+    def served(self, deadline: Deadline | None = None) -> Collection:
         """The collection the alias points at (what queries search)."""
-        return Collection(self.settings.collection, using=self.alias, timeout=self.timeout_s)
+        bound = left(deadline) if deadline else {"timeout": self.timeout_s}
+        return Collection(self.settings.collection, using=self.alias, **bound)
 
-    def served_model(self) -> Served | None:
+    def served_model(self, timeout_s: float | None = None) -> Served | None:
         """What the alias points at; None when there is no alias yet (nothing indexed).
-        Raises ServiceUnavailable when Milvus does not answer (an outage is no empty index)."""
+        Raises ServiceUnavailable when Milvus does not answer within `timeout_s` (all its
+        calls together; an outage is no empty index)."""
 
-        def describe() -> Served | None:
+        def describe(deadline: Deadline) -> Served | None:
             try:
-                collection = self.served()
+                collection = self.served(deadline)
             except SchemaNotReadyException:  # no collection of that name: no alias yet
                 return None
-            name = str(collection.describe(timeout=self.timeout_s)["collection_name"])
-            return Served(name, collection.description, self._index_type_of(name))
+            name = str(collection.describe(**left(deadline))["collection_name"])
+            return Served(name, collection.description, self._index_type_of(name, deadline))
 
-        return translated(self.settings, "a description", describe)
+        return bounded(self.settings, "a description", describe, self._bound(timeout_s))
 
-    def _index_type_of(self, name: str) -> str:
+    def _index_type_of(self, name: str, deadline: Deadline | None = None) -> str:
+        bound = left(deadline) if deadline else {"timeout": self.timeout_s}
         try:
-            index = self._named(name).index(timeout=self.timeout_s)
+            index = self._named(name, deadline).index(**bound)
         except IndexNotExistException:
             return "FLAT"
         return str(index.params.get("index_type", "FLAT"))
@@ -433,18 +482,19 @@ class VectorIndex:
         an image without one is not indexed there."""
         if not image_ids:
             return {}
-        target = self._named(collection) if collection else self.served()
-        rows = translated(
-            self.settings,
-            "a read of vectors",
-            lambda: target.query(
-                f"image_id in {json.dumps(list(image_ids))}",
-                output_fields=["embedding"],
-                timeout=timeout_s,
-                **consistency(guarantee_ts),
-            ),
-            timeout_s,
-        )
+
+        def read(deadline: Deadline) -> list[dict[str, Any]]:
+            target = self._named(collection, deadline) if collection else self.served(deadline)
+            return list(
+                target.query(
+                    f"image_id in {json.dumps(list(image_ids))}",
+                    output_fields=["embedding"],
+                    **left(deadline),
+                    **consistency(guarantee_ts),
+                )
+            )
+
+        rows = bounded(self.settings, "a read of vectors", read, self._bound(timeout_s))
         return {
             str(row["image_id"]): np.asarray(row["embedding"], dtype=np.float32) for row in rows
         }
@@ -482,30 +532,30 @@ class VectorIndex:
     ) -> list[list[Hit]]:
         """The k nearest of each vector in the served collection (or a named one), among
         the entities the boolean `expression` admits, seeing every write up to
-        `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms)."""
+        `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms); all its Milvus
+        calls within `timeout_s`."""
+        whole = Deadline(self._bound(timeout_s))
         if collection is None:
-            served = self.served_model()
+            served = self.served_model(whole.remaining())
             if served is None:
                 return [[] for _ in vectors]
             collection, index_type = served.collection, index_type or served.index_type
-        elif index_type is None:
-            index_type = self._index_type_of(collection)
-        target = self._named(collection)
-        params = search_params(index_type, self.settings.metric_type, self.processors, effort)
-        results = translated(
-            self.settings,
-            "a search",
-            lambda: target.search(
+        named = collection
+
+        def search(deadline: Deadline) -> Any:
+            kind = index_type or self._index_type_of(named, deadline)
+            params = search_params(kind, self.settings.metric_type, self.processors, effort)
+            return self._named(named, deadline).search(
                 vectors.astype(np.float32).tolist(),
                 "embedding",
                 params,
                 limit=k,
                 expr=expression or None,
-                timeout=timeout_s,
+                **left(deadline),
                 **consistency(guarantee_ts),
-            ),
-            timeout_s,
-        )
+            )
+
+        results = bounded(self.settings, "a search", search, whole.remaining())
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 
     def count(self, name: str | None = None) -> int:

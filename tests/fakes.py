@@ -227,7 +227,7 @@ class FakeVectorIndex:
     def drop(self, name: str) -> None:
         self.collections.pop(name, None)
 
-    def served_model(self) -> Served | None:
+    def served_model(self, timeout_s: float | None = None) -> Served | None:
         if self.alias is None:
             return None
         return Served(self.alias, self.models[self.alias], "FLAT")

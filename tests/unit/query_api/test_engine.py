@@ -3,13 +3,17 @@ invalidation by the index generation, and the errors a user meets."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cbir.settings import Settings
 from domain.images import image_id_of
+from domain.rows import Hit
 from query_api.engine import QueryEngine
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters
@@ -163,3 +167,57 @@ def test_a_dependency_that_keeps_failing_is_refused_at_once_until_a_probe(fx: Fi
     with pytest.raises(CircuitOpen, match="MySQL failed 3 times in a row"):
         fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
     assert len(calls) == 3  # the fourth request did not wait on MySQL
+
+
+class SlowReads(FakeVectorIndex):
+    """A fake index whose vector reads take `read_s`; it records the bound of each call."""
+
+    def __init__(self, read_s: float) -> None:
+        super().__init__()
+        self.read_s = read_s
+        self.bounds: list[tuple[str, float | None]] = []
+
+    def vectors_of(
+        self,
+        image_ids: Sequence[str],
+        collection: str | None = None,
+        guarantee_ts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        self.bounds.append(("read", timeout_s))
+        time.sleep(self.read_s)
+        return super().vectors_of(image_ids, collection, guarantee_ts, timeout_s)
+
+    def search(self, *args: Any, **kwargs: Any) -> list[list[Hit]]:
+        self.bounds.append(("search", kwargs["timeout_s"]))
+        return super().search(*args, **kwargs)
+
+
+def slow_fixture(read_s: float, bound_s: float) -> tuple[Fixture, SlowReads]:
+    fx = Fixture()
+    slow = SlowReads(read_s)
+    slow.collections, slow.models = fx.index.collections, fx.index.models
+    slow.alias = fx.index.alias
+    fx.index = slow
+    fx.engine.timeout_s = bound_s
+    return fx, slow
+
+
+def test_a_searchs_milvus_calls_share_one_bound() -> None:
+    fx, slow = slow_fixture(read_s=0.2, bound_s=0.5)
+    image_id = fx.store(b"\x02a")
+    fx.engine.search_similar(image_id, 5, SearchFilters.parse(), None, use_result_cache=False)
+    assert [name for name, _ in slow.bounds] == ["read", "search"]
+    (_, read_bound), (_, search_bound) = slow.bounds
+    assert read_bound is not None and search_bound is not None
+    assert 0.45 < read_bound <= 0.5
+    assert search_bound <= read_bound - 0.2  # what the read left, not a fresh bound
+
+
+def test_a_search_whose_bound_is_spent_is_a_503_naming_the_setting() -> None:
+    fx, slow = slow_fixture(read_s=0.3, bound_s=0.2)
+    image_id = fx.store(b"\x02a")
+    with pytest.raises(ApiError, match="CBIR_API__DEPENDENCY_TIMEOUT_S") as raised:
+        fx.engine.search_similar(image_id, 5, SearchFilters.parse(), None)
+    assert raised.value.status == 503
+    assert [name for name, _ in slow.bounds] == ["read"]  # Milvus was not asked to search
