@@ -6,7 +6,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cbir.commands import bench, evaluate, ingest, model, ops, pipeline, replay, serve, stack
+from cbir.commands import (
+    bench,
+    evaluate,
+    ingest,
+    model,
+    ops,
+    pipeline,
+    replay,
+    serve,
+    stack,
+    train,
+)
 from cbir.logs import configure_logging
 from cbir.output import errors
 from cbir.settings import get_settings
@@ -16,7 +27,7 @@ from domain.errors import CbirError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbir", description=__doc__)
     areas = parser.add_subparsers(dest="area", required=True)
-    for area in (stack, ops, model, ingest, pipeline, replay, serve, evaluate, bench):
+    for area in (stack, ops, model, ingest, pipeline, replay, serve, evaluate, train, bench):
         area.register(areas)
     return parser
 

@@ -27,10 +27,12 @@ import numpy as np
 
 from domain.errors import CbirError
 from embedding_models.runtime import (
+    HEAD_FILE,
     ONNX_FILE,
     PCA_FILE,
     SPEC_FILE,
     Embedder,
+    Head,
     ImageRejected,
     ModelSpec,
     Pca,
@@ -270,6 +272,69 @@ def export_model(
         (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
         (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
         config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind)
+        entry.mkdir(exist_ok=True)
+        target = entry / str(version)
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+        (entry / "config.pbtxt").write_text(config)
+    log.info("exported", extra={"model_id": spec.model_id, "entry": str(entry)})
+    return spec
+
+
+def served_version(entry: Path) -> Path:
+    """The version folder an entry serves (its highest)."""
+    versions = (
+        sorted(
+            (p for p in entry.iterdir() if p.is_dir() and p.name.isdigit()),
+            key=lambda p: int(p.name),
+        )
+        if entry.is_dir()
+        else []
+    )
+    if not versions:
+        raise ExportError(f"{entry}: no such model entry (cbir model list shows them)")
+    return versions[-1]
+
+
+def export_with_head(
+    repository: Path,
+    base: str,
+    name: str,
+    version: int,
+    head: Head,
+    trained_on: str,
+    instances: int | None = None,
+) -> ModelSpec:
+    """A new entry `name`: the `base` entry's network, preprocessing, pooling and PCA, then
+    a trained projection head (`head.npz`). Its own model id, like any other model, so that
+    `cbir re-embed NAME` switches the live index to it with zero downtime."""
+    if name == base:
+        raise ExportError(f"the trained model needs a name of its own, not {base!r}")
+    source_dir = served_version(repository / base)
+    base_spec = ModelSpec.from_json((source_dir / SPEC_FILE).read_text())
+    if base_spec.head is not None:
+        raise ExportError(f"{base} already has a trained head: train on its base model")
+    if head.weights[0].shape[1] != base_spec.dim:
+        raise ExportError(
+            f"the head takes {head.weights[0].shape[1]}-d input; {base} gives {base_spec.dim}-d"
+        )
+    entry = repository / name
+    with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}-") as scratch:
+        staged = Path(scratch) / str(version)
+        shutil.copytree(source_dir, staged)
+        head.save(staged / HEAD_FILE)
+        spec = replace(
+            base_spec,
+            name=name,
+            version=version,
+            source=f"{base_spec.source} + head trained by cbir train ({trained_on})",
+            dim=int(head.weights[-1].shape[0]),
+            head=head.shape,
+            head_sha256=file_sha256(staged / HEAD_FILE),
+        )
+        (staged / SPEC_FILE).write_text(spec.to_json())
+        config = config_pbtxt(spec, instances or os.cpu_count() or 1)
         entry.mkdir(exist_ok=True)
         target = entry / str(version)
         if target.exists():

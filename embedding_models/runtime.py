@@ -5,8 +5,8 @@ model.py as `embedding_runtime.py`) and in-process (tests, benchmarks, the refer
 must equal). It therefore imports nothing of the project and needs only numpy, Pillow and
 ONNX Runtime, which the servers' venv and the compose Triton image both have.
 
-A model entry's version folder holds `model.onnx`, `embedding.json` (the ModelSpec below) and,
-with PCA, `pca.npz`.
+A model entry's version folder holds `model.onnx`, `embedding.json` (the ModelSpec below),
+with PCA `pca.npz`, and with a trained projection head (`cbir train`) `head.npz`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SPEC_FILE = "embedding.json"
 ONNX_FILE = "model.onnx"
 PCA_FILE = "pca.npz"
+HEAD_FILE = "head.npz"
 
 # Pillow's names; MPO is the multi-picture JPEG that many cameras write
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"}
@@ -105,12 +106,17 @@ class ModelSpec:
     pca_whiten: bool | None = None  # None: no PCA
     onnx_sha256: str = ""
     pca_sha256: str = ""
+    head: str | None = None  # a trained projection head, e.g. "linear 1024-256"; None: none
+    head_sha256: str = ""
 
     def fingerprint(self) -> str:
-        """A hash of the weights, the preprocessing, the pooling and the PCA."""
+        """A hash of the weights, the preprocessing, the pooling, the PCA and the head."""
         meaning = asdict(self)
         for identity_only in ("name", "version", "source"):
             meaning.pop(identity_only)
+        if self.head is None:  # entries exported before heads existed keep their ids
+            meaning.pop("head")
+            meaning.pop("head_sha256")
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -270,6 +276,45 @@ class Pca:
             return cls(arrays["mean"], arrays["components"], arrays["scale"])
 
 
+@dataclass(frozen=True)
+class Head:
+    """A projection head trained by metric learning: affine layers with ReLU between them,
+    applied to the L2-normalised descriptor (after PCA, if any)."""
+
+    weights: tuple[np.ndarray, ...]  # (out, in) each
+    biases: tuple[np.ndarray, ...]
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        out = vectors.astype(np.float32)
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out = out @ weight.T + bias
+            if index < len(self.weights) - 1:
+                out = np.maximum(out, np.float32(0.0))
+        return out
+
+    @property
+    def shape(self) -> str:
+        """E.g. "linear 1024-256" or "mlp 1024-1024-256"."""
+        kind = "linear" if len(self.weights) == 1 else "mlp"
+        dims = [self.weights[0].shape[1], *(w.shape[0] for w in self.weights)]
+        return f"{kind} {'-'.join(str(d) for d in dims)}"
+
+    def save(self, path: Path) -> None:
+        arrays = {f"w{i}": w.astype(np.float32) for i, w in enumerate(self.weights)}
+        arrays |= {f"b{i}": b.astype(np.float32) for i, b in enumerate(self.biases)}
+        with path.open("wb") as out:
+            np.savez(out, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Head:
+        with np.load(path) as arrays:
+            layers = len([key for key in arrays.files if key.startswith("w")])
+            return cls(
+                tuple(arrays[f"w{i}"] for i in range(layers)),
+                tuple(arrays[f"b{i}"] for i in range(layers)),
+            )
+
+
 class Embedder:
     """A model entry's version folder, run with ONNX Runtime."""
 
@@ -289,12 +334,16 @@ class Embedder:
         )
         pca_path = model_dir / PCA_FILE
         self.pca = Pca.load(pca_path) if self.spec.pca_whiten is not None else None
+        self.head = Head.load(model_dir / HEAD_FILE) if self.spec.head is not None else None
 
     def describe(self, features: np.ndarray) -> np.ndarray:
-        """The network's raw output as final embeddings: pool, PCA, L2-normalise."""
+        """The network's raw output as final embeddings: pool, L2-normalise, then PCA and the
+        trained head where the entry has them, each followed by L2-normalisation."""
         vectors = l2_normalise(pool(features, self.spec.pooling))
         if self.pca is not None:
             vectors = l2_normalise(self.pca.apply(vectors))
+        if self.head is not None:
+            vectors = l2_normalise(self.head.apply(vectors))
         return vectors
 
     def embed_tensors(self, inputs: np.ndarray) -> np.ndarray:

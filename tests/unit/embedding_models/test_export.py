@@ -114,3 +114,29 @@ def test_a_pooling_that_does_not_fit_the_output_is_an_error(
             preprocessing=MOBILENET_PREPROCESSING,
             pooling=Pooling("cls"),
         )
+
+
+def test_a_trained_head_makes_an_entry_of_its_own(tmp_path: Path, mobilenet_onnx: Path) -> None:
+    from embedding_models.export import export_with_head
+    from embedding_models.runtime import Head
+    from training.trainer import embed_with
+
+    base = export_shared_mobilenet(tmp_path, mobilenet_onnx)
+    # entries exported before heads existed keep their model id
+    assert base.model_id == "mobilenet:1:1024d:gap:0ec2d6d83618"
+    rng = np.random.default_rng(0)
+    head = Head((rng.normal(size=(64, 1024)).astype(np.float32),), (np.zeros(64, np.float32),))
+    spec = export_with_head(tmp_path, "mobilenet", "mobilenet-trained", 1, head, "a test")
+    assert spec.dim == 64 and spec.head == "linear 1024-64"
+    assert spec.model_id.startswith("mobilenet-trained:1:64d:gap:")
+    assert spec.fingerprint() != base.fingerprint()
+    photos = sorted((mobilenet_onnx.parents[1] / "data" / "flowers17" / "0").iterdir())[:3]
+    images = [p.read_bytes() for p in photos]
+    frozen, _ = Embedder(tmp_path / "mobilenet" / "1").embed(images)
+    trained, errors = Embedder(tmp_path / "mobilenet-trained" / "1").embed(images)
+    assert not any(errors)
+    np.testing.assert_allclose(trained, embed_with(head, frozen), atol=1e-5)
+    with pytest.raises(ExportError, match="a name of its own"):
+        export_with_head(tmp_path, "mobilenet", "mobilenet", 1, head, "a test")
+    with pytest.raises(ExportError, match="already has a trained head"):
+        export_with_head(tmp_path, "mobilenet-trained", "again", 1, head, "a test")

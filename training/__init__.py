@@ -1,0 +1,1 @@
+"""Metric learning: descriptors trained on labelled images (`cbir train`)."""
