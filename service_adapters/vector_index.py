@@ -442,7 +442,12 @@ class VectorIndex:
                 collection = self.served(deadline)
             except SchemaNotReadyException:  # no collection of that name: no alias yet
                 return None
-            name = str(collection.describe(**left(deadline))["collection_name"])
+            # Collection.describe() takes no retry_times (pymilvus 2.3): its connection's
+            # describe_collection, which Collection itself calls, does
+            described = collection._get_connection().describe_collection(
+                self.settings.collection, **left(deadline)
+            )
+            name = str(described["collection_name"])
             return Served(name, collection.description, self._index_type_of(name, deadline))
 
         return bounded(self.settings, "a description", describe, self._bound(timeout_s))

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from bench import ann, embedding, faults, ingest, query, replay
+    from bench import ann, embedding, faults, ingest, query, replay, training
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
@@ -16,3 +16,4 @@ def register(areas: Any) -> None:
     ann.register(actions)
     replay.register(actions)
     faults.register(actions)
+    training.register(actions)
