@@ -20,6 +20,7 @@ COPY producers producers
 COPY processors processors
 COPY query_api query_api
 COPY replay replay
+COPY training training
 COPY schemas schemas
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 1000 cbir

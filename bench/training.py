@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import Progress
 
@@ -23,8 +23,11 @@ from cbir.output import console
 from cbir.settings import PROJECT_ROOT, get_settings
 from evaluation.report import provenance_line
 from evaluation.run import embed, load_dataset
-from training.protocols import PROTOCOLS, run_protocol, variants
-from training.trainer import Epoch
+from training.splits import PROTOCOLS
+
+if TYPE_CHECKING:
+    from training.trainer import Epoch
+
 
 TARGETS = {
     "same-classes": "flowers17 mAP >= 0.80",
@@ -33,6 +36,11 @@ TARGETS = {
 
 
 def run(args: argparse.Namespace) -> int:
+    from cbir.commands.train import need_torch
+
+    need_torch()
+    from training.protocols import run_protocol, variants
+
     settings = get_settings()
     records: list[dict[str, Any]] = []
     for name in args.datasets:

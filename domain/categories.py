@@ -31,6 +31,8 @@ def predict_labels(
     weights: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for tags, score in neighbours:
+        if score <= 0:  # a neighbour no more similar than a random one votes for nothing
+            continue
         distinct = list(dict.fromkeys(tags))
         for tag in distinct:
             weights[tag] += max(score, 0.0) / len(distinct)

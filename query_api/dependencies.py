@@ -19,7 +19,7 @@ from producers.ingest import Ingestor
 from query_api.engine import QueryEngine, SearchOutcome
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
-from query_api.models import CacheInfo, ErrorBody, SearchResponse
+from query_api.models import CacheInfo, ErrorBody, PredictedLabel, SearchResponse
 from query_api.uploads import inspect_image
 from service_adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 
@@ -136,4 +136,5 @@ def search_response(outcome: SearchOutcome, k: int) -> SearchResponse:
         model_id=outcome.model_id,
         index_generation=outcome.generation,
         cache=CacheInfo(result=outcome.result_cache, embedding=outcome.embedding_cache),
+        predicted_labels=[PredictedLabel(**vars(p)) for p in outcome.predicted()],
     )

@@ -17,8 +17,9 @@ from typing import TypeVar
 
 from cbir.settings import Settings
 from domain.breaker import CircuitBreaker
+from domain.categories import Prediction, predict_labels
 from domain.deadline import Deadline
-from domain.errors import ModelMismatch
+from domain.errors import CbirError, ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
 from domain.vectors import Vectors
@@ -27,7 +28,7 @@ from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters
 from query_api.metrics import ApiMetrics
-from query_api.models import CacheOutcome, ImageSummary, SearchResult
+from query_api.models import CacheOutcome, ImageDetail, ImageSummary, PredictedLabel, SearchResult
 
 T = TypeVar("T")
 
@@ -41,6 +42,13 @@ class SearchOutcome:
     result_cache: CacheOutcome = "miss"
     embedding_cache: CacheOutcome = "none"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    query_id: str | None = None  # more-like-this: the stored image searched with
+
+    def predicted(self) -> list[Prediction]:
+        """The query's likely labels, voted by the results (the query image left out)."""
+        return predict_labels(
+            [(r.tags, r.score) for r in self.results if r.image_id != self.query_id]
+        )
 
 
 @dataclass(frozen=True)
@@ -192,9 +200,11 @@ class QueryEngine:
                 raise self._not_indexed(image_id)
             return found[image_id], "none"
 
-        return self._answer(
+        outcome = self._answer(
             f"id:{image_id}", k, filters, effort, view, served, use_result_cache, stored, deadline
         )
+        outcome.query_id = image_id
+        return outcome
 
     def _answer(
         self,
@@ -308,11 +318,21 @@ class QueryEngine:
         """The image's metadata row as stored."""
         return self._call("MySQL", "lookup", lambda: self.metadata.lookup([image_id])).get(image_id)
 
-    def image(self, image_id: str) -> ImageSummary:
+    def image(self, image_id: str) -> ImageDetail:
+        """Its metadata; for an indexed image without tags, the tags its neighbours vote."""
         row = self.row(image_id)
         if row is None:
             raise unknown_image(image_id)
-        return ImageSummary.of(row)
+        predicted = None
+        if not row.tags and row.status == "indexed":
+            try:
+                outcome = self.search_similar(
+                    image_id, self.settings.api.default_k, SearchFilters.parse(), None
+                )
+                predicted = [PredictedLabel(**vars(p)) for p in outcome.predicted()]
+            except CbirError:  # the metadata still answers while the index cannot
+                predicted = None
+        return ImageDetail(**ImageSummary.of(row).model_dump(), predicted_tags=predicted)
 
     def content(self, image_id: str) -> tuple[bytes, str]:
         """The image's bytes and media type, from the object store."""

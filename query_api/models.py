@@ -53,6 +53,19 @@ class ImageSummary(BaseModel):
         )
 
 
+class PredictedLabel(BaseModel):
+    label: str
+    confidence: float = Field(description="its share of the neighbours' similarity, 0 to 1")
+    neighbours: int = Field(description="how many of the neighbours carry it")
+
+
+class ImageDetail(ImageSummary):
+    predicted_tags: list[PredictedLabel] | None = Field(
+        description="for an indexed image without tags: labels voted by its nearest "
+        "neighbours; null when it has tags, is not indexed, or the index cannot be asked now"
+    )
+
+
 class SearchResult(ImageSummary):
     rank: int = Field(description="1 for the nearest")
     score: float = Field(description="similarity: inner product of unit vectors (cosine)")
@@ -70,6 +83,10 @@ class SearchResponse(BaseModel):
     model_id: str = Field(description="the model of the query vector and the index")
     index_generation: int
     cache: CacheInfo
+    predicted_labels: list[PredictedLabel] = Field(
+        description="the query image's likely labels: a similarity-weighted vote over the "
+        "results' tags (the query image itself left out), best first"
+    )
 
 
 class Accepted(BaseModel):

@@ -16,32 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from evaluation.metrics import evaluate, exhaustive_rankings, judge
+from training.splits import Protocol, split
 from training.trainer import Epoch, TrainOptions, embed_with, train
-
-Protocol = Literal["class-disjoint", "same-classes"]
-PROTOCOLS: tuple[Protocol, ...] = ("class-disjoint", "same-classes")
-
-
-def split(labels: np.ndarray, protocol: Protocol, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(training indices, evaluation indices)."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    if protocol == "class-disjoint":
-        trained = rng.permutation(classes)[: len(classes) // 2]
-        inside = np.isin(labels, trained)
-        return np.flatnonzero(inside), np.flatnonzero(~inside)
-    train_part, test_part = [], []
-    for label in classes:
-        members = rng.permutation(np.flatnonzero(labels == label))
-        half = len(members) // 2
-        train_part.append(members[:half])
-        test_part.append(members[half:])
-    return np.sort(np.concatenate(train_part)), np.sort(np.concatenate(test_part))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,17 @@ class TrainCommandError(CbirError):
     """`cbir train` was asked for something it cannot do; the message says what to change."""
 
 
+def need_torch() -> None:
+    """Training needs torch, which serving does not: a clear error where it is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise TrainCommandError(
+            f"training needs torch ({exc}): pip install -e '.[export]' (scripts/demo.sh and "
+            "scripts/test.sh install it)"
+        ) from exc
+
+
 def options_of(args: argparse.Namespace) -> Any:
     from training.trainer import TrainOptions
 
@@ -52,11 +63,12 @@ def options_of(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    need_torch()
     import numpy as np
 
     from embedding_models.export import ExportError, export_with_head
     from evaluation.run import EvalError, embed, load_dataset
-    from training.protocols import split
+    from training.splits import split
     from training.trainer import Epoch, TrainingError, train
 
     settings = get_settings()

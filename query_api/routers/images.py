@@ -21,7 +21,7 @@ from query_api.dependencies import (
 )
 from query_api.errors import ApiError
 from query_api.filters import MAX_VALUES, SearchFilters
-from query_api.models import Accepted, Browse, ImageSummary
+from query_api.models import Accepted, Browse, ImageDetail
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -80,9 +80,10 @@ def browse(
     return Browse(images=api.engine.browse(limit, offset, status), limit=limit, offset=offset)
 
 
-@router.get("/{image_id}", response_model=ImageSummary, responses=LOOKUP_ERRORS)
-def metadata(api: Services, image_id: ImageId) -> ImageSummary:
-    """One image's metadata and status: pending, indexed, or failed with the reason."""
+@router.get("/{image_id}", response_model=ImageDetail, responses=LOOKUP_ERRORS)
+def metadata(api: Services, image_id: ImageId) -> ImageDetail:
+    """One image's metadata and status: pending, indexed, or failed with the reason; an
+    indexed image without tags gets the tags its nearest neighbours vote for."""
     return api.engine.image(image_id)
 
 

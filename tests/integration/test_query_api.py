@@ -205,3 +205,35 @@ def test_redis_down_the_api_answers_uncached_and_says_degraded(
     assert client.get("/health/ready").json()["status"] == "ready"
     search(client, data, k=5)
     assert search(client, data, k=5).headers["x-cache"] == "hit"
+
+
+def test_labels_are_predicted_from_the_neighbours_tags(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    # more like this leaves the query image out of the vote: its neighbours alone decide
+    photos = random.Random(11).sample(indexed_flowers, 12)
+    right = 0
+    for photo in photos:
+        found = client.get(f"/images/{image_id_of(photo.read_bytes())}/similar", params={"k": 10})
+        assert found.status_code == 200, found.text
+        predicted = found.json()["predicted_labels"]
+        assert predicted and 0 < predicted[0]["confidence"] <= 1
+        right += predicted[0]["label"] == photo.parent.name
+    assert right >= 10, f"{right} of 12 predicted right"  # MobileNet P@1 is 0.9 on flowers17
+
+    # an untagged upload of a stored flower (one pixel changed) gets its species as a tag
+    photo = indexed_flowers[3]
+    data = fresh_photo(photo)
+    image_id = image_id_of(data)
+    accepted = client.post(
+        "/images",
+        files={"image": ("untagged.png", data, "image/png")},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert accepted.status_code == 202, accepted.text
+    wait_for(lambda: status_of(client, image_id) == "indexed", 60, "the upload to be indexed")
+    detail = client.get(f"/images/{image_id}").json()
+    assert detail["tags"] == [] and detail["predicted_tags"][0]["label"] == photo.parent.name
+    tagged = client.get(f"/images/{image_id_of(photo.read_bytes())}").json()
+    assert tagged["predicted_tags"] is None
+    client.delete(f"/images/{image_id}", headers={"X-API-Key": TEST_API_KEY})

@@ -78,6 +78,8 @@ def test_search_then_click_a_result_to_search_with_it(
     photo = indexed_flowers[10]
     browser.find_element(By.ID, "query-file").send_keys(str(photo.resolve()))
     wait.until(lambda b: "results in" in b.find_element(By.ID, "status").text)
+    status = browser.find_element(By.ID, "status").text
+    assert f"looks like: {photo.parent.name}" in status, status  # the predicted species
     found = result_ids(browser)
     assert found[0] == image_id_of(photo.read_bytes())
     scores = browser.find_elements(By.CSS_SELECTOR, "#results .result .score")

@@ -51,7 +51,7 @@ class Fixture:
         self.index.create(COLLECTION, MODEL, 8, "FLAT", {})
         self.index.switch_alias(COLLECTION)
 
-    def store(self, data: bytes, indexed: bool = True) -> str:
+    def store(self, data: bytes, indexed: bool = True, tags: tuple[str, ...] = ("rose",)) -> str:
         image_id = image_id_of(data)
         image = ImageMetadata(
             image_id,
@@ -64,7 +64,7 @@ class Fixture:
             1,
             1,
             datetime(2026, 1, 1, tzinfo=UTC),
-            ("rose",),
+            tags,
         )
         self.objects.objects[("images", image.object_key)] = data
         if indexed:
@@ -221,3 +221,39 @@ def test_a_search_whose_bound_is_spent_is_a_503_naming_the_setting() -> None:
         fx.engine.search_similar(image_id, 5, SearchFilters.parse(), None)
     assert raised.value.status == 503
     assert [name for name, _ in slow.bounds] == ["read"]  # Milvus was not asked to search
+
+
+def test_a_search_predicts_the_querys_labels_from_its_neighbours(fx: Fixture) -> None:
+    for data in (b"\x01a", b"\x01b", b"\x01c"):
+        fx.store(data, tags=("rose",))
+    fx.store(b"\x01d", tags=("tulip",))
+    fx.store(b"\x02far", tags=("daisy",))  # similarity 0: no vote
+    outcome = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    first, second = outcome.predicted()
+    assert (first.label, first.confidence, first.neighbours) == ("rose", 0.75, 3)
+    assert (second.label, second.confidence) == ("tulip", 0.25)
+
+
+def test_an_untagged_image_gets_the_tags_its_neighbours_vote(fx: Fixture) -> None:
+    for data in (b"\x01a", b"\x01b", b"\x01c"):
+        fx.store(data, tags=("rose",))
+    fx.store(b"\x01d", tags=("tulip",))
+    untagged = fx.store(b"\x01u", tags=())
+    detail = fx.engine.image(untagged)
+    assert detail.predicted_tags is not None
+    # itself left out of the vote: 3 of 4 neighbours, not 3 of 5
+    assert (detail.predicted_tags[0].label, detail.predicted_tags[0].confidence) == ("rose", 0.75)
+    assert fx.engine.image(fx.store(b"\x01t", tags=("rose",))).predicted_tags is None
+
+
+def test_the_metadata_answers_without_a_prediction_while_the_index_cannot(fx: Fixture) -> None:
+    from domain.errors import ServiceUnavailable
+
+    untagged = fx.store(b"\x01u", tags=())
+
+    def down(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        raise ServiceUnavailable("Milvus", "127.0.0.1:19530", "CBIR_MILVUS__HOST", "down")
+
+    fx.index.vectors_of = down  # type: ignore[method-assign]
+    detail = fx.engine.image(untagged)
+    assert detail.image_id == untagged and detail.predicted_tags is None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import leave_one_out
-from training.protocols import split
+from training.splits import split
 from training.trainer import Epoch, TrainingError, TrainOptions, batches, embed_with, train
 
 
