@@ -267,8 +267,11 @@ def translated(
 
 def unreachable(exc: BaseException | None) -> bool:
     """Milvus cannot be reached (down, restarting, the channel reconnecting): worth another
-    try. pymilvus wraps gRPC's UNAVAILABLE in a MilvusException when it stops retrying."""
-    while exc is not None:
+    try. pymilvus wraps gRPC's UNAVAILABLE in a MilvusException when it stops retrying, and
+    re-raises with `raise e from e`: the chain of causes can loop back on itself."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
         code = getattr(exc, "code", None)
         if isinstance(exc, grpc.RpcError) and callable(code):
             return bool(code() == grpc.StatusCode.UNAVAILABLE)

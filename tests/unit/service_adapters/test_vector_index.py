@@ -38,6 +38,13 @@ def test_unreachable_is_grpc_unavailable_however_deep() -> None:
     assert not unreachable(None)
 
 
+def test_a_cause_chain_that_loops_ends() -> None:
+    # pymilvus re-raises with `raise e from e`: the exception is its own cause
+    looped = MilvusException(message="collection not loaded")
+    looped.__cause__ = looped
+    assert not unreachable(looped)
+
+
 def test_an_unreachable_milvus_is_tried_again_within_the_bound() -> None:
     attempts: list[float] = []
 
