@@ -62,43 +62,63 @@ def options_of(args: argparse.Namespace) -> Any:
     )
 
 
+def labelled(args: argparse.Namespace) -> Any:
+    """The labelled images' descriptors: a folder per class, or the index's tagged images."""
+    from cbir.wiring import Adapters
+    from evaluation.run import EvalError, embed, load_dataset
+    from training.sources import Labelled, from_index
+
+    settings = get_settings()
+    cache_dir = settings.stack.home / "eval-cache"
+    with Progress(console=console, transient=True) as progress:
+        if args.from_index:
+            adapters = Adapters(settings)
+            task = progress.add_task(f"tagged images through {args.model}", total=None)
+            return from_index(
+                adapters.metadata,
+                adapters.objects,
+                settings.minio.bucket,
+                adapters.embedders(args.model),
+                cache_dir,
+                partial(progress.advance, task),
+            )
+        try:
+            dataset = load_dataset(args.dataset)
+        except EvalError as exc:
+            raise TrainCommandError(str(exc)) from exc
+        task = progress.add_task(f"descriptors from {args.model}", total=len(dataset.paths))
+        features, model_id = embed(
+            settings, args.model, dataset, cache_dir, partial(progress.advance, task)
+        )
+    return Labelled(
+        dataset.name, dataset.fingerprint, features, dataset.labels, dataset.classes, model_id
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     need_torch()
     import numpy as np
 
     from embedding_models.export import ExportError, export_with_head
-    from evaluation.run import EvalError, embed, load_dataset
     from training.splits import split
     from training.trainer import Epoch, TrainingError, train
 
     settings = get_settings()
     options = options_of(args)
-    try:
-        dataset = load_dataset(args.dataset)
-    except EvalError as exc:
-        raise TrainCommandError(str(exc)) from exc
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"descriptors from {args.model}", total=len(dataset.paths))
-        features, model_id = embed(
-            settings,
-            args.model,
-            dataset,
-            settings.stack.home / "eval-cache",
-            partial(progress.advance, task),
-        )
-    labels = dataset.labels
+    data = labelled(args)
+    features, labels = data.features, data.labels
     if args.validation == "none":
         fit, held = np.arange(len(labels)), None
     else:
         fit, held = split(labels, args.validation, args.seed)
     console.print(
-        f"{dataset.name}: {len(dataset.paths)} images, {len(dataset.classes)} classes; "
-        f"base {model_id}; training on {len(fit)}"
+        f"{data.name}: {len(labels)} images, {len(data.classes)} classes; "
+        f"base {data.model_id}; training on {len(fit)}"
         + (f", validating on {len(held)} ({args.validation})" if held is not None else "")
     )
     console.print(f"training: {options.describe()}")
     checkpoint = args.checkpoint or (
-        settings.stack.home / "training" / f"{args.name}-{dataset.fingerprint}.pt"
+        settings.stack.home / "training" / f"{args.name}-{data.fingerprint}.pt"
     )
 
     def report(epoch: Epoch) -> None:
@@ -122,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
             args.name,
             args.version,
             trained.head,
-            f"{options.describe()} on {dataset.name} {dataset.fingerprint}",
+            f"{options.describe()} on {data.name} {data.fingerprint}",
         )
     except ExportError as exc:
         raise TrainCommandError(str(exc)) from exc
@@ -147,6 +167,12 @@ def register(areas: Any) -> None:
         nargs="?",
         default=PROJECT_ROOT.parent / "shared" / "data" / "flowers17",
         help="a folder with one subfolder of images per class (default: flowers17)",
+    )
+    parser.add_argument(
+        "--from-index",
+        action="store_true",
+        help="train on the indexed images' tags (first tag = class; bytes from the object "
+        "store) instead of a folder",
     )
     parser.add_argument("--model", default="mobilenet", help="the Triton model to build on")
     parser.add_argument("--name", default="mobilenet-trained", help="the new model's name")
