@@ -23,6 +23,7 @@ from cbir.output import console
 from cbir.settings import PROJECT_ROOT, get_settings
 from evaluation.report import provenance_line
 from evaluation.run import embed, load_dataset
+from training import need_torch
 from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ TARGETS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    from cbir.commands.train import need_torch
-
     need_torch()
     from training.protocols import run_protocol, variants
 

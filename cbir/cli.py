@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from rich.markup import escape
+
 from cbir.commands import (
     bench,
     evaluate,
@@ -39,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CbirError as exc:  # every error a user can meet says what to do
-        errors.print(f"[red]error[/]: {exc}", highlight=False, markup=True)
+        # the message is plain text: brackets in it (`.[export]`) are not markup
+        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, markup=True)
         return 2
     except KeyboardInterrupt:
         errors.print("interrupted")

@@ -38,6 +38,4 @@ def predict_labels(
             weights[tag] += max(score, 0.0) / len(distinct)
             counts[tag] += 1
     ranked = sorted(weights, key=lambda tag: -weights[tag])  # stable: nearer first on ties
-    return [
-        Prediction(tag, round(weights[tag] / total, 4), counts[tag]) for tag in ranked[:top]
-    ]
+    return [Prediction(tag, round(weights[tag] / total, 4), counts[tag]) for tag in ranked[:top]]

@@ -68,6 +68,7 @@ class Generation:
     live_at: datetime | None = None
     retired_at: datetime | None = None
     drop_after: datetime | None = None
+    evaluation: dict[str, Any] | None = None  # the gate's (domain.gate.Evaluation), if any
 
     @property
     def live(self) -> bool:

@@ -77,6 +77,9 @@ class GenerationRegistry(Protocol):
         taken: Callable[[str], bool],
     ) -> Generation: ...
     def set_state(self, generation: Generation, state: GenerationState) -> None: ...
+    def record_evaluation(self, generation: Generation, evaluation: dict[str, Any]) -> None:
+        """Store the probe-set evaluation of the switch gate with the generation."""
+
     def make_live(self, new: Generation, grace_s: float, milvus_ts: int) -> list[str]: ...
 
 

@@ -27,16 +27,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from cbir.settings import Settings
 from domain.errors import ReplayError
+from domain.gate import gate
 from domain.generations import Generation, GenerationState, embeddings_topic_of
 from domain.models import ModelId
 from domain.switch import SwitchCheck, switch_verdict
 from ports import Embedders, EventLog, GenerationRegistry, MetadataStore, VectorIndex
 from processors.stages import Stage
 from replay.backfill import Backfill
+from replay.gate import Probe, probe_quality
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, EventSerializer
 
@@ -53,6 +56,7 @@ class ReplayOptions:
     restart: bool = False
     batch_size: int = 500
     max_rate: float = 0.0  # events per second, 0: as fast as it goes
+    probe: Probe | None = None  # gate the switch on this labelled probe set
 
 
 @dataclass(frozen=True)
@@ -287,8 +291,36 @@ class Rebuilder:
             replayed = self._follow_until_complete(generation, backfill, live)
         finally:
             backfill.close()
+        if options.probe is not None:
+            self._gate(generation, live, options.probe, replayed)
         self._switch(generation, options, replayed)
         return generation
+
+    def _gate(
+        self, generation: Generation, live: Generation | None, probe: Probe, replayed: int
+    ) -> None:
+        """Evaluate the building generation (and the live one) on the probe set; record it
+        with the generation; refuse the switch when it is worse beyond the tolerance."""
+        self.report(
+            ReplayStatus(
+                generation.name, "evaluating", replayed, 0, 0.0, None, f"{probe.metric} probes"
+            )
+        )
+        quality = partial(
+            probe_quality, probe, embedders=self.embedders, index=self.index, metadata=self.metadata
+        )
+        value = quality(generation=generation)
+        live_value = quality(generation=live) if live is not None else None
+        verdict = gate(probe.metric, value, len(probe.images), live_value, probe.tolerance)
+        self.registry.record_evaluation(generation, verdict.as_json())
+        log.info("gate", extra={"generation": generation.name, **verdict.as_json()})
+        if not verdict.passed:
+            raise ReplayError(
+                f"{generation.name} was not switched live, {verdict.detail}. The live "
+                "generation keeps answering; the new one stays built (`cbir generations`): "
+                "run the same command without --probe to switch anyway, or with --restart to "
+                "abandon it"
+            )
 
     def _follow_until_complete(
         self, generation: Generation, backfill: Backfill, live: Generation | None

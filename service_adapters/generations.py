@@ -36,6 +36,7 @@ def _generation(row: dict[str, Any]) -> Generation:
         live_at=row.get("live_at"),
         retired_at=row.get("retired_at"),
         drop_after=row.get("drop_after"),
+        evaluation=json.loads(row["evaluation"]) if row.get("evaluation") else None,
     )
 
 
@@ -121,6 +122,14 @@ def register(
             assert found is not None
             return found
         set_state(conn, number, GenerationState.ABANDONED)
+
+
+def record_evaluation(conn: Connection, generation_id: int, evaluation: dict[str, Any]) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE generations SET evaluation = %s WHERE id = %s",
+            (json.dumps(evaluation), generation_id),
+        )
 
 
 def set_state(conn: Connection, generation_id: int, state: GenerationState) -> None:
@@ -233,6 +242,9 @@ class MySQLGenerationRegistry:
             )
         )
         return found
+
+    def record_evaluation(self, generation: Generation, evaluation: dict[str, Any]) -> None:
+        self._run(lambda c: record_evaluation(c, generation.id, evaluation))
 
     def set_state(self, generation: Generation, state: GenerationState) -> None:
         generation.state.check_move(state)

@@ -92,6 +92,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # was refused for good (and, before the stages told permanent from transient, retried
     # for ever). No index covers the column, so its length costs nothing.
     (6, "ALTER TABLE images MODIFY object_key VARCHAR(1024) NOT NULL"),
+    # the probe-set evaluation a generation passed (or failed) before its switch
+    (7, "ALTER TABLE generations ADD COLUMN evaluation JSON NULL"),
 )
 
 

@@ -182,6 +182,12 @@ class FakeRegistry:
         generation.state.check_move(state)
         self.generations[generation.id] = Generation(**{**generation.__dict__, "state": state})
 
+    def record_evaluation(self, generation: Generation, evaluation: dict[str, Any]) -> None:
+        current = self.generations[generation.id]
+        self.generations[generation.id] = Generation(
+            **{**current.__dict__, "evaluation": evaluation}
+        )
+
     def make_live(self, new: Generation, grace_s: float, milvus_ts: int) -> list[str]:
         retired = [g for g in self.generations.values() if g.live and g.id != new.id]
         for old in retired:

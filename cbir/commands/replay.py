@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -74,10 +75,13 @@ class ProgressReport:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from replay.gate import Probe
     from replay.rebuild import ReplayOptions
 
     replay = get_settings().replay
+    probe = Probe.from_folder(args.probe, args.tolerance, args.probe_k) if args.probe else None
     return ReplayOptions(
+        probe=probe,
         index_type=args.index_type,
         index_params=dict(args.param) if args.param else None,
         grace_s=replay.grace_s if args.grace is None else args.grace,
@@ -130,8 +134,9 @@ def _generations(args: argparse.Namespace) -> int:
             console.print(f"dropped: {', '.join(dropped) or 'nothing (no grace period is over)'}")
             return 0
         rows = adapters.registry.all()
-    table = Table("generation", "state", "model", "topic", "index", "live since", box=None)
+    table = Table("generation", "state", "model", "topic", "index", "live since", "gate", box=None)
     for g in rows:
+        e = g.evaluation
         table.add_row(
             g.name,
             g.state,
@@ -139,6 +144,7 @@ def _generations(args: argparse.Namespace) -> int:
             g.embeddings_topic,
             f"{g.index_type} {json.dumps(g.index_params)}",
             g.live_at.isoformat(timespec="seconds") if g.live_at else "",
+            f"{e['metric']} {e['value']:.4f} {'passed' if e['passed'] else 'refused'}" if e else "",
         )
     console.print(table)
     return 0
@@ -165,6 +171,16 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--restart", action="store_true", help="abandon a half-built generation and start anew"
     )
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        metavar="DIR",
+        help="gate the switch: a folder with one subfolder of images per class (named as the "
+        "indexed images' tags); the new generation goes live only if its mAP@k on these "
+        "probes is at most --tolerance below the live one's",
+    )
+    parser.add_argument("--tolerance", type=float, default=0.02, help="of the --probe gate")
+    parser.add_argument("--probe-k", type=int, default=10, help="k of the --probe gate's mAP@k")
     parser.add_argument("--batch-size", type=int, help="events per write (CBIR_REPLAY__BATCH_SIZE)")
     parser.add_argument(
         "--max-rate", type=float, help="events per second at most (CBIR_REPLAY__MAX_RATE)"

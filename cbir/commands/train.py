@@ -21,21 +21,11 @@ from rich.progress import Progress
 from cbir.output import console
 from cbir.settings import PROJECT_ROOT, get_settings
 from domain.errors import CbirError
+from training import need_torch
 
 
 class TrainCommandError(CbirError):
     """`cbir train` was asked for something it cannot do; the message says what to change."""
-
-
-def need_torch() -> None:
-    """Training needs torch, which serving does not: a clear error where it is missing."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise TrainCommandError(
-            f"training needs torch ({exc}): pip install -e '.[export]' (scripts/demo.sh and "
-            "scripts/test.sh install it)"
-        ) from exc
 
 
 def options_of(args: argparse.Namespace) -> Any:
