@@ -16,11 +16,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.progress import Progress
 
 from bench.common import RESULTS, publish
 from cbir.output import console
 from cbir.settings import PROJECT_ROOT, get_settings
+from domain.categories import predict_labels
 from evaluation.report import provenance_line
 from evaluation.run import embed, load_dataset
 from training import need_torch
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     records: list[dict[str, Any]] = []
+    categories: list[dict[str, Any]] = []
     for name in args.datasets:
         dataset = load_dataset(args.shared / "data" / name)
         with Progress(console=console, transient=True) as progress:
@@ -53,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
                 settings.stack.home / "eval-cache",
                 partial(progress.advance, task),
             )
+
+        accuracy = category_accuracy(features, dataset.labels, dataset.classes, args.k)
+        categories.append({"dataset": name, "model_id": model_id, "k": args.k, **accuracy})
+        console.print(
+            f"{name}: category prediction (leave-one-out, {args.k} neighbours) top-1 "
+            f"{accuracy['top1']:.4f}, top-3 {accuracy['top3']:.4f}"
+        )
 
         def epoch_line(variant: str, epoch: Epoch) -> None:
             if epoch.epoch % 10 == 0 or epoch.epoch == 1:
@@ -84,10 +94,36 @@ def run(args: argparse.Namespace) -> int:
         "targets": TARGETS,
         "epochs": args.epochs,
         "seed": args.seed,
+        "category_prediction": categories,
     }
     document = publish("training", records, extra, markdown, args.out)
     plot(document, args.out / "training.png")
     return 0
+
+
+def category_accuracy(
+    features: np.ndarray, labels: np.ndarray, classes: list[str], k: int
+) -> dict[str, Any]:
+    """Leave-one-out: each image's label predicted by the vote of its k nearest others
+    (domain.categories, as the API does); top-1 and top-3 accuracy."""
+    top1 = top3 = 0
+    for start in range(0, len(features), 1000):
+        similarity = features[start : start + 1000] @ features.T
+        rows = np.arange(similarity.shape[0])
+        similarity[rows, rows + start] = -np.inf  # not itself
+        nearest = np.argpartition(-similarity, k, axis=1)[:, :k]
+        for row, candidates in enumerate(nearest):
+            order = candidates[np.argsort(-similarity[row, candidates])]
+            votes = [([classes[labels[j]]], float(similarity[row, j])) for j in order]
+            predicted = [p.label for p in predict_labels(votes, top=3)]
+            truth = classes[labels[start + row]]
+            top1 += bool(predicted) and predicted[0] == truth
+            top3 += truth in predicted
+    return {
+        "images": len(features),
+        "top1": round(top1 / len(features), 4),
+        "top3": round(top3 / len(features), 4),
+    }
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -101,6 +137,14 @@ def markdown(document: dict[str, Any]) -> str:
             f"| {r['dataset']} | {r['protocol']} | {r['variant']} | {r['mAP']:.4f} | "
             f"{r['mAP_vs_frozen']:.3f} | {r['P@1']:.3f} | {r['P@10']:.3f} | "
             f"{r['NDCG@10']:.3f} | {r['cpu_s']} |"
+        )
+    lines.append("")
+    lines.append("Category prediction (leave-one-out: the vote of the k nearest others' labels):")
+    lines.append("")
+    lines += ["| dataset | images | k | top-1 | top-3 |", "|---|---|---|---|---|"]
+    for c in document["category_prediction"]:
+        lines.append(
+            f"| {c['dataset']} | {c['images']} | {c['k']} | {c['top1']:.4f} | {c['top3']:.4f} |"
         )
     lines.append("")
     lines.append("Training of each variant (the rows' `training` field in training.json):")
@@ -153,6 +197,7 @@ def register(actions: Any) -> None:
     parser.add_argument("--model", default="mobilenet", help="the Triton model to build on")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--k", type=int, default=10, help="neighbours of the category vote")
     parser.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.set_defaults(run=run)

@@ -28,12 +28,14 @@ from bench.replay import wipe_index_and_metadata
 from cbir import wiring
 from cbir.settings import Settings, settings_environment
 from cbir.wiring import Adapters
+from domain.errors import ReplayError
 from domain.images import image_id_of
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
 from local_stack.launcher import Launcher
 from local_stack.services.mariadb import MariaDBService
 from producers.ingest import collect
+from replay.gate import Probe
 from replay.rebuild import ReplayOptions
 from service_adapters import generations, kafka_topics, metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
@@ -311,11 +313,34 @@ def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
     old = live_one(settings)
     assert old.model_id.startswith("mobilenet:")
 
+    # a gate that must refuse: ResNet-50 with random weights against the trained MobileNet,
+    # on probes of five species (indexed themselves: each is left out of its own list)
+    probe = Probe(
+        tuple(
+            (path.parent.name, path.read_bytes())
+            for path in sorted(flowers.values())
+            if path.parent.name in {"0", "3", "6", "9", "12"} and path.stem[-1] in "05"
+        ),
+        tolerance=0.02,
+        k=10,
+    )
+    with Adapters(settings) as adapters, pytest.raises(ReplayError, match="not switched live"):
+        adapters.rebuilder(lambda _status: None).re_embed(
+            "resnet50", ReplayOptions(index_type="FLAT", grace_s=0, probe=probe)
+        )
+    refused = building(settings)
+    assert refused is not None and refused.evaluation is not None
+    assert not refused.evaluation["passed"] and refused.evaluation["probes"] >= 20
+    assert refused.evaluation["value"] < refused.evaluation["live_value"] - 0.02
+    assert live_one(settings).name == old.name  # the live generation kept answering
+
     with Adapters(settings) as adapters:
+        # without the gate the same command continues the built generation and switches;
         # an exact index, so that the rebuild below can be compared answer for answer
         new = adapters.rebuilder(lambda _status: None).re_embed(
             "resnet50", ReplayOptions(index_type="FLAT", grace_s=0)
         )
+    assert new.name == refused.name
 
     live = live_one(settings)
     assert (live.name, live.model_id, live.dim) == (new.name, identity.model_id, 2048)
