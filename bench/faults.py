@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from bench.common import add_stack_arguments, publish
+from bench.common import RESULTS, add_stack_arguments, publish
 from cbir import wiring
 from cbir.output import console
 from cbir.settings import Settings, get_settings, side_by_side
@@ -300,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
         records,
         extra,
         render_markdown,
+        args.out,
     )
     return 0 if all(r["verdict"] == "ok" for r in records) else 1
 
@@ -311,5 +312,6 @@ def register(actions: Any) -> None:
     faults.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     faults.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
     faults.add_argument("--images", type=int, default=300, help="images per fault")
+    faults.add_argument("--out", type=Path, default=RESULTS, help="folder of the results")
     add_stack_arguments(faults)
     faults.set_defaults(run=run)
