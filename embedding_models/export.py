@@ -67,11 +67,9 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
-def export_timm(arch: str, weights: str, seed: int, onnx_path: Path) -> tuple[str, Preprocessing]:
-    """Export a timm model's unpooled features to ONNX; returns its source and preprocessing.
-
-    `weights` is "hub", "random" or the path of a checkpoint file (.safetensors, .pth, .bin).
-    """
+def timm_model(arch: str, weights: str, seed: int) -> tuple[Any, str]:
+    """A timm model without its classifier head and pooling, and where its weights came
+    from. `weights` is "hub", "random" or a checkpoint file (.safetensors, .pth, .bin)."""
     try:
         import timm
         import torch
@@ -103,6 +101,13 @@ def export_timm(arch: str, weights: str, seed: int, onnx_path: Path) -> tuple[st
         )
         source = f"checkpoint sha256={file_sha256(checkpoint)}"
     model.eval()
+    return model, source
+
+
+def timm_preprocessing(model: Any) -> Preprocessing:
+    """What a timm model expects its input to be, from its pretrained config."""
+    import timm
+
     config = timm.data.resolve_data_config({}, model=model)
     size = int(config["input_size"][-1])
     preprocessing = Preprocessing(
@@ -114,6 +119,23 @@ def export_timm(arch: str, weights: str, seed: int, onnx_path: Path) -> tuple[st
         mean=tuple(float(v) for v in config["mean"]),  # type: ignore[arg-type]
         std=tuple(float(v) for v in config["std"]),  # type: ignore[arg-type]
     )
+    return preprocessing
+
+
+def export_timm(
+    arch: str, weights: str, seed: int, onnx_path: Path, model: Any = None
+) -> tuple[str, Preprocessing]:
+    """Export a timm model's unpooled features to ONNX; returns its source and preprocessing.
+    `model`: an already built (fine-tuned) model of `arch` to export instead of a new one."""
+    if model is None:
+        model, source = timm_model(arch, weights, seed)  # says how to install torch
+    else:
+        source = f"{weights}, last stages fine-tuned by cbir train"
+    import torch
+
+    model.eval()
+    preprocessing = timm_preprocessing(model)
+    size = preprocessing.input_size
     example = torch.zeros(1, 3, size, size)
     # The TorchScript exporter (deprecated, still in the pinned torch) writes the same bytes for
     # the same weights, which the reproducibility test holds it to.
@@ -218,8 +240,12 @@ def export_model(
     pca: PcaOptions | None = None,
     instances: int | None = None,
     input_kind: str = "IMAGE",
+    model: Any = None,
+    head: Head | None = None,
 ) -> ModelSpec:
-    """Write `repository/name/` (config.pbtxt, version folder); returns the entry's spec."""
+    """Write `repository/name/` (config.pbtxt, version folder); returns the entry's spec.
+    `model`: a built (fine-tuned) timm model of `timm_arch`; `head`: a trained projection
+    head, applied after pooling and PCA."""
     if (onnx_file is None) == (timm_arch is None):
         raise ExportError("give exactly one source: --onnx FILE or --timm ARCH")
     entry = repository / name
@@ -229,7 +255,7 @@ def export_model(
         staged.mkdir()
         onnx_path = staged / ONNX_FILE
         if timm_arch is not None:
-            source, timm_preprocessing = export_timm(timm_arch, weights, seed, onnx_path)
+            source, timm_preprocessing = export_timm(timm_arch, weights, seed, onnx_path, model)
             preprocessing = preprocessing or timm_preprocessing
         else:
             assert onnx_file is not None
@@ -268,6 +294,8 @@ def export_model(
                 spec, dim=pca.dim, pca_whiten=pca.whiten, pca_sha256=file_sha256(staged / PCA_FILE)
             )
             (staged / SPEC_FILE).write_text(spec.to_json())
+        if head is not None:
+            spec = with_head(staged, spec, head, spec.source)
         package = resources.files("embedding_models")
         (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
         (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
@@ -279,6 +307,20 @@ def export_model(
         staged.rename(target)
         (entry / "config.pbtxt").write_text(config)
     log.info("exported", extra={"model_id": spec.model_id, "entry": str(entry)})
+    return spec
+
+
+def with_head(staged: Path, spec: ModelSpec, head: Head, source: str) -> ModelSpec:
+    """The staged version folder with the head written beside the model; its spec."""
+    head.save(staged / HEAD_FILE)
+    spec = replace(
+        spec,
+        source=source,
+        dim=int(head.weights[-1].shape[0]),
+        head=head.shape,
+        head_sha256=file_sha256(staged / HEAD_FILE),
+    )
+    (staged / SPEC_FILE).write_text(spec.to_json())
     return spec
 
 
@@ -323,17 +365,12 @@ def export_with_head(
     with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}-") as scratch:
         staged = Path(scratch) / str(version)
         shutil.copytree(source_dir, staged)
-        head.save(staged / HEAD_FILE)
-        spec = replace(
-            base_spec,
-            name=name,
-            version=version,
-            source=f"{base_spec.source} + head trained by cbir train ({trained_on})",
-            dim=int(head.weights[-1].shape[0]),
-            head=head.shape,
-            head_sha256=file_sha256(staged / HEAD_FILE),
+        spec = with_head(
+            staged,
+            replace(base_spec, name=name, version=version),
+            head,
+            f"{base_spec.source} + head trained by cbir train ({trained_on})",
         )
-        (staged / SPEC_FILE).write_text(spec.to_json())
         config = config_pbtxt(spec, instances or os.cpu_count() or 1)
         entry.mkdir(exist_ok=True)
         target = entry / str(version)

@@ -154,10 +154,18 @@ def batches(
     return out
 
 
-def validation_map(model: ProjectionHead, features: np.ndarray, labels: np.ndarray) -> float:
+def embedded_by(model: nn.Module, inputs: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """The model's embeddings of `inputs`, in chunks (a backbone's activations are big)."""
     with torch.no_grad():
-        embedded = model(torch.from_numpy(features)).numpy()
-    return leave_one_out(embedded, labels).mean_average_precision
+        parts = [
+            model(torch.from_numpy(inputs[start : start + chunk].astype(np.float32))).numpy()
+            for start in range(0, len(inputs), chunk)
+        ]
+    return np.concatenate(parts)
+
+
+def validation_map(model: nn.Module, features: np.ndarray, labels: np.ndarray) -> float:
+    return leave_one_out(embedded_by(model, features), labels).mean_average_precision
 
 
 def train(
@@ -167,20 +175,30 @@ def train(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     checkpoint: Path | None = None,
     on_epoch: Callable[[Epoch], None] = lambda _: None,
+    model: nn.Module | None = None,
 ) -> Trained:
     """Train a head on `features` (rows L2-normalised) with `labels`; resume from
-    `checkpoint` when it holds a run of the same options."""
+    `checkpoint` when it holds a run of the same options. `model` replaces the head alone:
+    a module from `features` rows (any shape: a backbone's activations) to normalised
+    embeddings, with the ProjectionHead it ends with as `.head` (training/backbone.py)."""
     if options.loss == "triplet" and options.per_class < 2:
         raise TrainingError("the triplet loss needs --per-class 2 or more (positives)")
     torch.manual_seed(options.seed)
-    model = ProjectionHead(options.head, features.shape[1], options.dim, options.hidden)
-    if options.init == "whitening":
-        if options.head != "linear":
-            raise TrainingError("--init whitening starts a linear head: add --head linear")
-        weight, bias = learned_whitening(features, labels, options.dim, options.shrinkage)
-        model.start_from(weight, bias)
+    if model is None:
+        model = ProjectionHead(options.head, features.shape[1], options.dim, options.hidden)
+        if options.init == "whitening":
+            if options.head != "linear":
+                raise TrainingError("--init whitening starts a linear head: add --head linear")
+            weight, bias = learned_whitening(features, labels, options.dim, options.shrinkage)
+            model.start_from(weight, bias)
+    elif options.init == "whitening":
+        raise TrainingError("--init whitening starts a head alone, not a backbone's stages")
+    head = model if isinstance(model, ProjectionHead) else model.head
+    assert isinstance(head, ProjectionHead)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=options.lr,
+        weight_decay=options.weight_decay,
     )
     memory = CrossBatchMemory(options.memory) if options.loss == "contrastive" else None
     history: list[Epoch] = []
@@ -244,7 +262,7 @@ def train(
                 partial,
             )
             partial.replace(checkpoint)  # a kill mid-write leaves the last whole checkpoint
-    return Trained(model.export(), history, start)
+    return Trained(head.export(), history, start)
 
 
 def embed_with(head: Head, features: np.ndarray) -> np.ndarray:

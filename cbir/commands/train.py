@@ -85,18 +85,57 @@ def labelled(args: argparse.Namespace) -> Any:
     )
 
 
+def backbone_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """For fine-tuning: the timm model, its split, and the frozen trunk's activations of the
+    folder's images as the labelled data."""
+    from embedding_models.export import ExportError, timm_model, timm_preprocessing
+    from evaluation.run import EvalError, load_dataset
+    from training.backbone import split, trunk_activations
+    from training.sources import Labelled
+    from training.trainer import TrainingError
+
+    if args.from_index:
+        raise TrainCommandError("--timm fine-tunes on a folder of images, not --from-index")
+    try:
+        dataset = load_dataset(args.dataset)
+        model, source = timm_model(args.timm, args.weights, args.seed)
+        cut = split(model, args.unfreeze)
+    except (EvalError, ExportError, TrainingError) as exc:
+        raise TrainCommandError(str(exc)) from exc
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("the frozen trunk's activations", total=len(dataset.paths))
+        activations = trunk_activations(
+            cut.trunk,
+            [path.read_bytes() for path in dataset.paths],
+            timm_preprocessing(model),
+            partial(progress.advance, task),
+        )
+    base = f"timm:{args.timm} weights={source}, last {args.unfreeze} stage(s) trained"
+    data = Labelled(
+        dataset.name, dataset.fingerprint, activations, dataset.labels, dataset.classes, base
+    )
+    return data, model, cut
+
+
 def _train(args: argparse.Namespace) -> int:
     need_torch()
     import numpy as np
 
-    from embedding_models.export import ExportError, export_with_head
+    from embedding_models.export import ExportError, export_model, export_with_head
+    from embedding_models.runtime import Pooling
+    from training.backbone import tail_and_head
     from training.splits import split
     from training.trainer import Epoch, TrainingError, train
 
     settings = get_settings()
     options = options_of(args)
-    data = labelled(args)
+    backbone = cut = None
+    if args.timm:
+        data, backbone, cut = backbone_data(args)
+    else:
+        data = labelled(args)
     features, labels = data.features, data.labels
+    module = tail_and_head(cut, features, options) if cut is not None else None
     if args.validation == "none":
         fit, held = np.arange(len(labels)), None
     else:
@@ -117,7 +156,7 @@ def _train(args: argparse.Namespace) -> int:
 
     validation = (features[held], labels[held]) if held is not None else None
     try:
-        trained = train(features[fit], labels[fit], options, validation, checkpoint, report)
+        trained = train(features[fit], labels[fit], options, validation, checkpoint, report, module)
     except TrainingError as exc:
         raise TrainCommandError(str(exc)) from exc
     if trained.resumed_from:
@@ -126,14 +165,27 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     repository = settings.triton.model_repository
     try:
-        spec = export_with_head(
-            repository,
-            args.model,
-            args.name,
-            args.version,
-            trained.head,
-            f"{options.describe()} on {data.name} {data.fingerprint}",
-        )
+        if backbone is not None:
+            spec = export_model(
+                repository,
+                args.name,
+                args.version,
+                timm_arch=args.timm,
+                weights=args.weights,
+                seed=args.seed,
+                pooling=Pooling("gap"),
+                model=backbone,
+                head=trained.head,
+            )
+        else:
+            spec = export_with_head(
+                repository,
+                args.model,
+                args.name,
+                args.version,
+                trained.head,
+                f"{options.describe()} on {data.name} {data.fingerprint}",
+            )
     except ExportError as exc:
         raise TrainCommandError(str(exc)) from exc
     console.print(f"exported {spec.model_id} to {repository / args.name}")
@@ -165,6 +217,16 @@ def register(areas: Any) -> None:
         "store) instead of a folder",
     )
     parser.add_argument("--model", default="mobilenet", help="the Triton model to build on")
+    parser.add_argument(
+        "--timm",
+        metavar="ARCH",
+        help="fine-tune this timm architecture's last stages with the head, from --weights "
+        "(a checkpoint file; hub where reachable), instead of a head on --model's descriptors",
+    )
+    parser.add_argument("--weights", default="hub", help="with --timm: a checkpoint file")
+    parser.add_argument(
+        "--unfreeze", type=int, default=1, help="with --timm: the last stages trained (1-4)"
+    )
     parser.add_argument("--name", default="mobilenet-trained", help="the new model's name")
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--loss", choices=["triplet", "contrastive"], default="triplet")
