@@ -30,7 +30,7 @@ from training.losses import (
     koleo_loss,
     triplet_loss,
 )
-from training.whitening import learned_whitening
+from training.whitening import choose_shrinkage, learned_whitening
 
 log = logging.getLogger("cbir.train")
 
@@ -55,7 +55,7 @@ class TrainOptions:
     # the linear head's start: a random orthogonal projection, or learned whitening (closed
     # form, from the training labels) with this shrinkage
     init: Literal["orthogonal", "whitening"] = "orthogonal"
-    shrinkage: float = 1.0
+    shrinkage: float | None = 1.0  # None: chosen on class splits of the training data
     dim: int = 256
     hidden: int = 1024  # the MLP head's hidden width
     epochs: int = 30
@@ -72,7 +72,8 @@ class TrainOptions:
             what = f"contrastive β={self.beta} memory={self.memory}"
         if self.koleo:
             what += f" + KoLeo λ={self.koleo}"
-        start = f" from whitening (shrinkage {self.shrinkage})" if self.init == "whitening" else ""
+        shrinkage = "auto" if self.shrinkage is None else self.shrinkage
+        start = f" from whitening (shrinkage {shrinkage})" if self.init == "whitening" else ""
         return (
             f"{what}, {self.head} head to {self.dim}-d{start}, {self.epochs} epochs, "
             f"seed {self.seed}"
@@ -91,6 +92,7 @@ class Trained:
     head: Head
     history: list[Epoch] = field(default_factory=list)
     resumed_from: int = 0
+    chosen: dict[str, Any] = field(default_factory=dict)  # what training chose, e.g. shrinkage
 
 
 class ProjectionHead(nn.Module):
@@ -184,12 +186,18 @@ def train(
     if options.loss == "triplet" and options.per_class < 2:
         raise TrainingError("the triplet loss needs --per-class 2 or more (positives)")
     torch.manual_seed(options.seed)
+    chosen: dict[str, Any] = {}
     if model is None:
         model = ProjectionHead(options.head, features.shape[1], options.dim, options.hidden)
         if options.init == "whitening":
             if options.head != "linear":
                 raise TrainingError("--init whitening starts a linear head: add --head linear")
-            weight, bias = learned_whitening(features, labels, options.dim, options.shrinkage)
+            shrinkage = options.shrinkage
+            if shrinkage is None:
+                shrinkage = choose_shrinkage(features, labels, options.dim, seed=options.seed)
+                log.info("whitening shrinkage chosen", extra={"shrinkage": shrinkage})
+            chosen["shrinkage"] = shrinkage
+            weight, bias = learned_whitening(features, labels, options.dim, shrinkage)
             model.start_from(weight, bias)
     elif options.init == "whitening":
         raise TrainingError("--init whitening starts a head alone, not a backbone's stages")
@@ -262,7 +270,7 @@ def train(
                 partial,
             )
             partial.replace(checkpoint)  # a kill mid-write leaves the last whole checkpoint
-    return Trained(head.export(), history, start)
+    return Trained(head.export(), history, start, chosen)
 
 
 def embed_with(head: Head, features: np.ndarray) -> np.ndarray:

@@ -250,7 +250,12 @@ def register(areas: Any) -> None:
         default="orthogonal",
         help="the linear head's start: random orthogonal, or learned whitening of the labels",
     )
-    parser.add_argument("--shrinkage", type=float, default=1.0, help="learned whitening's")
+    parser.add_argument(
+        "--shrinkage",
+        type=lambda text: None if text == "auto" else float(text),
+        default=1.0,
+        help="learned whitening's; auto: chosen on class splits of the training data",
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--classes-per-batch", type=int, default=8, help="P of a P x K batch")
     parser.add_argument("--per-class", type=int, default=4, help="K of a P x K batch")

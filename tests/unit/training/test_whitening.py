@@ -23,3 +23,22 @@ def test_the_same_data_gives_the_same_bytes() -> None:
     features, labels = rng.normal(size=(60, 5)), np.repeat(np.arange(3), 20)
     first, second = learned_whitening(features, labels, 3), learned_whitening(features, labels, 3)
     assert first[0].tobytes() == second[0].tobytes() and first[0].shape == (3, 5)
+
+
+def test_the_shrinkage_is_chosen_on_the_training_classes_alone() -> None:
+    from training.whitening import choose_shrinkage
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(8), 12)
+    # a within-class spread far from isotropic in the same directions for every class: the
+    # unshrunk whitening (0.3) carries over to new classes; a large shrinkage keeps it
+    features = rng.normal(size=(8, 6))[labels] + rng.normal(size=(96, 6)) * [
+        4,
+        4,
+        0.1,
+        0.1,
+        0.1,
+        0.1,
+    ]
+    chosen = choose_shrinkage(features, labels, dim=6, candidates=(0.3, 100.0), folds=2)
+    assert chosen == 0.3
