@@ -28,6 +28,11 @@ class TrainCommandError(CbirError):
     """`cbir train` was asked for something it cannot do; the message says what to change."""
 
 
+def shrinkage(text: str) -> float | None:
+    """`--shrinkage`: a number, or auto (None)."""
+    return None if text == "auto" else float(text)
+
+
 def options_of(args: argparse.Namespace) -> Any:
     from training.trainer import TrainOptions
 
@@ -252,7 +257,7 @@ def register(areas: Any) -> None:
     )
     parser.add_argument(
         "--shrinkage",
-        type=lambda text: None if text == "auto" else float(text),
+        type=shrinkage,
         default=1.0,
         help="learned whitening's; auto: chosen on class splits of the training data",
     )
