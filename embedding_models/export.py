@@ -296,18 +296,26 @@ def export_model(
             (staged / SPEC_FILE).write_text(spec.to_json())
         if head is not None:
             spec = with_head(staged, spec, head, spec.source)
-        package = resources.files("embedding_models")
-        (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
-        (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
-        config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind)
-        entry.mkdir(exist_ok=True)
-        target = entry / str(version)
-        if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
-        (entry / "config.pbtxt").write_text(config)
-    log.info("exported", extra={"model_id": spec.model_id, "entry": str(entry)})
+        install(staged, entry, spec, instances, input_kind)
     return spec
+
+
+def install(
+    staged: Path, entry: Path, spec: ModelSpec, instances: int | None, input_kind: str = "IMAGE"
+) -> None:
+    """The staged version folder, with this version of the Triton model and the runtime
+    (never a copy's older ones), moved into `entry` beside its config."""
+    package = resources.files("embedding_models")
+    (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
+    (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
+    config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind)
+    entry.mkdir(exist_ok=True)
+    target = entry / str(spec.version)
+    if target.exists():
+        shutil.rmtree(target)
+    staged.rename(target)
+    (entry / "config.pbtxt").write_text(config)
+    log.info("exported", extra={"model_id": spec.model_id, "entry": str(entry)})
 
 
 def with_head(staged: Path, spec: ModelSpec, head: Head, source: str) -> ModelSpec:
@@ -371,12 +379,5 @@ def export_with_head(
             head,
             f"{base_spec.source} + head trained by cbir train ({trained_on})",
         )
-        config = config_pbtxt(spec, instances or os.cpu_count() or 1)
-        entry.mkdir(exist_ok=True)
-        target = entry / str(version)
-        if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
-        (entry / "config.pbtxt").write_text(config)
-    log.info("exported", extra={"model_id": spec.model_id, "entry": str(entry)})
+        install(staged, entry, spec, instances)
     return spec

@@ -126,7 +126,12 @@ def test_a_trained_head_makes_an_entry_of_its_own(tmp_path: Path, mobilenet_onnx
     assert base.model_id == "mobilenet:1:1024d:gap:0ec2d6d83618"
     rng = np.random.default_rng(0)
     head = Head((rng.normal(size=(64, 1024)).astype(np.float32),), (np.zeros(64, np.float32),))
+    # a base exported by an older release carries an older runtime: the new entry does not
+    (tmp_path / "mobilenet" / "1" / "embedding_runtime.py").write_text("# an older runtime\n")
     spec = export_with_head(tmp_path, "mobilenet", "mobilenet-trained", 1, head, "a test")
+    runtime = Path(__file__).parents[3] / "embedding_models" / "runtime.py"
+    copied = tmp_path / "mobilenet-trained" / "1" / "embedding_runtime.py"
+    assert copied.read_text() == runtime.read_text()
     assert spec.dim == 64 and spec.head == "linear 1024-64"
     assert spec.model_id.startswith("mobilenet-trained:1:64d:gap:")
     assert spec.fingerprint() != base.fingerprint()
