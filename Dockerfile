@@ -14,6 +14,7 @@ COPY domain domain
 COPY ports ports
 COPY embedding_models embedding_models
 COPY evaluation evaluation
+COPY local_features local_features
 COPY local_stack local_stack
 COPY service_adapters service_adapters
 COPY producers producers

@@ -186,6 +186,46 @@ class ReplaySettings(BaseModel):
     )
 
 
+class LocalFeaturesSettings(BaseModel):
+    """SIFT local features: extracted at ingest, used by spatial re-ranking and duplicates."""
+
+    enabled: bool = Field(
+        default=True, description="extract and store every image's local features at ingest"
+    )
+    bucket: str = Field(default="image-features", description="bucket of the features blobs")
+    max_keypoints: int = Field(default=500, ge=1, le=4000, description="SIFT keypoints kept")
+    max_side: int = Field(
+        default=512, ge=32, le=4096, description="longer side the image is brought to for SIFT"
+    )
+    cache_ttl_s: int = Field(
+        default=3600, ge=1, description="life of a features blob cached in Redis"
+    )
+    rerank_depth: int = Field(
+        default=50, ge=1, le=200, description="candidates spatial re-ranking verifies (R)"
+    )
+    max_rerank_depth: int = Field(default=200, ge=1, description="largest R a search may ask")
+    rerank_budget_ms: int = Field(
+        default=250,
+        ge=1,
+        description="time spatial verification may take: past it, the rest keeps its order",
+    )
+    min_inliers: int = Field(
+        default=15, ge=4, description="inliers that make a candidate the same object"
+    )
+    duplicate_candidates: int = Field(
+        default=10, ge=1, le=100, description="nearest neighbours checked as near-duplicates"
+    )
+    duplicate_max_hamming: int = Field(
+        default=10, ge=0, le=64, description="perceptual-hash tier: Hamming distance at most"
+    )
+    duplicate_min_cosine: float = Field(
+        default=0.90, ge=-1, le=1, description="embedding tier: cosine similarity at least"
+    )
+    duplicate_min_inliers: int = Field(
+        default=20, ge=4, description="geometry's inliers that confirm a one-tier duplicate"
+    )
+
+
 class StackSettings(BaseModel):
     """The local launcher: where it installs servers and keeps their data."""
 
@@ -232,6 +272,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     ingest: IngestSettings = IngestSettings()
     replay: ReplaySettings = ReplaySettings()
+    local_features: LocalFeaturesSettings = LocalFeaturesSettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")

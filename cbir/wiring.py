@@ -11,6 +11,8 @@ from typing import Any
 from cbir.settings import Settings
 from domain.generations import Generation
 from domain.retry import RetryPolicy
+from local_features.features import Extractor
+from local_features.store import FeatureStore
 from processors.stages import EmbedStage, IndexStage, ObjectEventsStage
 from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
 from query_api.engine import QueryEngine
@@ -79,6 +81,19 @@ class Adapters:
         return QueryCache(self.settings.redis, self.settings.api.redis_timeout_s)
 
     @cached_property
+    def features(self) -> FeatureStore:
+        """Local features: the blobs in their bucket, read through the Redis cache."""
+        lf = self.settings.local_features
+        return FeatureStore(
+            self.objects,
+            self.cache,
+            lf.bucket,
+            Extractor(lf.max_keypoints, lf.max_side),
+            lf.cache_ttl_s,
+            self.settings.minio.bucket,
+        )
+
+    @cached_property
     def writer(self) -> KafkaWriter:
         return KafkaWriter(self.settings.kafka)
 
@@ -97,6 +112,7 @@ class Adapters:
             self.embedders,
             self.policy,
             replay,
+            self.features if self.settings.local_features.enabled else None,
         )
 
     def index_stage(self, replay: Generation | None = None) -> IndexStage:
@@ -110,6 +126,7 @@ class Adapters:
             self.objects,
             self.policy,
             replay,
+            self.features,
         )
 
     def object_events_stage(self) -> ObjectEventsStage:
@@ -140,6 +157,7 @@ class Adapters:
             self.embedders,
             self.cache,
             self.objects,
+            self.features,
         )
 
     def ingestor(self, source: str = "cli") -> Ingestor:
@@ -156,7 +174,7 @@ class Adapters:
     def close(self) -> None:
         """Close what was made (nothing else is connected to)."""
         made = self.__dict__
-        for name in ("metadata", "registry", "index", "embedders", "cache", "writer"):
+        for name in ("metadata", "registry", "index", "embedders", "features", "cache", "writer"):
             if name in made:
                 made[name].close()
 

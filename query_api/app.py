@@ -130,6 +130,10 @@ def create_app(settings: Settings) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    for router in (search.router(settings.api), images.router, operations.router):
+    for router in (
+        search.router(settings.api, settings.local_features),
+        images.router,
+        operations.router,
+    ):
         app.include_router(router)
     return app

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-PREFIX = "cbir:v1"
+PREFIX = "cbir:v2"
 
 
 def content_hash(data: bytes) -> str:

@@ -136,5 +136,6 @@ def search_response(outcome: SearchOutcome, k: int) -> SearchResponse:
         model_id=outcome.model_id,
         index_generation=outcome.generation,
         cache=CacheInfo(result=outcome.result_cache, embedding=outcome.embedding_cache),
+        spatial=outcome.spatial,
         predicted_labels=[PredictedLabel(**vars(p)) for p in outcome.predicted()],
     )

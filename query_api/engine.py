@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,13 +23,26 @@ from domain.deadline import Deadline
 from domain.errors import CbirError, ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
+from domain.spatial import DuplicatePolicy, SpatialPolicy
 from domain.vectors import Vectors
+from local_features.features import ImageRejected, LocalFeatures, hamming
+from local_features.store import FeatureStore
 from ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
 from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters
 from query_api.metrics import ApiMetrics
-from query_api.models import CacheOutcome, ImageDetail, ImageSummary, PredictedLabel, SearchResult
+from query_api.models import (
+    CacheOutcome,
+    Duplicate,
+    DuplicatesResponse,
+    ImageDetail,
+    ImageSummary,
+    PredictedLabel,
+    SearchResult,
+    SpatialInfo,
+)
+from query_api.spatial import SpatialRequest, SpatialReranker
 
 T = TypeVar("T")
 
@@ -43,6 +57,7 @@ class SearchOutcome:
     embedding_cache: CacheOutcome = "none"
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_id: str | None = None  # more-like-this: the stored image searched with
+    spatial: SpatialInfo | None = None  # what spatial re-ranking did, when asked
 
     def predicted(self) -> list[Prediction]:
         """The query's likely labels, voted by the results (the query image left out)."""
@@ -73,8 +88,15 @@ class QueryEngine:
         embedders: Embedders,
         cache: Cache,
         objects: ObjectStore,
+        features: FeatureStore | None = None,
     ) -> None:
         self.settings = settings
+        self.features = features
+        self.reranker = (
+            SpatialReranker(features, SpatialPolicy(settings.local_features.min_inliers))
+            if features is not None
+            else None
+        )
         self.metrics = metrics
         self.metadata = metadata
         self.cache = cache
@@ -139,6 +161,7 @@ class QueryEngine:
         filters: SearchFilters,
         effort: int | None,
         use_result_cache: bool = True,
+        spatial: SpatialRequest | None = None,
     ) -> SearchOutcome:
         image_hash = content_hash(data)
         deadline = Deadline(self.timeout_s)
@@ -161,6 +184,12 @@ class QueryEngine:
             self.cache.put_vector(vector_key, vectors[0], self.settings.api.embedding_cache_ttl_s)
             return vectors[0], "miss"
 
+        def features() -> LocalFeatures:
+            try:
+                return self._feature_store().extract(data)
+            except ImageRejected as exc:
+                raise ApiError(422, "unreadable_image", f"the image cannot be read: {exc}") from exc
+
         return self._answer(
             f"image:{image_hash}",
             k,
@@ -171,6 +200,8 @@ class QueryEngine:
             use_result_cache,
             embedded,
             deadline,
+            spatial,
+            features,
         )
 
     def search_similar(
@@ -180,6 +211,7 @@ class QueryEngine:
         filters: SearchFilters,
         effort: int | None,
         use_result_cache: bool = True,
+        spatial: SpatialRequest | None = None,
     ) -> SearchOutcome:
         deadline = Deadline(self.timeout_s)
         view = self.view(deadline)
@@ -200,8 +232,24 @@ class QueryEngine:
                 raise self._not_indexed(image_id)
             return found[image_id], "none"
 
+        def features() -> LocalFeatures | None:
+            row = self.row(image_id)
+            key = row.object_key if row is not None else None
+            store = self._feature_store()
+            return self._call("MinIO", "get_features", lambda: store.get(image_id, key))
+
         outcome = self._answer(
-            f"id:{image_id}", k, filters, effort, view, served, use_result_cache, stored, deadline
+            f"id:{image_id}",
+            k,
+            filters,
+            effort,
+            view,
+            served,
+            use_result_cache,
+            stored,
+            deadline,
+            spatial,
+            features,
         )
         outcome.query_id = image_id
         return outcome
@@ -217,18 +265,34 @@ class QueryEngine:
         use_result_cache: bool,
         vector_of: Callable[[], tuple[Vectors, CacheOutcome]],
         deadline: Deadline,
+        spatial: SpatialRequest | None = None,
+        query_features: Callable[[], LocalFeatures | None] | None = None,
     ) -> SearchOutcome:
-        """The cached result list, or: the query's vector, the search, the join, cached. The
-        Milvus calls share the request's one deadline: together they never wait past it."""
-        key = result_key(query, k, filters.canonical(), effort, served.collection, view.generation)
+        """The cached result list, or: the query's vector, the search, the join, (with
+        `spatial`, the top R re-ranked by spatial verification), cached. The Milvus calls
+        share the request's one deadline: together they never wait past it."""
+        asked = query if spatial is None else f"{query}|{spatial.cache_tag()}"
+        key = result_key(asked, k, filters.canonical(), effort, served.collection, view.generation)
         cached = self._cached_results(key, use_result_cache)
         if cached is not None:
-            return SearchOutcome(cached, served.collection, served.model_id, view.generation, "hit")
+            results, info = cached
+            return SearchOutcome(
+                results, served.collection, served.model_id, view.generation, "hit", spatial=info
+            )
         vector, embedding_outcome = vector_of()
-        results = self._search(
-            vector, k, filters, effort, view, served, self._left(deadline, "Milvus")
+        depth = max(k, spatial.depth) if spatial is not None else k
+        results, keys = self._search(
+            vector, depth, filters, effort, view, served, self._left(deadline, "Milvus")
         )
-        self._store_results(key, results)
+        info = None
+        if spatial is not None and query_features is not None:
+            started = time.perf_counter()
+            query_side = query_features()
+            if query_side is not None:
+                assert self.reranker is not None
+                results, info = self.reranker.rerank(query_side, results, keys, spatial, started)
+            results = results[:k]
+        self._store_results(key, results, info)
         return SearchOutcome(
             results,
             served.collection,
@@ -236,7 +300,18 @@ class QueryEngine:
             view.generation,
             "miss" if use_result_cache else "bypass",
             embedding_outcome,
+            spatial=info,
         )
+
+    def _feature_store(self) -> FeatureStore:
+        if self.features is None:
+            raise ApiError(
+                400,
+                "no_local_features",
+                "spatial re-ranking needs local features: this server runs without them "
+                "(set CBIR_LOCAL_FEATURES__ENABLED=true and re-embed)",
+            )
+        return self.features
 
     def _left(self, deadline: Deadline, service: str) -> float:
         """What is left of the request's bound for the next call; a 503 when nothing is."""
@@ -261,7 +336,9 @@ class QueryEngine:
             f"is indexed (poll GET /images/{image_id})",
         )
 
-    def _cached_results(self, key: str, use: bool) -> list[SearchResult] | None:
+    def _cached_results(
+        self, key: str, use: bool
+    ) -> tuple[list[SearchResult], SpatialInfo | None] | None:
         if not use:
             return None
         with self.metrics.timed("redis", "get_results"):
@@ -269,10 +346,20 @@ class QueryEngine:
         self.metrics.cache_lookup("result", raw is not None)
         if raw is None:
             return None
-        return [SearchResult.model_validate(item) for item in json.loads(raw)]
+        body = json.loads(raw)
+        results = [SearchResult.model_validate(item) for item in body["results"]]
+        spatial = body.get("spatial")
+        return results, SpatialInfo.model_validate(spatial) if spatial is not None else None
 
-    def _store_results(self, key: str, results: list[SearchResult]) -> None:
-        body = json.dumps([r.model_dump() for r in results]).encode()
+    def _store_results(
+        self, key: str, results: list[SearchResult], spatial: SpatialInfo | None = None
+    ) -> None:
+        body = json.dumps(
+            {
+                "results": [r.model_dump() for r in results],
+                "spatial": spatial.model_dump() if spatial is not None else None,
+            }
+        ).encode()
         with self.metrics.timed("redis", "put_results"):
             self.cache.put(key, body, self.settings.api.result_cache_ttl_s)
 
@@ -285,7 +372,8 @@ class QueryEngine:
         view: IndexView,
         served: Served,
         budget_s: float,
-    ) -> list[SearchResult]:
+    ) -> tuple[list[SearchResult], dict[str, str]]:
+        """The results, and each one's object key (where its bytes are)."""
         hits = self._call(
             "Milvus",
             "search",
@@ -304,13 +392,84 @@ class QueryEngine:
             "MySQL", "lookup", lambda: self.metadata.lookup([h.image_id for h in hits])
         )
         results = []
+        keys = {}
         for rank, hit in enumerate(hits, start=1):
             row = rows.get(hit.image_id)
             if row is None:  # deleted between the search and the join
                 continue
             summary = ImageSummary.of(row).model_dump()
             results.append(SearchResult(rank=rank, score=round(hit.score, 6), **summary))
-        return results
+            keys[row.image_id] = row.object_key
+        return results, keys
+
+    def duplicates(self, image_id: str) -> DuplicatesResponse:
+        """The image's near-duplicates among its nearest neighbours: perceptual hash and
+        embedding tiers, spatial verification where they disagree (domain.spatial)."""
+        lf = self.settings.local_features
+        policy = DuplicatePolicy(
+            lf.duplicate_max_hamming, lf.duplicate_min_cosine, lf.duplicate_min_inliers
+        )
+        outcome = self.search_similar(
+            image_id,
+            min(lf.duplicate_candidates + 1, self.settings.api.max_k),
+            SearchFilters.parse(),
+            None,
+        )
+        candidates = [r for r in outcome.results if r.image_id != image_id]
+        store = self._feature_store()
+        row = self.row(image_id)
+        query = self._call(
+            "MinIO",
+            "get_features",
+            lambda: store.get(image_id, row.object_key if row is not None else None),
+        )
+        keys = {r.image_id: r.object_key for r in self._rows([c.image_id for c in candidates])}
+        features = store.get_many([(c.image_id, keys.get(c.image_id)) for c in candidates])
+        assert self.reranker is not None
+        verifier = self.reranker.verifier
+        found = []
+        for candidate in candidates:
+            other = features.get(candidate.image_id)
+            distance = (
+                hamming(query.phash, other.phash)
+                if query is not None and other is not None
+                else None
+            )
+            inliers = None
+            if (
+                policy.needs_geometry(distance, candidate.score)
+                and query is not None
+                and other is not None
+            ):
+                inliers = verifier.verify(query, other).inliers
+            tier = policy.decide(distance, candidate.score, inliers)
+            if tier is None:
+                continue
+            summary = {
+                k: v for k, v in candidate.model_dump().items() if k in ImageSummary.model_fields
+            }
+            found.append(
+                Duplicate(
+                    **summary,
+                    tier=tier.value,
+                    cosine=candidate.score,
+                    hamming=distance,
+                    inliers=inliers,
+                )
+            )
+        return DuplicatesResponse(
+            image_id=image_id,
+            duplicates=found,
+            checked=len(candidates),
+            thresholds={
+                "max_hamming": policy.max_hamming,
+                "min_cosine": policy.min_cosine,
+                "min_inliers": policy.min_inliers,
+            },
+        )
+
+    def _rows(self, image_ids: list[str]) -> list[ImageRow]:
+        return list(self._call("MySQL", "lookup", lambda: self.metadata.lookup(image_ids)).values())
 
     # -- images --
 
@@ -352,6 +511,8 @@ class QueryEngine:
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
+        if self.reranker is not None:
+            self.reranker.close()
 
 
 def unknown_image(image_id: str) -> ApiError:

@@ -69,6 +69,37 @@ class ImageDetail(ImageSummary):
 class SearchResult(ImageSummary):
     rank: int = Field(description="1 for the nearest")
     score: float = Field(description="similarity: inner product of unit vectors (cosine)")
+    inliers: int | None = Field(
+        default=None,
+        description="with rerank=spatial: local-feature matches one geometric transform "
+        "explains (many: the same object); null when not re-ranked or not verified in time",
+    )
+
+
+class SpatialInfo(BaseModel):
+    depth: int = Field(description="candidates asked to verify (R)")
+    verified: int = Field(description="candidates verified within the time budget")
+    query_keypoints: int
+    ms: float = Field(description="time spatial re-ranking took")
+
+
+class Duplicate(ImageSummary):
+    tier: Literal["hash", "embedding", "both", "geometry"] = Field(
+        description="both: perceptual hash and embedding agree; geometry: one of them, "
+        "confirmed by spatial verification"
+    )
+    cosine: float = Field(description="similarity of the global descriptors")
+    hamming: int | None = Field(description="perceptual-hash distance (0-64); null: unknown")
+    inliers: int | None = Field(description="spatial verification's inliers, when it was asked")
+
+
+class DuplicatesResponse(BaseModel):
+    image_id: str
+    duplicates: list[Duplicate] = Field(description="its near-duplicates, most similar first")
+    checked: int = Field(description="nearest neighbours examined")
+    thresholds: dict[str, float] = Field(
+        description="max_hamming, min_cosine, min_inliers in force"
+    )
 
 
 class CacheInfo(BaseModel):
@@ -83,6 +114,9 @@ class SearchResponse(BaseModel):
     model_id: str = Field(description="the model of the query vector and the index")
     index_generation: int
     cache: CacheInfo
+    spatial: SpatialInfo | None = Field(
+        default=None, description="with rerank=spatial: what re-ranking did"
+    )
     predicted_labels: list[PredictedLabel] = Field(
         description="the query image's likely labels: a similarity-weighted vote over the "
         "results' tags (the query image itself left out), best first"

@@ -99,12 +99,13 @@ class MinioObjectStore:
             return bool(self.client.bucket_exists(bucket))
 
 
-def ensure_bucket(settings: MinioSettings) -> bool:
-    """Create the images bucket if it is missing; True when it was created."""
+def ensure_bucket(settings: MinioSettings, bucket: str | None = None) -> bool:
+    """Create the images bucket (or `bucket`) if it is missing; True when it was created."""
     minio = client(settings)
-    if minio.bucket_exists(settings.bucket):
+    name = bucket or settings.bucket
+    if minio.bucket_exists(name):
         return False
-    minio.make_bucket(settings.bucket)
+    minio.make_bucket(name)
     return True
 
 

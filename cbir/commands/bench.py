@@ -6,7 +6,7 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from bench import ann, embedding, faults, ingest, query, replay, training
+    from bench import ann, embedding, faults, ingest, local_features, query, replay, training
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
@@ -17,3 +17,4 @@ def register(areas: Any) -> None:
     replay.register(actions)
     faults.register(actions)
     training.register(actions)
+    local_features.register(actions)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.progress import Progress
 from rich.table import Table
 
 from cbir.output import console
@@ -45,23 +46,82 @@ def _search(args: argparse.Namespace) -> int:
     from cbir.wiring import Adapters
     from query_api.filters import SearchFilters
     from query_api.metrics import ApiMetrics
+    from query_api.spatial import SpatialRequest
 
-    with Adapters(get_settings()) as adapters:
+    settings = get_settings()
+    spatial = None
+    if args.rerank == "spatial":
+        local = settings.local_features
+        spatial = SpatialRequest(args.depth or local.rerank_depth, local.rerank_budget_ms)
+    with Adapters(settings) as adapters:
         engine = adapters.query_engine(ApiMetrics())
         # the same path as the API's search, without its result cache
         outcome = engine.search_image(
-            args.image.read_bytes(), args.k, SearchFilters.parse(), args.effort, False
+            args.image.read_bytes(), args.k, SearchFilters.parse(), args.effort, False, spatial
         )
-    table = Table("rank", "score", "image id", "file", "tags", box=None)
+    columns = ["rank", "score", *(["inliers"] if spatial else []), "image id", "file", "tags"]
+    table = Table(*columns, box=None)
     for result in outcome.results:
+        inliers = [str(result.inliers) if result.inliers is not None else "-"] if spatial else []
         table.add_row(
             str(result.rank),
             f"{result.score:.4f}",
+            *inliers,
             result.image_id[:16],
             result.file_name,
             ", ".join(result.tags),
         )
     console.print(table)
+    if outcome.spatial is not None:
+        info = outcome.spatial
+        console.print(
+            f"spatial re-ranking: {info.verified} of {info.depth} candidates verified "
+            f"in {info.ms:.0f} ms ({info.query_keypoints} query keypoints)"
+        )
+    return 0
+
+
+def _duplicates(args: argparse.Namespace) -> int:
+    from cbir.wiring import Adapters
+    from domain.clusters import clusters
+    from query_api.metrics import ApiMetrics
+
+    with Adapters(get_settings()) as adapters:
+        engine = adapters.query_engine(ApiMetrics())
+        if args.image_id:
+            found = engine.duplicates(args.image_id)
+            table = Table("tier", "cosine", "hamming", "inliers", "image id", "file", box=None)
+            for d in found.duplicates:
+                table.add_row(
+                    d.tier,
+                    f"{d.cosine:.3f}",
+                    "-" if d.hamming is None else str(d.hamming),
+                    "-" if d.inliers is None else str(d.inliers),
+                    d.image_id[:16],
+                    d.file_name,
+                )
+            console.print(table)
+            console.print(f"{len(found.duplicates)} near-duplicates among {found.checked} checked")
+            return 0
+        names: dict[str, str] = {}
+        links: list[tuple[str, str]] = []
+        offset = 0
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("near-duplicates", total=None)
+            while page := engine.browse(200, offset, "indexed"):
+                offset += len(page)
+                for image in page:
+                    names[image.image_id] = image.file_name
+                    for d in engine.duplicates(image.image_id).duplicates:
+                        names[d.image_id] = d.file_name
+                        links.append((image.image_id, d.image_id))
+                    progress.advance(task)
+    groups = clusters(links)
+    for number, group in enumerate(groups, start=1):
+        console.print(f"cluster {number} ({len(group)} images)")
+        for image_id in group:
+            console.print(f"  {image_id[:16]}  {names.get(image_id, '')}")
+    console.print(f"{len(groups)} clusters of near-duplicates among {offset} indexed images")
     return 0
 
 
@@ -98,7 +158,20 @@ def register(areas: Any) -> None:
     search.add_argument(
         "--effort", type=int, help="search_list (DISKANN), ef (HNSW) or nprobe (IVF)"
     )
+    search.add_argument(
+        "--rerank",
+        choices=["none", "spatial"],
+        default="none",
+        help="spatial: re-rank the top candidates by spatial verification (the same object)",
+    )
+    search.add_argument("--depth", type=int, help="with --rerank spatial: candidates to verify")
     search.set_defaults(run=_search)
+
+    duplicates = areas.add_parser(
+        "duplicates", help="near-duplicates of one image, or every cluster of them"
+    )
+    duplicates.add_argument("image_id", nargs="?", help="one image; omitted: list every cluster")
+    duplicates.set_defaults(run=_duplicates)
 
     delete = areas.add_parser("delete", help="remove images (by id) from every store")
     delete.add_argument("image_ids", nargs="+")

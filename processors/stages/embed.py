@@ -3,6 +3,7 @@ model of every building and live generation, one embeddings topic per model."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -15,10 +16,13 @@ from domain.generations import Generation
 from domain.log import Forward, LogMessage, Outcome
 from domain.retry import RetryPolicy
 from domain.vectors import Vectors
+from local_features.store import FeatureStore
 from ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted, ImageMetadata, ImageUploaded
+
+log = logging.getLogger("cbir.processors")
 
 # object reads in flight at once (network round trips, not CPU)
 PARALLEL_FETCHES = 8
@@ -50,8 +54,10 @@ class EmbedStage(Stage):
         embedders: Embedders,
         policy: RetryPolicy,
         replay: Generation | None = None,
+        features: FeatureStore | None = None,
     ) -> None:
         super().__init__(metadata, policy)
+        self.features = features
         self.settings = settings
         self.objects = objects
         self.registry = registry
@@ -116,7 +122,25 @@ class EmbedStage(Stage):
         return [o for group in outcomes if group for o in group]
 
     def _fetch(self, image: ImageMetadata) -> bytes | str:
-        return fetch(self.policy, self.objects, image.bucket, image.object_key)
+        data = fetch(self.policy, self.objects, image.bucket, image.object_key)
+        if self.features is not None and not isinstance(data, str):
+            self._store_features(image.image_id, data)
+        return data
+
+    def _store_features(self, image_id: str, data: bytes) -> None:
+        """The image's local features, beside its bytes (waiting while the store is away).
+        They are an aid, not the image: one that cannot be made is logged and the image goes
+        on; the query path extracts them again from the bytes when it needs them."""
+        assert self.features is not None
+        store = self.features
+        try:
+            self.policy.run(
+                lambda: store.extract_and_put(image_id, data), f"store {image_id}'s local features"
+            )
+        except Exception as exc:  # Permanent or GaveUp: the image itself is unaffected
+            log.warning(
+                "local features not stored", extra={"image_id": image_id, "error": str(exc)}
+            )
 
     def _embed_uploads(
         self,

@@ -22,6 +22,7 @@ from domain.log import LogMessage, Outcome
 from domain.models import ModelId
 from domain.plan import plan_index
 from domain.retry import RetryPolicy
+from local_features.store import FeatureStore
 from ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
@@ -47,9 +48,11 @@ class IndexStage(Stage):
         objects: ObjectStore,
         policy: RetryPolicy,
         replay: Generation | None = None,
+        features: FeatureStore | None = None,
     ) -> None:
         super().__init__(metadata, policy)
         self.settings = settings
+        self.features = features
         self.index = index
         self.registry = registry
         self.objects = objects
@@ -248,6 +251,10 @@ class IndexStage(Stage):
         for image_id in image_ids:
             key = rows[image_id].object_key if image_id in rows else object_key_of(image_id)
             self.policy.run(partial(self.objects.remove, bucket, key), f"remove {key}")
+            if self.features is not None:
+                self.policy.run(
+                    partial(self.features.remove, image_id), f"remove {image_id}'s features"
+                )
 
         def unindex() -> None:
             written = self.index.delete_everywhere(image_ids)

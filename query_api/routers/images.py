@@ -16,12 +16,13 @@ from query_api.dependencies import (
     ImageId,
     Services,
     Tag,
+    errors,
     read_upload,
     require_key,
 )
 from query_api.errors import ApiError
 from query_api.filters import MAX_VALUES, SearchFilters
-from query_api.models import Accepted, Browse, ImageDetail
+from query_api.models import Accepted, Browse, DuplicatesResponse, ImageDetail
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -85,6 +86,17 @@ def metadata(api: Services, image_id: ImageId) -> ImageDetail:
     """One image's metadata and status: pending, indexed, or failed with the reason; an
     indexed image without tags gets the tags its nearest neighbours vote for."""
     return api.engine.image(image_id)
+
+
+@router.get(
+    "/{image_id}/duplicates",
+    response_model=DuplicatesResponse,
+    responses={**LOOKUP_ERRORS, **errors(e409="the image is not indexed (yet): its status says")},
+)
+def duplicates(api: Services, image_id: ImageId) -> DuplicatesResponse:
+    """Its near-duplicates among its nearest neighbours: perceptual hash and embedding tiers,
+    confirmed by spatial verification where only one of them says so."""
+    return api.engine.duplicates(image_id)
 
 
 @router.get(

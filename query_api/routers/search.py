@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 
-from cbir.settings import ApiSettings
+from cbir.settings import ApiSettings, LocalFeaturesSettings
 from query_api.dependencies import (
     LOOKUP_ERRORS,
     UPLOAD_ERRORS,
@@ -24,6 +24,7 @@ from query_api.dependencies import (
 from query_api.engine import SearchOutcome
 from query_api.filters import MAX_VALUES, SearchFilters
 from query_api.models import SearchResponse
+from query_api.spatial import SpatialRequest
 
 
 def _headers(response: Response, outcome: SearchOutcome) -> None:
@@ -32,17 +33,36 @@ def _headers(response: Response, outcome: SearchOutcome) -> None:
 
 
 TagMode = Literal["any", "all"]
+Rerank = Literal["none", "spatial"]
+RERANK = (
+    "spatial: the top `depth` candidates re-ranked by spatial verification of SIFT local "
+    "features (finds the very same object photographed again); none: global similarity alone"
+)
 # 0: the index type's own default (DISKANN search_list, HNSW ef, IVF nprobe)
 EFFORT = {"ge": 0, "le": 1000, "description": "search_list / ef / nprobe; 0: the default"}
 TAGS = {"max_length": MAX_VALUES, "description": "only images with these tags"}
 SOURCES = {"max_length": MAX_VALUES, "description": "only from these sources"}
 
 
-def router(limits: ApiSettings) -> APIRouter:
-    """The search routes; their parameters' bounds (k) come from the settings, so that the
-    spec says exactly what the server takes."""
+def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
+    """The search routes; their parameters' bounds (k, depth) come from the settings, so that
+    the spec says exactly what the server takes."""
     routes = APIRouter(tags=["search"])
     k_bounds = {"ge": 1, "le": limits.max_k, "description": f"results, 1 to {limits.max_k}"}
+    depth_bounds = {
+        "ge": 1,
+        "le": local.max_rerank_depth,
+        "description": f"rerank=spatial: candidates to verify (R), 1 to {local.max_rerank_depth}",
+    }
+    budget_bounds = {
+        "ge": 1,
+        "le": 10_000,
+        "description": "rerank=spatial: ms verification may take; past it the rest keeps its "
+        "global order",
+    }
+
+    def spatial(rerank: str, depth: int, budget_ms: int) -> SpatialRequest | None:
+        return SpatialRequest(depth, budget_ms) if rerank == "spatial" else None
 
     @routes.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
     def search(
@@ -56,6 +76,9 @@ def router(limits: ApiSettings) -> APIRouter:
         uploaded_after: Annotated[Moment, Form()] = None,
         uploaded_before: Annotated[Moment, Form()] = None,
         effort: Annotated[int, Form(**EFFORT)] = 0,
+        rerank: Annotated[Rerank, Form(description=RERANK)] = "none",
+        depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
+        rerank_budget_ms: Annotated[int, Form(**budget_bounds)] = local.rerank_budget_ms,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> SearchResponse:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
@@ -63,7 +86,12 @@ def router(limits: ApiSettings) -> APIRouter:
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
         data = read_upload(api, image)
         outcome = api.engine.search_image(
-            data, k, filters, effort or None, not no_cache(cache_control)
+            data,
+            k,
+            filters,
+            effort or None,
+            not no_cache(cache_control),
+            spatial(rerank, depth, rerank_budget_ms),
         )
         _headers(response, outcome)
         return search_response(outcome, k)
@@ -87,12 +115,20 @@ def router(limits: ApiSettings) -> APIRouter:
         uploaded_after: Moment = None,
         uploaded_before: Moment = None,
         effort: Annotated[int, Query(**EFFORT)] = 0,
+        rerank: Annotated[Rerank, Query(description=RERANK)] = "none",
+        depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
+        rerank_budget_ms: Annotated[int, Query(**budget_bounds)] = local.rerank_budget_ms,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> SearchResponse:
         """More like this: the images nearest to a stored image's own vector."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
         outcome = api.engine.search_similar(
-            image_id, k, filters, effort or None, not no_cache(cache_control)
+            image_id,
+            k,
+            filters,
+            effort or None,
+            not no_cache(cache_control),
+            spatial(rerank, depth, rerank_budget_ms),
         )
         _headers(response, outcome)
         return search_response(outcome, k)

@@ -1,0 +1,74 @@
+"""What spatial verification decides, apart from computing it: the order of re-ranked results
+and whether two images are near-duplicates. Pure: inlier counts and scores in, decisions out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class SpatialPolicy:
+    """A candidate with at least `min_inliers` inliers is verified: the same object. Verified
+    candidates come first, by their inliers (capped at `saturation`, then by global score);
+    the others keep their global order below them. Below the threshold a few chance inliers
+    say nothing, so they never move a result: category search is left as it was."""
+
+    min_inliers: int = 15
+    saturation: int = 60
+
+    def strength(self, inliers: int | None) -> float:
+        """0 for unverified, up to 1 at `saturation` inliers."""
+        if inliers is None or inliers < self.min_inliers:
+            return 0.0
+        return min(inliers, self.saturation) / self.saturation
+
+    def order(self, scores: Sequence[float], inliers: Sequence[int | None]) -> list[int]:
+        """The candidates' new order (indices), given global scores (best first) and the
+        inliers of those verified (None: not checked, e.g. past the time budget)."""
+        if len(scores) != len(inliers):
+            raise ValueError("one inlier count (or None) per score")
+        return sorted(
+            range(len(scores)),
+            key=lambda i: (-self.strength(inliers[i]), -scores[i], i),
+        )
+
+
+class DuplicateTier(StrEnum):
+    HASH = "hash"  # perceptual hashes within the Hamming threshold
+    EMBEDDING = "embedding"  # global descriptors within the cosine threshold
+    BOTH = "both"
+    GEOMETRY = "geometry"  # one tier alone, confirmed by spatial verification
+
+
+@dataclass(frozen=True)
+class DuplicatePolicy:
+    """Near-duplicates in two tiers plus geometry. Both tiers agreeing is a duplicate; neither
+    is not; one alone is asked of spatial verification, which confirms with enough inliers
+    (it is asked only there: it costs a match and a RANSAC)."""
+
+    max_hamming: int = 10
+    min_cosine: float = 0.90
+    min_inliers: int = 20
+
+    def tiers(self, hamming: int | None, cosine: float) -> tuple[bool, bool]:
+        return hamming is not None and hamming <= self.max_hamming, cosine >= self.min_cosine
+
+    def needs_geometry(self, hamming: int | None, cosine: float) -> bool:
+        by_hash, by_embedding = self.tiers(hamming, cosine)
+        return by_hash != by_embedding
+
+    def decide(
+        self, hamming: int | None, cosine: float, inliers: int | None = None
+    ) -> DuplicateTier | None:
+        """The tier that makes the pair a near-duplicate, or None when it is not one."""
+        by_hash, by_embedding = self.tiers(hamming, cosine)
+        if by_hash and by_embedding:
+            return DuplicateTier.BOTH
+        if not (by_hash or by_embedding):
+            return None
+        if inliers is not None and inliers >= self.min_inliers:
+            return DuplicateTier.GEOMETRY
+        return None

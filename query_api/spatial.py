@@ -1,0 +1,76 @@
+"""Spatial re-ranking of a search's top R candidates: the query's local features matched to
+each candidate's, a transform estimated with RANSAC, verified candidates moved up by their
+inliers (`domain.spatial.SpatialPolicy`). A time budget bounds it: candidates not verified
+in time keep their global order, so a slow object store or a large R never fails a search.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from domain.spatial import SpatialPolicy
+from local_features.features import LocalFeatures
+from local_features.geometry import Verifier
+from local_features.store import FeatureStore
+from query_api.models import SearchResult, SpatialInfo
+
+# verifications side by side (numpy's products release the GIL)
+VERIFY_THREADS = 2
+
+
+@dataclass(frozen=True)
+class SpatialRequest:
+    depth: int  # R: the candidates to verify
+    budget_ms: int
+
+    def cache_tag(self) -> str:
+        return f"spatial:{self.depth}:{self.budget_ms}"
+
+
+class SpatialReranker:
+    def __init__(
+        self, store: FeatureStore, policy: SpatialPolicy, verifier: Verifier | None = None
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.verifier = verifier or Verifier()
+        self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+
+    def rerank(
+        self,
+        query: LocalFeatures,
+        results: list[SearchResult],
+        object_keys: dict[str, str],
+        request: SpatialRequest,
+        started: float,
+    ) -> tuple[list[SearchResult], SpatialInfo]:
+        """`results` in global order; returns them re-ranked (ranks renumbered from 1) with
+        their inliers. `started` (perf_counter) is when the budget began to run."""
+        deadline = started + request.budget_ms / 1000
+        top = results[: request.depth]
+        features = self.store.get_many([(r.image_id, object_keys.get(r.image_id)) for r in top])
+
+        def verify(result: SearchResult) -> int | None:
+            candidate = features.get(result.image_id)
+            if candidate is None or time.perf_counter() > deadline:
+                return None
+            return self.verifier.verify(query, candidate).inliers
+
+        inliers = list(self._pool.map(verify, top))
+        order = self.policy.order([r.score for r in top], inliers)
+        reranked = [top[i].model_copy(update={"inliers": inliers[i]}) for i in order]
+        merged = reranked + results[request.depth :]
+        for rank, result in enumerate(merged, start=1):
+            result.rank = rank
+        info = SpatialInfo(
+            depth=request.depth,
+            verified=sum(count is not None for count in inliers),
+            query_keypoints=len(query),
+            ms=round(1000 * (time.perf_counter() - started), 1),
+        )
+        return merged, info
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
