@@ -222,7 +222,13 @@ class LocalFeaturesSettings(BaseModel):
         default=0.90, ge=-1, le=1, description="embedding tier: cosine similarity at least"
     )
     duplicate_min_inliers: int = Field(
-        default=20, ge=4, description="geometry's inliers that confirm a one-tier duplicate"
+        default=20, ge=4, description="geometry's inliers that confirm a near-duplicate"
+    )
+    duplicate_geometry_floor: float = Field(
+        default=0.5,
+        ge=-1,
+        le=1,
+        description="cosine below which a neighbour is not verified as a near-duplicate",
     )
 
 

@@ -45,20 +45,23 @@ class DuplicateTier(StrEnum):
 
 @dataclass(frozen=True)
 class DuplicatePolicy:
-    """Near-duplicates in two tiers plus geometry. Both tiers agreeing is a duplicate; neither
-    is not; one alone is asked of spatial verification, which confirms with enough inliers
-    (it is asked only there: it costs a match and a RANSAC)."""
+    """Near-duplicates in two tiers plus geometry. Both tiers agreeing (perceptual hashes
+    within `max_hamming` bits and descriptors within `min_cosine`) is a duplicate at once.
+    Otherwise, where they disagree or neither holds, a neighbour at least `geometry_floor`
+    similar is asked of spatial verification, which confirms it with `min_inliers` inliers
+    (crops, rotations, screenshots and overlays change the hash and move the descriptor, but
+    keep the object's geometry). Below the floor nothing is asked: it costs a verification."""
 
     max_hamming: int = 10
     min_cosine: float = 0.90
     min_inliers: int = 20
+    geometry_floor: float = 0.5
 
     def tiers(self, hamming: int | None, cosine: float) -> tuple[bool, bool]:
         return hamming is not None and hamming <= self.max_hamming, cosine >= self.min_cosine
 
     def needs_geometry(self, hamming: int | None, cosine: float) -> bool:
-        by_hash, by_embedding = self.tiers(hamming, cosine)
-        return by_hash != by_embedding
+        return not all(self.tiers(hamming, cosine)) and cosine >= self.geometry_floor
 
     def decide(
         self, hamming: int | None, cosine: float, inliers: int | None = None
@@ -67,8 +70,6 @@ class DuplicatePolicy:
         by_hash, by_embedding = self.tiers(hamming, cosine)
         if by_hash and by_embedding:
             return DuplicateTier.BOTH
-        if not (by_hash or by_embedding):
+        if cosine < self.geometry_floor or inliers is None or inliers < self.min_inliers:
             return None
-        if inliers is not None and inliers >= self.min_inliers:
-            return DuplicateTier.GEOMETRY
-        return None
+        return DuplicateTier.GEOMETRY

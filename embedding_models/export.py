@@ -31,13 +31,16 @@ from embedding_models.runtime import (
     ONNX_FILE,
     PCA_FILE,
     SPEC_FILE,
+    VLAD_FILE,
     Embedder,
     Head,
     ImageRejected,
+    LocalSpec,
     ModelSpec,
     Pca,
     Pooling,
     Preprocessing,
+    VladModel,
     file_sha256,
 )
 
@@ -297,6 +300,40 @@ def export_model(
         if head is not None:
             spec = with_head(staged, spec, head, spec.source)
         install(staged, entry, spec, instances, input_kind)
+    return spec
+
+
+def export_vlad(
+    repository: Path,
+    name: str,
+    version: int,
+    vlad: VladModel,
+    local: LocalSpec,
+    source: str,
+    instances: int | None = None,
+) -> ModelSpec:
+    """Write `repository/name/` for a VLAD model: no network, the codebook and whitening in
+    `vlad.npz`, SIFT as `local` says (the runtime extracts it inside Triton)."""
+    entry = repository / name
+    repository.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}-") as scratch:
+        staged = Path(scratch) / str(version)
+        staged.mkdir()
+        vlad.save(staged / VLAD_FILE)
+        spec = ModelSpec(
+            name=name,
+            version=version,
+            source=source,
+            onnx_input="",
+            onnx_output="",
+            feature_dim=int(vlad.projection.shape[0]),
+            dim=vlad.dim,
+            pooling=Pooling("vlad"),
+            local=local,
+            vlad_sha256=file_sha256(staged / VLAD_FILE),
+        )
+        (staged / SPEC_FILE).write_text(spec.to_json())
+        install(staged, entry, spec, instances, "IMAGE")
     return spec
 
 

@@ -6,7 +6,9 @@ must equal). It therefore imports nothing of the project and needs only numpy, P
 ONNX Runtime, which the servers' venv and the compose Triton image both have.
 
 A model entry's version folder holds `model.onnx`, `embedding.json` (the ModelSpec below),
-with PCA `pca.npz`, and with a trained projection head (`cbir train`) `head.npz`.
+with PCA `pca.npz`, and with a trained projection head (`cbir train`) `head.npz`. A VLAD
+entry (`cbir model vlad`) has no network: `vlad.npz` (codebook and whitening) turns the
+image's SIFT descriptors into one vector; it needs OpenCV, imported only there.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ SPEC_FILE = "embedding.json"
 ONNX_FILE = "model.onnx"
 PCA_FILE = "pca.npz"
 HEAD_FILE = "head.npz"
+VLAD_FILE = "vlad.npz"
+SIFT_DIM = 128
+DESCRIPTOR_SCALE = 512.0  # RootSIFT components x 512, clipped to a byte
 
 # Pillow's names; MPO is the multi-picture JPEG that many cameras write
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"}
@@ -85,8 +90,20 @@ class Pooling:
     prefix_tokens: int = 1  # tokens before the patch tokens (CLS, registers)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("gap", "gem", "cls", "none"):
-            raise ValueError(f"pooling must be gap, gem, cls or none, not {self.kind!r}")
+        if self.kind not in ("gap", "gem", "cls", "none", "vlad"):
+            raise ValueError(f"pooling must be gap, gem, cls, none or vlad, not {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """SIFT on the image's grey levels, its longer side brought to at most `max_side`."""
+
+    max_keypoints: int = 500
+    max_side: int = 512
+
+    def __post_init__(self) -> None:
+        if self.max_keypoints < 1 or self.max_side < 32:
+            raise ValueError("max_keypoints must be at least 1 and max_side at least 32")
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,8 @@ class ModelSpec:
     pca_sha256: str = ""
     head: str | None = None  # a trained projection head, e.g. "linear 1024-256"; None: none
     head_sha256: str = ""
+    local: LocalSpec | None = None  # VLAD: how SIFT is extracted; None for a network
+    vlad_sha256: str = ""
 
     def fingerprint(self) -> str:
         """A hash of the weights, the preprocessing, the pooling, the PCA and the head."""
@@ -117,6 +136,9 @@ class ModelSpec:
         if self.head is None:  # entries exported before heads existed keep their ids
             meaning.pop("head")
             meaning.pop("head_sha256")
+        if self.local is None:  # and those before VLAD
+            meaning.pop("local")
+            meaning.pop("vlad_sha256")
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -133,6 +155,8 @@ class ModelSpec:
         data: dict[str, Any] = json.loads(text)
         prep = data.pop("preprocessing")
         prep["mean"], prep["std"] = tuple(prep["mean"]), tuple(prep["std"])
+        local = data.pop("local", None)
+        data["local"] = LocalSpec(**local) if local is not None else None
         return cls(
             preprocessing=Preprocessing(**prep), pooling=Pooling(**data.pop("pooling")), **data
         )
@@ -315,8 +339,86 @@ class Head:
             )
 
 
+def sift_features(
+    image: Image.Image, spec: LocalSpec
+) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
+    """SIFT keypoints of an image: positions (n, 2) in the working image, RootSIFT
+    descriptors (n, 128) as bytes, the working image's width and height, and the full-size
+    grey image. RootSIFT: each descriptor L1-normalised, then square-rooted, so that
+    Euclidean distance is the Hellinger kernel (Arandjelovic and Zisserman, 2012)."""
+    import cv2
+
+    cv2.setNumThreads(1)  # extractions run side by side; each on one thread
+    grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    full = grey
+    height, width = grey.shape
+    scale = min(1.0, spec.max_side / max(width, height))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+        height, width = grey.shape
+    sift = cv2.SIFT.create(nfeatures=spec.max_keypoints)
+    keypoints, found = sift.detectAndCompute(grey, None)  # type: ignore[call-overload]
+    if found is None or not keypoints:
+        empty = np.zeros((0, SIFT_DIM), np.uint8)
+        return np.zeros((0, 2), np.float32), empty, width, height, full
+    kept = keypoints[: spec.max_keypoints]
+    points = np.array([k.pt for k in kept], dtype=np.float32)
+    raw = np.asarray(found, np.float32)[: spec.max_keypoints]
+    root = np.sqrt(raw / np.maximum(np.abs(raw).sum(axis=1, keepdims=True), 1e-7))
+    descriptors = np.clip(np.rint(root * DESCRIPTOR_SCALE), 0, 255).astype(np.uint8)
+    return points, descriptors, width, height, full
+
+
+def vlad_aggregate(descriptors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """VLAD (Jegou et al., 2010) of float RootSIFT descriptors (n, 128): residuals to the
+    nearest codeword summed per codeword, power-normalised (signed square root), each
+    codeword's block L2-normalised (intra-normalisation, Arandjelovic and Zisserman, 2013),
+    then the whole: (words * 128,) float32; zeros for an image without keypoints."""
+    words = len(codebook)
+    vlad = np.zeros((words, SIFT_DIM), np.float32)
+    if len(descriptors):
+        distances = (
+            (descriptors**2).sum(1)[:, None] - 2 * descriptors @ codebook.T + (codebook**2).sum(1)
+        )
+        nearest = distances.argmin(1)
+        np.add.at(vlad, nearest, descriptors - codebook[nearest])
+    vlad = np.sign(vlad) * np.sqrt(np.abs(vlad))
+    vlad = vlad / np.maximum(np.linalg.norm(vlad, axis=1, keepdims=True), 1e-12)
+    flat = vlad.reshape(-1)
+    return (flat / max(float(np.linalg.norm(flat)), 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class VladModel:
+    """A trained codebook and the PCA whitening of its VLADs (whitening folded into the
+    projection)."""
+
+    codebook: np.ndarray  # (words, 128)
+    mean: np.ndarray  # (words * 128,)
+    projection: np.ndarray  # (words * 128, dim)
+
+    @property
+    def dim(self) -> int:
+        return int(self.projection.shape[1])
+
+    def describe(self, descriptors: np.ndarray) -> np.ndarray:
+        """The whitened, L2-normalised VLAD of one image's float RootSIFT descriptors."""
+        projected = (vlad_aggregate(descriptors, self.codebook) - self.mean) @ self.projection
+        return (projected / max(float(np.linalg.norm(projected)), 1e-12)).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as out:
+            np.savez(out, codebook=self.codebook, mean=self.mean, projection=self.projection)
+
+    @classmethod
+    def load(cls, path: Path) -> VladModel:
+        with np.load(path) as data:
+            return cls(data["codebook"], data["mean"], data["projection"])
+
+
 class Embedder:
-    """A model entry's version folder, run with ONNX Runtime."""
+    """A model entry's version folder, run with ONNX Runtime (or, for VLAD, OpenCV's SIFT)."""
 
     def __init__(
         self, model_dir: Path, intra_op_threads: int = 1, limits: Limits = Limits()
@@ -325,6 +427,10 @@ class Embedder:
 
         self.spec = ModelSpec.from_json((model_dir / SPEC_FILE).read_text())
         self.limits = limits
+        self.vlad: VladModel | None = None
+        if self.spec.pooling.kind == "vlad":
+            self.vlad = VladModel.load(model_dir / VLAD_FILE)
+            return
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -348,6 +454,8 @@ class Embedder:
 
     def embed_tensors(self, inputs: np.ndarray) -> np.ndarray:
         """Embeddings of already preprocessed inputs, (N, 3, S, S) float32."""
+        if self.vlad is not None:
+            raise ValueError("a VLAD entry embeds encoded images, not tensors")
         (features,) = self.session.run([self.spec.onnx_output], {self.spec.onnx_input: inputs})
         return self.describe(features)
 
@@ -364,6 +472,9 @@ class Embedder:
         """
         vectors = np.zeros((len(images), self.spec.dim), dtype=np.float32)
         errors = [""] * len(images)
+        if self.vlad is not None:
+            self._embed_vlad(images, vectors, errors)
+            return vectors, errors
         inputs, good = [], []
         for index, data in enumerate(images):
             try:
@@ -376,6 +487,19 @@ class Embedder:
         if inputs:
             vectors[good] = self.embed_tensors(np.stack(inputs))
         return vectors, errors
+
+    def _embed_vlad(self, images: list[bytes], vectors: np.ndarray, errors: list[str]) -> None:
+        assert self.vlad is not None and self.spec.local is not None
+        for index, data in enumerate(images):
+            try:
+                image = decode_image(data, self.spec.local.max_side, self.limits)
+                _, descriptors, *_ = sift_features(image, self.spec.local)
+                rootsift = descriptors.astype(np.float32) / DESCRIPTOR_SCALE
+                vectors[index] = self.vlad.describe(rootsift)
+            except ImageRejected as exc:
+                errors[index] = str(exc)
+            except Exception as exc:  # one hostile item never fails its batch's good images
+                errors[index] = f"unreadable: {type(exc).__name__}: {exc}"
 
 
 def file_sha256(path: Path) -> str:

@@ -20,16 +20,21 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedding_models.runtime import ImageRejected, Limits, decode_image
+from embedding_models.runtime import (
+    DESCRIPTOR_SCALE,
+    SIFT_DIM,
+    ImageRejected,
+    Limits,
+    LocalSpec,
+    decode_image,
+    sift_features,
+)
 
 MAGIC = b"CBLF"
 VERSION = 1
 _HEADER = struct.Struct("<4sBHHQI")
-DESCRIPTOR_SCALE = 512.0
-DIM = 128
-
-# SIFT is run on one thread: the pipeline and the API run several extractions side by side
-cv2.setNumThreads(1)
+DIM = SIFT_DIM
+_MIRRORED_BINS = (-np.arange(8)) % 8
 
 
 class FeaturesUnreadable(ValueError):
@@ -52,6 +57,21 @@ class LocalFeatures:
     def rootsift(self) -> np.ndarray:
         """The descriptors as float32 RootSIFT vectors (about unit length)."""
         return self.descriptors.astype(np.float32) / DESCRIPTOR_SCALE
+
+    def mirrored(self) -> LocalFeatures:
+        """The features of the image mirrored left to right, without extracting again: x
+        reflected, and each descriptor's 4 x 4 x 8 histogram permuted as SIFT sees a mirrored
+        patch (its rows reversed, orientation bin o becoming -o mod 8)."""
+        cells = self.descriptors.reshape(-1, 4, 4, 8)[:, ::-1, :, :][:, :, :, _MIRRORED_BINS]
+        points = self.points.copy()
+        points[:, 0] = self.width - 1 - points[:, 0]
+        return LocalFeatures(
+            points,
+            np.ascontiguousarray(cells.reshape(-1, DIM)),
+            self.width,
+            self.height,
+            self.phash,
+        )
 
     def to_bytes(self) -> bytes:
         header = _HEADER.pack(MAGIC, VERSION, self.width, self.height, self.phash, len(self))
@@ -77,51 +97,27 @@ class LocalFeatures:
 
 @dataclass(frozen=True)
 class Extractor:
-    """SIFT on the image's grey levels, its longer side brought to at most `max_side`."""
+    """SIFT on the image's grey levels, its longer side brought to at most `max_side` (the
+    extraction a VLAD entry runs inside Triton: `embedding_models.runtime.sift_features`)."""
 
     max_keypoints: int = 500
     max_side: int = 512
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if self.max_keypoints < 1 or self.max_side < 32:
-            raise ValueError("max_keypoints must be at least 1 and max_side at least 32")
+        LocalSpec(self.max_keypoints, self.max_side)  # the same bounds
+
+    @property
+    def spec(self) -> LocalSpec:
+        return LocalSpec(self.max_keypoints, self.max_side)
 
     def extract(self, data: bytes) -> LocalFeatures:
         """Features of encoded image bytes; raises ImageRejected for what cannot be decoded."""
-        image = decode_image(data, self.max_side, self.limits)
-        return self.extract_image(image)
+        return self.extract_image(decode_image(data, self.max_side, self.limits))
 
     def extract_image(self, image: Image.Image) -> LocalFeatures:
-        grey = np.asarray(image.convert("L"), dtype=np.uint8)
-        hash_ = perceptual_hash(grey)
-        height, width = grey.shape
-        scale = min(1.0, self.max_side / max(width, height))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            grey = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
-            height, width = grey.shape
-        sift = cv2.SIFT.create(nfeatures=self.max_keypoints)
-        keypoints, found = sift.detectAndCompute(grey, None)  # type: ignore[call-overload]
-        if found is None or not keypoints:
-            return LocalFeatures(
-                np.zeros((0, 2), np.float32), np.zeros((0, DIM), np.uint8), width, height, hash_
-            )
-        kept = keypoints[: self.max_keypoints]
-        points = np.array([k.pt for k in kept], dtype=np.float32)
-        descriptors = quantise(rootsift(np.asarray(found)[: self.max_keypoints]))
-        return LocalFeatures(points, descriptors, width, height, hash_)
-
-
-def rootsift(descriptors: np.ndarray) -> np.ndarray:
-    """SIFT descriptors (n, 128) as RootSIFT: L1-normalised, then square-rooted."""
-    descriptors = descriptors.astype(np.float32)
-    norms = np.abs(descriptors).sum(axis=1, keepdims=True)
-    return np.sqrt(descriptors / np.maximum(norms, 1e-7))
-
-
-def quantise(root: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(root * DESCRIPTOR_SCALE), 0, 255).astype(np.uint8)
+        points, descriptors, width, height, grey = sift_features(image, self.spec)
+        return LocalFeatures(points, descriptors, width, height, perceptual_hash(grey))
 
 
 def perceptual_hash(grey: np.ndarray) -> int:
@@ -145,5 +141,4 @@ __all__ = [
     "LocalFeatures",
     "hamming",
     "perceptual_hash",
-    "rootsift",
 ]

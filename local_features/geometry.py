@@ -40,6 +40,9 @@ class Verifier:
     # fewer tentative matches than this cannot reach a verifying inlier count: RANSAC is not
     # run (it would spend all its iterations on chance matches), inliers reported 0
     min_matches: int = 8
+    # also match the query mirrored (a flipped copy is the same photograph; SIFT is not
+    # mirror-invariant): the better of the two counts
+    mirror: bool = True
 
     def match(
         self, query: LocalFeatures, candidate: LocalFeatures
@@ -67,8 +70,13 @@ class Verifier:
         return query.points[kept], candidate.points[first[kept]]
 
     def verify(self, query: LocalFeatures, candidate: LocalFeatures) -> Verification:
-        source, target = self.match(query, candidate)
-        return self.fit(source, target, max(candidate.width, candidate.height, 1))
+        side = max(candidate.width, candidate.height, 1)
+        found = self.fit(*self.match(query, candidate), side)
+        if self.mirror and found.inliers < self.min_matches * 4:
+            flipped = self.fit(*self.match(query.mirrored(), candidate), side)
+            if flipped.inliers > found.inliers:
+                return flipped
+        return found
 
     def fit(self, source: np.ndarray, target: np.ndarray, side: int) -> Verification:
         """RANSAC on given correspondences (target pixels within `side`)."""

@@ -407,7 +407,10 @@ class QueryEngine:
         embedding tiers, spatial verification where they disagree (domain.spatial)."""
         lf = self.settings.local_features
         policy = DuplicatePolicy(
-            lf.duplicate_max_hamming, lf.duplicate_min_cosine, lf.duplicate_min_inliers
+            lf.duplicate_max_hamming,
+            lf.duplicate_min_cosine,
+            lf.duplicate_min_inliers,
+            lf.duplicate_geometry_floor,
         )
         outcome = self.search_similar(
             image_id,
@@ -465,6 +468,7 @@ class QueryEngine:
                 "max_hamming": policy.max_hamming,
                 "min_cosine": policy.min_cosine,
                 "min_inliers": policy.min_inliers,
+                "geometry_floor": policy.geometry_floor,
             },
         )
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cbir.output import console
 from cbir.settings import get_settings
+from domain.images import IMAGE_SUFFIXES
 from embedding_models.export import ExportError, PcaOptions, export_model
 from embedding_models.runtime import SPEC_FILE, ModelSpec, Pooling, Preprocessing
 from service_adapters.embedder import TritonEmbedder
@@ -73,6 +74,72 @@ def _export(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
+    console.print(f"exported {spec.model_id} to {repository / args.name}")
+    if not args.no_load:
+        _load_if_served(args.name)
+    return 0
+
+
+def _vlad(args: argparse.Namespace) -> int:
+    """Train a VLAD codebook and whitening on local features, export it as a Triton entry."""
+    from rich.progress import Progress
+
+    from embedding_models.export import export_vlad
+    from embedding_models.runtime import LocalSpec
+    from local_features.features import Extractor, ImageRejected, LocalFeatures
+    from local_features.vlad import train
+
+    settings = get_settings()
+    local = settings.local_features
+    extractor = Extractor(local.max_keypoints, local.max_side)
+    features: list[LocalFeatures] = []
+    with Progress(console=console, transient=True) as progress:
+        if args.from_index:
+            from cbir.wiring import Adapters
+
+            task = progress.add_task("local features of indexed images", total=args.images)
+            with Adapters(settings) as adapters:
+                offset = 0
+                while len(features) < args.images:
+                    rows = adapters.metadata.recent(200, offset, "indexed")
+                    if not rows:
+                        break
+                    offset += len(rows)
+                    wanted = [(r.image_id, r.object_key) for r in rows]
+                    found = adapters.features.get_many(wanted[: args.images - len(features)])
+                    features += [f for f in found.values() if f is not None]
+                    progress.update(task, completed=len(features))
+            source = f"vlad:index words={args.words} images={len(features)}"
+        else:
+            if args.dataset is None or not args.dataset.is_dir():
+                raise ExportError("give a folder of images (DATASET) or --from-index")
+            files = sorted(
+                p for p in args.dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+            )[: args.images]
+            task = progress.add_task(f"local features of {args.dataset}", total=len(files))
+            for path in files:
+                try:
+                    features.append(extractor.extract(path.read_bytes()))
+                except ImageRejected as exc:
+                    console.print(f"skipped {path}: {exc}")
+                progress.advance(task)
+            source = f"vlad:{args.dataset.name} words={args.words} images={len(features)}"
+    if len(features) < max(args.dim + 1, 2):
+        raise ExportError(
+            f"{len(features)} images with local features: VLAD to {args.dim} dimensions needs "
+            f"more than {args.dim} (index more images, or lower --dim)"
+        )
+    model = train(features, args.words, args.dim, args.sample, args.seed)
+    repository = args.repository or settings.triton.model_repository
+    spec = export_vlad(
+        repository,
+        args.name,
+        args.version,
+        model,
+        LocalSpec(local.max_keypoints, local.max_side),
+        source,
+        args.instances,
+    )
     console.print(f"exported {spec.model_id} to {repository / args.name}")
     if not args.no_load:
         _load_if_served(args.name)
@@ -191,6 +258,30 @@ def register(areas: Any) -> None:
     )
     export.add_argument("--no-load", action="store_true", help="do not load it into Triton")
     export.set_defaults(run=_export)
+
+    vlad = actions.add_parser(
+        "vlad",
+        help="train a VLAD model of SIFT local features and export it into the repository",
+        description="k-means codebook of RootSIFT descriptors, VLAD with power and intra "
+        "normalisation, PCA-whitened to --dim; served by Triton like any model, so that "
+        "`cbir eval --model NAME` measures it and `cbir re-embed NAME` switches to it. "
+        "Example: `cbir model vlad vlad --from-index`",
+    )
+    vlad.add_argument("name", help="the model's name in Triton")
+    vlad.add_argument("dataset", type=Path, nargs="?", help="a folder of images to train on")
+    vlad.add_argument(
+        "--from-index", action="store_true", help="train on the indexed images' features"
+    )
+    vlad.add_argument("--images", type=int, default=2000, help="images to train on, at most")
+    vlad.add_argument("--words", type=int, default=64, help="codebook size")
+    vlad.add_argument("--dim", type=int, default=256, help="dimensions after PCA whitening")
+    vlad.add_argument("--sample", type=int, default=100_000, help="descriptors for k-means")
+    vlad.add_argument("--seed", type=int, default=0)
+    vlad.add_argument("--version", type=int, default=1)
+    vlad.add_argument("--repository", type=Path, help="default: CBIR_TRITON__MODEL_REPOSITORY")
+    vlad.add_argument("--instances", type=int, help="Triton instances; default: one per core")
+    vlad.add_argument("--no-load", action="store_true", help="do not load it into Triton")
+    vlad.set_defaults(run=_vlad)
 
     listing = actions.add_parser("list", help="the repository's models and their identities")
     listing.add_argument("--repository", type=Path)

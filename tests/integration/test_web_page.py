@@ -91,6 +91,17 @@ def test_search_then_click_a_result_to_search_with_it(
     ).click()
     wait.until(lambda b: "results like" in b.find_element(By.ID, "status").text)
     assert result_ids(browser)[0] == clicked
+
+    # the same object: spatial re-ranking, its inliers on each verified card
+    browser.find_element(By.ID, "same-object").click()
+    browser.find_element(By.ID, "query-file").send_keys(str(photo.resolve()))
+    wait.until(lambda b: "same object:" in b.find_element(By.ID, "status").text)
+    first = browser.find_element(By.CSS_SELECTOR, "#results .result .score").text
+    assert "inliers" in first and result_ids(browser)[0] == image_id_of(photo.read_bytes())
+    # and a card's near-duplicates view answers
+    browser.find_element(By.CSS_SELECTOR, "#results .result .actions button").click()
+    wait.until(lambda b: "near-duplicate" in b.find_element(By.ID, "status").text)
+    assert "error" not in (browser.find_element(By.ID, "status").get_attribute("class") or "")
     screenshots = os.environ.get("CBIR_TEST_SCREENSHOTS")
     if screenshots:  # to look at the page: CBIR_TEST_SCREENSHOTS=/some/folder
         browser.save_screenshot(str(Path(screenshots) / "web_page_phone.png"))

@@ -27,23 +27,25 @@ def test_no_verification_changes_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("hamming", "cosine", "inliers", "tier"),
+    ("hamming", "cosine", "inliers", "tier", "asked"),
     [
-        (2, 0.97, None, DuplicateTier.BOTH),
-        (30, 0.40, 500, None),  # neither tier: geometry is not asked
-        (4, 0.50, None, None),  # the hash alone, unconfirmed
-        (4, 0.50, 25, DuplicateTier.GEOMETRY),
-        (30, 0.95, 19, None),
-        (30, 0.95, 20, DuplicateTier.GEOMETRY),
-        (None, 0.95, 40, DuplicateTier.GEOMETRY),  # no hash known: the embedding tier alone
+        (2, 0.97, None, DuplicateTier.BOTH, False),  # both tiers: no verification needed
+        (30, 0.40, 500, None, False),  # below the floor geometry is not asked
+        (4, 0.60, None, None, True),  # the hash alone, not yet verified
+        (4, 0.60, 25, DuplicateTier.GEOMETRY, True),
+        (30, 0.95, 19, None, True),
+        (30, 0.95, 20, DuplicateTier.GEOMETRY, True),
+        (30, 0.70, 60, DuplicateTier.GEOMETRY, True),  # neither tier: a crop, verified
+        (None, 0.95, 40, DuplicateTier.GEOMETRY, True),  # no hash known
     ],
 )
 def test_duplicate_tiers(
-    hamming: int | None, cosine: float, inliers: int | None, tier: DuplicateTier | None
+    hamming: int | None,
+    cosine: float,
+    inliers: int | None,
+    tier: DuplicateTier | None,
+    asked: bool,
 ) -> None:
-    policy = DuplicatePolicy(max_hamming=10, min_cosine=0.9, min_inliers=20)
+    policy = DuplicatePolicy(max_hamming=10, min_cosine=0.9, min_inliers=20, geometry_floor=0.5)
     assert policy.decide(hamming, cosine, inliers) == tier
-    assert policy.needs_geometry(hamming, cosine) == (
-        tier is DuplicateTier.GEOMETRY
-        or (tier is None and policy.tiers(hamming, cosine)[0] != policy.tiers(hamming, cosine)[1])
-    )
+    assert policy.needs_geometry(hamming, cosine) == asked

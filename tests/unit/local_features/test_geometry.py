@@ -73,3 +73,21 @@ def test_a_rotated_crop_verifies_against_its_source_and_unrelated_photos_do_not(
         verifier.verify(transformed, extractor.extract(p.read_bytes())) for p in flower_photos[1:]
     ]
     assert max(u.inliers for u in unrelated) < 12
+
+
+def test_a_mirrored_copy_verifies_through_the_mirrored_features(
+    flower_photos: list[Path],
+) -> None:
+    extractor = Extractor()
+    with Image.open(flower_photos[2]) as opened:
+        photo = opened.convert("RGB")
+    source = extractor.extract(jpeg(photo))
+    flipped = extractor.extract(jpeg(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    plain = Verifier(mirror=False).verify(flipped, source)
+    either = Verifier(mirror=True).verify(flipped, source)
+    assert plain.inliers < 40  # SIFT alone does not see a mirror image as the same
+    assert either.inliers >= 5 * max(plain.inliers, 20)
+    # mirroring twice is the identity
+    twice = source.mirrored().mirrored()
+    assert np.array_equal(twice.descriptors, source.descriptors)
+    assert np.allclose(twice.points, source.points)

@@ -1,0 +1,157 @@
+"""Same-object search on the real stack: local features stored at ingest beside the image,
+`rerank=spatial` ranking a transformed copy's source first, near-duplicates listed by the API,
+and a delete removing both the features and the link."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from domain.images import image_id_of
+from local_features.features import LocalFeatures
+from local_stack.launcher import Launcher
+from service_adapters.object_store import MinioObjectStore
+from tests.integration.conftest import TEST_API_KEY
+from tests.integration.test_pipeline import wait_for
+from tests.integration.test_query_api import ids_of, search, status_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(launcher: Launcher, indexed_flowers: list[Path]) -> Iterator[httpx.Client]:
+    api = launcher.settings.api
+    with httpx.Client(base_url=f"http://{api.host}:{api.port}", timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def objects(launcher: Launcher) -> Iterator[MinioObjectStore]:
+    store = MinioObjectStore(launcher.settings.minio, 10)
+    yield store
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def rotated_crop(photo: Path, angle: float = 15) -> bytes:
+    """The middle two thirds of the photo, turned and recompressed: the same object."""
+    with Image.open(photo) as opened:
+        image = opened.convert("RGB")
+    w, h = image.size
+    crop = image.crop((w // 6, h // 6, w - w // 6, h - h // 6))
+    return jpeg(crop.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True), 70)
+
+
+def upload(client: httpx.Client, data: bytes, name: str) -> str:
+    response = client.post(
+        "/images",
+        files={"image": (name, data, "image/jpeg")},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert response.status_code in (200, 202), response.text
+    image_id = image_id_of(data)
+    wait_for(lambda: status_of(client, image_id) == "indexed", 90, f"{name} to be indexed")
+    return image_id
+
+
+def test_every_indexed_image_has_its_local_features_beside_it(
+    launcher: Launcher, objects: MinioObjectStore, indexed_flowers: list[Path]
+) -> None:
+    bucket = launcher.settings.local_features.bucket
+    for photo in random.Random(3).sample(indexed_flowers, 5):
+        blob = objects.get(bucket, image_id_of(photo.read_bytes()))
+        assert blob is not None, f"no features stored for {photo}"
+        features = LocalFeatures.from_bytes(blob)
+        assert len(features) >= 50
+
+
+def test_spatial_reranking_ranks_a_transformed_copys_source_first(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    misses = []
+    for photo in random.Random(11).sample(indexed_flowers, 6):
+        source = image_id_of(photo.read_bytes())
+        response = search(client, rotated_crop(photo), k=10, rerank="spatial", depth=50)
+        body = response.json()
+        first = body["results"][0]
+        if ids_of(response)[0] != source:
+            misses.append(photo.name)
+            continue
+        assert first["inliers"] >= 15
+        assert body["spatial"]["verified"] >= 1 and body["spatial"]["depth"] == 50
+        # unrelated results below it carry few inliers, or none were verified in time
+        assert all(
+            r["inliers"] is None or r["inliers"] < first["inliers"] for r in body["results"][1:]
+        )
+    assert not misses, f"sources not first: {misses}"
+    # without rerank the results carry no inliers and no spatial block
+    plain = search(client, rotated_crop(indexed_flowers[0]), k=5)
+    assert plain.json()["spatial"] is None
+    assert all(r["inliers"] is None for r in plain.json()["results"])
+
+
+def test_spatial_reranking_is_cached_and_bounded_and_more_like_this_takes_it(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    photo = indexed_flowers[7]
+    query = rotated_crop(photo, angle=-10)
+    first = search(client, query, k=5, rerank="spatial", depth=20)
+    again = search(client, query, k=5, rerank="spatial", depth=20)
+    assert again.headers["x-cache"] == "hit"
+    assert again.json()["results"] == first.json()["results"]
+    assert again.json()["spatial"] == first.json()["spatial"]
+    # the global order is a different list: another cache entry
+    assert search(client, query, k=5).headers["x-cache"] == "miss"
+    for bad in ({"depth": 0}, {"depth": 10_000}, {"rerank": "magic"}, {"rerank_budget_ms": 0}):
+        response = search(client, query, k=5, **{"rerank": "spatial", **bad})
+        assert response.status_code == 422, response.text
+        assert "Traceback" not in response.text
+    image_id = image_id_of(photo.read_bytes())
+    similar = client.get(
+        f"/images/{image_id}/similar", params={"k": 5, "rerank": "spatial", "depth": 30}
+    )
+    assert ids_of(similar)[0] == image_id
+    assert similar.json()["results"][0]["inliers"] >= 100  # itself: every keypoint agrees
+
+
+def test_near_duplicates_are_listed_and_a_delete_removes_features_and_link(
+    launcher: Launcher, client: httpx.Client, objects: MinioObjectStore, shared_dir: Path
+) -> None:
+    # a photo of a species the session has not indexed, and two copies of it
+    photo = sorted((shared_dir / "data" / "flowers17" / "9").glob("*.jpg"))[4]
+    with Image.open(photo) as opened:
+        image = opened.convert("RGB")
+    smaller = jpeg(image.resize((image.width * 2 // 3, image.height * 2 // 3)), 60)
+    source = upload(client, photo.read_bytes(), "source.jpg")
+    resized = upload(client, smaller, "resized.jpg")
+    cropped = upload(client, rotated_crop(photo, angle=8), "cropped.jpg")
+
+    listed = client.get(f"/images/{resized}/duplicates")
+    assert listed.status_code == 200, listed.text
+    tiers = {d["image_id"]: d["tier"] for d in listed.json()["duplicates"]}
+    assert tiers.get(source) == "both", tiers  # same hash, same embedding
+    by_crop = client.get(f"/images/{cropped}/duplicates").json()["duplicates"]
+    assert source in {d["image_id"] for d in by_crop}
+    # unrelated indexed flowers are not duplicates of it
+    assert len(by_crop) <= 2
+
+    bucket = launcher.settings.local_features.bucket
+    assert objects.get(bucket, source) is not None
+    deleted = client.delete(f"/images/{source}", headers={"X-API-Key": TEST_API_KEY})
+    assert deleted.status_code == 202, deleted.text
+    wait_for(lambda: status_of(client, source) == "gone", 60, "the delete to go through")
+    assert objects.get(bucket, source) is None
+    after = client.get(f"/images/{resized}/duplicates").json()["duplicates"]
+    assert source not in {d["image_id"] for d in after}
+    missing = client.get(f"/images/{source}/duplicates")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_image"
