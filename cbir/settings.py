@@ -33,6 +33,9 @@ class KafkaSettings(BaseModel):
     images_topic: str = Field(default="cbir.images", description="image uploaded/deleted events")
     embeddings_topic: str = Field(default="cbir.embeddings", description="embedding events")
     dead_letter_topic: str = Field(default="cbir.dead-letter", description="failed events")
+    duplicates_topic: str = Field(
+        default="cbir.duplicates", description="each image's near-duplicates (compacted)"
+    )
     object_events_topic: str = Field(
         default="cbir.object-events", description="MinIO's bucket notifications (S3 clients)"
     )

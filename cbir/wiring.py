@@ -11,9 +11,10 @@ from typing import Any
 from cbir.settings import Settings
 from domain.generations import Generation
 from domain.retry import RetryPolicy
+from local_features.duplicates import DuplicateFinder, policy_of
 from local_features.features import Extractor
 from local_features.store import FeatureStore
-from processors.stages import EmbedStage, IndexStage, ObjectEventsStage
+from processors.stages import DuplicatesStage, EmbedStage, IndexStage, ObjectEventsStage
 from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
 from query_api.engine import QueryEngine
 from query_api.metrics import ApiMetrics
@@ -127,6 +128,18 @@ class Adapters:
             self.policy,
             replay,
             self.features,
+        )
+
+    def duplicates_stage(self) -> DuplicatesStage:
+        index = self.policy.run(lambda: self.index, "connect to Milvus")
+        return DuplicatesStage(
+            self.settings.kafka.duplicates_topic,
+            self.settings.local_features.duplicate_candidates,
+            index,
+            self.metadata,
+            self.registry,
+            DuplicateFinder(self.features, policy_of(self.settings.local_features)),
+            self.policy,
         )
 
     def object_events_stage(self) -> ObjectEventsStage:

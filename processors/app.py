@@ -1,6 +1,7 @@
 """The Faust app: the `embed` agent (images -> embeddings topics, one per model), the `index`
-agent (embeddings topics -> every building and live generation in Milvus, and MySQL) and the
-`bridge` agent (MinIO bucket notifications -> images). Run it with `cbir process` (or the
+agent (embeddings topics -> every building and live generation in Milvus, and MySQL), the
+`duplicates` agent (live embeddings -> each image's near-duplicates on the duplicates topic)
+and the `bridge` agent (MinIO bucket notifications -> images). Run it with `cbir process` (or the
 launcher), which supervises it: the worker restarts itself to follow new embeddings topics.
 
 Each agent takes events in batches (size and time bound), hands the batch to its stage in a
@@ -113,6 +114,13 @@ def create_app(settings: Settings) -> faust.App:
     async def index(stream: Any) -> None:
         stage = await asyncio.to_thread(adapters.index_stage)
         await run(stream, stage, "index", dead_letters)
+
+    if settings.local_features.enabled:
+
+        @app.agent(embeddings, name="duplicates")
+        async def duplicates(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.duplicates_stage)
+            await run(stream, stage, "duplicates", named(settings.kafka.duplicates_topic))
 
     @app.timer(interval=config.resubscribe_check_s)
     async def follow_generations() -> None:

@@ -23,9 +23,10 @@ from domain.deadline import Deadline
 from domain.errors import CbirError, ModelMismatch
 from domain.models import ModelId
 from domain.rows import ImageRow, Served
-from domain.spatial import DuplicatePolicy, SpatialPolicy
+from domain.spatial import SpatialPolicy
 from domain.vectors import Vectors
-from local_features.features import ImageRejected, LocalFeatures, hamming
+from local_features.duplicates import DuplicateFinder, Neighbour, policy_of
+from local_features.features import ImageRejected, LocalFeatures
 from local_features.store import FeatureStore
 from ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
 from query_api.cache_keys import content_hash, embedding_key, result_key
@@ -94,6 +95,11 @@ class QueryEngine:
         self.features = features
         self.reranker = (
             SpatialReranker(features, SpatialPolicy(settings.local_features.min_inliers))
+            if features is not None
+            else None
+        )
+        self.finder = (
+            DuplicateFinder(features, policy_of(settings.local_features))
             if features is not None
             else None
         )
@@ -403,66 +409,52 @@ class QueryEngine:
         return results, keys
 
     def duplicates(self, image_id: str) -> DuplicatesResponse:
-        """The image's near-duplicates among its nearest neighbours: perceptual hash and
-        embedding tiers, spatial verification where they disagree (domain.spatial)."""
-        lf = self.settings.local_features
-        policy = DuplicatePolicy(
-            lf.duplicate_max_hamming,
-            lf.duplicate_min_cosine,
-            lf.duplicate_min_inliers,
-            lf.duplicate_geometry_floor,
-        )
+        """The image's near-duplicates among its nearest neighbours (local_features.duplicates:
+        as the processors record them on the duplicates topic)."""
+        store = self._feature_store()
+        assert self.finder is not None
         outcome = self.search_similar(
             image_id,
-            min(lf.duplicate_candidates + 1, self.settings.api.max_k),
+            min(self.settings.local_features.duplicate_candidates + 1, self.settings.api.max_k),
             SearchFilters.parse(),
             None,
         )
         candidates = [r for r in outcome.results if r.image_id != image_id]
-        store = self._feature_store()
-        row = self.row(image_id)
+        rows = {r.image_id: r for r in self._rows([image_id, *(c.image_id for c in candidates)])}
+        own = rows.get(image_id)
         query = self._call(
             "MinIO",
             "get_features",
-            lambda: store.get(image_id, row.object_key if row is not None else None),
+            lambda: store.get(image_id, own.object_key if own is not None else None),
         )
-        keys = {r.image_id: r.object_key for r in self._rows([c.image_id for c in candidates])}
-        features = store.get_many([(c.image_id, keys.get(c.image_id)) for c in candidates])
-        assert self.reranker is not None
-        verifier = self.reranker.verifier
-        found = []
-        for candidate in candidates:
-            other = features.get(candidate.image_id)
-            distance = (
-                hamming(query.phash, other.phash)
-                if query is not None and other is not None
-                else None
+        neighbours = [
+            Neighbour(
+                c.image_id, rows[c.image_id].object_key if c.image_id in rows else None, c.score
             )
-            inliers = None
-            if (
-                policy.needs_geometry(distance, candidate.score)
-                and query is not None
-                and other is not None
-            ):
-                inliers = verifier.verify(query, other).inliers
-            tier = policy.decide(distance, candidate.score, inliers)
-            if tier is None:
+            for c in candidates
+        ]
+        found = {f.image_id: f for f in self.finder.judge(query, neighbours)}
+        duplicates = []
+        for candidate in candidates:
+            link = found.get(candidate.image_id)
+            if link is None:
                 continue
             summary = {
                 k: v for k, v in candidate.model_dump().items() if k in ImageSummary.model_fields
             }
-            found.append(
+            duplicates.append(
                 Duplicate(
                     **summary,
-                    tier=tier.value,
-                    cosine=candidate.score,
-                    hamming=distance,
-                    inliers=inliers,
+                    tier=link.tier,
+                    cosine=link.cosine,
+                    hamming=link.hamming,
+                    inliers=link.inliers,
                 )
             )
+        policy = self.finder.policy
         return DuplicatesResponse(
             image_id=image_id,
-            duplicates=found,
+            duplicates=duplicates,
             checked=len(candidates),
             thresholds={
                 "max_hamming": policy.max_hamming,

@@ -81,9 +81,27 @@ class DeadLetter:
     failed_at: datetime = field(default_factory=now)
 
 
-Event = Union[ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter]  # noqa: UP007
+@dataclass(frozen=True)
+class DuplicateLink:
+    image_id: str
+    tier: str  # "both" or "geometry" (domain.spatial.DuplicateTier)
+    cosine: float
+    hamming: int | None = None
+    inliers: int | None = None
+
+
+@dataclass(frozen=True)
+class DuplicatesFound:
+    image_id: str
+    model_id: str
+    links: tuple[DuplicateLink, ...] = ()
+    computed_at: datetime = field(default_factory=now)
+
+
+Event = Union[ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter, DuplicatesFound]  # noqa: UP007
 EVENT_TYPES: dict[str, type[Any]] = {
-    f"cbir.{t.__name__}": t for t in (ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter)
+    f"cbir.{t.__name__}": t
+    for t in (ImageUploaded, ImageDeleted, EmbeddingComputed, DeadLetter, DuplicatesFound)
 }
 
 
@@ -91,7 +109,7 @@ def _to_record(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_record(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
-        return list(value)
+        return [_to_record(item) for item in value]
     return value
 
 
@@ -115,7 +133,11 @@ def _from_record(cls: type[Any], record: dict[str, Any]) -> Any:
         if dataclasses.is_dataclass(hint):
             value = _from_record(hint, value)  # type: ignore[arg-type]
         elif isinstance(value, list):
-            value = tuple(value)
+            items = typing.get_args(hint)
+            if items and dataclasses.is_dataclass(items[0]):  # a tuple of records
+                value = tuple(_from_record(items[0], v) for v in value)  # type: ignore[arg-type]
+            else:
+                value = tuple(value)
         values[item.name] = value
     return cls(**values)
 

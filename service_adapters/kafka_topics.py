@@ -51,6 +51,7 @@ def pipeline_topics(kafka: KafkaSettings) -> list[TopicSpec]:
     return [
         TopicSpec(kafka.images_topic, kafka.partitions, COMPACTED),
         embeddings_topic_spec(kafka, kafka.embeddings_topic),
+        TopicSpec(kafka.duplicates_topic, kafka.partitions, COMPACTED),
         TopicSpec(
             kafka.object_events_topic,
             kafka.partitions,

@@ -85,6 +85,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     from cbir.wiring import Adapters
     from domain.clusters import clusters
     from query_api.metrics import ApiMetrics
+    from replay.duplicates import read_records, recompute
 
     with Adapters(get_settings()) as adapters:
         engine = adapters.query_engine(ApiMetrics())
@@ -103,25 +104,40 @@ def _duplicates(args: argparse.Namespace) -> int:
             console.print(table)
             console.print(f"{len(found.duplicates)} near-duplicates among {found.checked} checked")
             return 0
-        names: dict[str, str] = {}
-        links: list[tuple[str, str]] = []
-        offset = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("near-duplicates", total=None)
-            while page := engine.browse(200, offset, "indexed"):
-                offset += len(page)
-                for image in page:
-                    names[image.image_id] = image.file_name
-                    for d in engine.duplicates(image.image_id).duplicates:
-                        names[d.image_id] = d.file_name
-                        links.append((image.image_id, d.image_id))
-                    progress.advance(task)
-    groups = clusters(links)
+        settings = adapters.settings
+        live = adapters.registry.live()
+        if args.recompute:
+            if live is None:
+                console.print("nothing is indexed yet: nothing to recompute")
+                return 0
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(f"judging {live.embeddings_topic}", total=None)
+                written = recompute(
+                    adapters.events,
+                    adapters.duplicates_stage(),
+                    live.embeddings_topic,
+                    lambda n: progress.advance(task, n),
+                )
+            console.print(f"{written} records written to {settings.kafka.duplicates_topic}")
+        records = read_records(adapters.events, settings.kafka.duplicates_topic)
+        stale = sum(1 for r in records.values() if live is not None and r.model_id != live.model_id)
+        links = [(r.image_id, link.image_id) for r in records.values() for link in r.links]
+        present = adapters.metadata.lookup(sorted({i for pair in links for i in pair}))
+        # a deleted image's tombstone removed its own record; links to it go with it
+        groups = clusters([(a, b) for a, b in links if a in present and b in present])
     for number, group in enumerate(groups, start=1):
         console.print(f"cluster {number} ({len(group)} images)")
         for image_id in group:
-            console.print(f"  {image_id[:16]}  {names.get(image_id, '')}")
-    console.print(f"{len(groups)} clusters of near-duplicates among {offset} indexed images")
+            console.print(f"  {image_id[:16]}  {present[image_id].file_name}")
+    console.print(
+        f"{len(groups)} clusters of near-duplicates, from {len(records)} records on "
+        f"{settings.kafka.duplicates_topic}"
+    )
+    if stale:
+        console.print(
+            f"{stale} records were judged with another model than the live one: "
+            "run `cbir duplicates --recompute`"
+        )
     return 0
 
 
@@ -170,7 +186,14 @@ def register(areas: Any) -> None:
     duplicates = areas.add_parser(
         "duplicates", help="near-duplicates of one image, or every cluster of them"
     )
-    duplicates.add_argument("image_id", nargs="?", help="one image; omitted: list every cluster")
+    duplicates.add_argument(
+        "image_id", nargs="?", help="one image; omitted: every cluster, from the duplicates topic"
+    )
+    duplicates.add_argument(
+        "--recompute",
+        action="store_true",
+        help="first judge every live embedding again (after a threshold or the model changed)",
+    )
     duplicates.set_defaults(run=_duplicates)
 
     delete = areas.add_parser("delete", help="remove images (by id) from every store")

@@ -5,7 +5,10 @@ and a delete removing both the features and the link."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,15 +16,20 @@ import httpx
 import pytest
 from PIL import Image
 
+from cbir.settings import settings_environment
 from domain.images import image_id_of
 from local_features.features import LocalFeatures
 from local_stack.launcher import Launcher
+from replay.duplicates import read_records
+from schemas.events import DuplicatesFound
+from service_adapters.event_log import KafkaEventLog
 from service_adapters.object_store import MinioObjectStore
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.test_pipeline import wait_for
 from tests.integration.test_query_api import ids_of, search, status_of
 
 pytestmark = pytest.mark.integration
+CBIR = str(Path(sys.executable).parent / "cbir")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +144,24 @@ def test_near_duplicates_are_listed_and_a_delete_removes_features_and_link(
     resized = upload(client, smaller, "resized.jpg")
     cropped = upload(client, rotated_crop(photo, angle=8), "cropped.jpg")
 
+    # the processors recorded it on the duplicates topic (compacted, keyed by image id)
+    events = KafkaEventLog(launcher.settings.kafka)
+    topic = launcher.settings.kafka.duplicates_topic
+
+    def recorded() -> dict[str, DuplicatesFound]:
+        return read_records(events, topic)
+
+    wait_for(lambda: resized in recorded(), 60, "the resized copy's duplicates record")
+    record = recorded()[resized]
+    assert source in {link.image_id for link in record.links}
+    # and `cbir duplicates` lists the cluster from the topic
+    env = {**os.environ, **settings_environment(launcher.settings)}
+    listing = subprocess.run(
+        [CBIR, "duplicates"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert source[:16] in listing.stdout and resized[:16] in listing.stdout
+
     listed = client.get(f"/images/{resized}/duplicates")
     assert listed.status_code == 200, listed.text
     tiers = {d["image_id"]: d["tier"] for d in listed.json()["duplicates"]}
@@ -151,6 +177,7 @@ def test_near_duplicates_are_listed_and_a_delete_removes_features_and_link(
     assert deleted.status_code == 202, deleted.text
     wait_for(lambda: status_of(client, source) == "gone", 60, "the delete to go through")
     assert objects.get(bucket, source) is None
+    wait_for(lambda: source not in recorded(), 60, "the source's tombstone on the topic")
     after = client.get(f"/images/{resized}/duplicates").json()["duplicates"]
     assert source not in {d["image_id"] for d in after}
     missing = client.get(f"/images/{source}/duplicates")

@@ -4,7 +4,7 @@ from cbir.settings import KafkaSettings
 from service_adapters.kafka_topics import pipeline_topics
 
 
-def test_images_and_embeddings_are_compacted_and_dead_letters_expire() -> None:
+def test_images_embeddings_and_duplicates_are_compacted_and_dead_letters_expire() -> None:
     kafka = KafkaSettings(partitions=6, dead_letter_retention_ms=1234)
     topics = {t.name: t for t in pipeline_topics(kafka)}
     assert set(topics) == {
@@ -12,8 +12,9 @@ def test_images_and_embeddings_are_compacted_and_dead_letters_expire() -> None:
         kafka.embeddings_topic,
         kafka.dead_letter_topic,
         kafka.object_events_topic,
+        kafka.duplicates_topic,
     }
-    for name in (kafka.images_topic, kafka.embeddings_topic):
+    for name in (kafka.images_topic, kafka.embeddings_topic, kafka.duplicates_topic):
         assert topics[name].config["cleanup.policy"] == "compact"
         assert int(topics[name].config["delete.retention.ms"]) >= 24 * 3600 * 1000
     dead = topics[kafka.dead_letter_topic]

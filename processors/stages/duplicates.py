@@ -1,0 +1,115 @@
+"""live embeddings topic -> duplicates topic: each newly indexed image's near-duplicates among
+the images indexed before it, as a `DuplicatesFound` record keyed by its id (the topic is
+compacted: the latest record per image stays); a delete becomes a tombstone.
+
+Embeddings of a model the live generation does not hold (a building generation's) are left
+alone: duplicates are judged with the served model, as the API judges them. `cbir duplicates
+--recompute` runs this stage over the whole live topic when a threshold or the model changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from domain.generations import Generation
+from domain.log import Forward, LogMessage, Outcome
+from domain.retry import RetryPolicy
+from local_features.duplicates import DuplicateFinder, Neighbour
+from ports import GenerationRegistry, MetadataStore, VectorIndex
+from processors.stages.base import Stage
+from schemas.codec import MalformedEvent
+from schemas.events import DuplicateLink, DuplicatesFound, EmbeddingComputed, ImageDeleted
+
+
+class DuplicatesStage(Stage):
+    name = "duplicates"
+
+    def __init__(
+        self,
+        topic: str,
+        candidates: int,
+        index: VectorIndex,
+        metadata: MetadataStore,
+        registry: GenerationRegistry,
+        finder: DuplicateFinder,
+        policy: RetryPolicy,
+    ) -> None:
+        super().__init__(metadata, policy)
+        self.topic = topic
+        self.candidates = candidates
+        self.index = index
+        self.registry = registry
+        self.finder = finder
+
+    def _process(self, messages: list[LogMessage]) -> list[Outcome]:
+        live = self.policy.run(self.registry.live, "read the live generation")
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        found: list[tuple[int, EmbeddingComputed]] = []
+        for position, message in enumerate(messages):
+            if message.value is None:
+                outcomes[position] = Forward(message.key, None, self.topic)
+                continue
+            try:
+                event = self.serializer.loads(message.value)
+            except MalformedEvent:
+                continue  # the index stage dead-letters it: one dead letter is enough
+            if isinstance(event, ImageDeleted):
+                outcomes[position] = Forward(message.key, None, self.topic)
+            elif (
+                isinstance(event, EmbeddingComputed)
+                and live is not None
+                and event.model_id == live.model_id
+                and message.key_text == event.image.image_id  # else the index stage refuses it
+            ):
+                found.append((position, event))
+        if found and live is not None:
+            for (position, event), links in zip(
+                found, self._judge(live, [e for _, e in found]), strict=True
+            ):
+                record = DuplicatesFound(event.image.image_id, event.model_id, tuple(links))
+                outcomes[position] = Forward(
+                    messages[position].key, self.serializer.dumps(record), self.topic
+                )
+        return [o for o in outcomes if o is not None]
+
+    def _judge(
+        self, live: Generation, events: Sequence[EmbeddingComputed]
+    ) -> list[list[DuplicateLink]]:
+        vectors = np.stack([e.vector for e in events])
+        # every write the index stage has recorded is seen (as the API's searches see them)
+        _, written_ts = self.policy.run(self.metadata.index_generation, "read the index generation")
+        hits = self.policy.run(
+            lambda: self.index.search(
+                vectors,
+                self.candidates + 1,
+                collection=live.name,
+                guarantee_ts=written_ts,
+                index_type=live.index_type,
+            ),
+            "search the live generation for near-duplicates",
+        )
+        others = {h.image_id for row in hits for h in row}
+        rows = self.policy.run(
+            lambda: self.metadata.lookup(sorted(others)), "look up the neighbours"
+        )
+        out = []
+        for event, row in zip(events, hits, strict=True):
+            image = event.image
+            query = self.policy.run(
+                lambda image=image: self.finder.store.get(image.image_id, image.object_key),  # type: ignore[misc]
+                f"read {image.image_id}'s local features",
+            )
+            neighbours = [
+                Neighbour(h.image_id, rows[h.image_id].object_key, h.score)
+                for h in row
+                if h.image_id != image.image_id and h.image_id in rows
+            ][: self.candidates]
+            out.append(
+                [
+                    DuplicateLink(f.image_id, f.tier, f.cosine, f.hamming, f.inliers)
+                    for f in self.finder.judge(query, neighbours)
+                ]
+            )
+        return out

@@ -1,0 +1,113 @@
+"""The duplicates stage against fakes of Milvus, MySQL, the registry and the object store,
+with real local features (extracted from the photos' bytes by the feature store)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from domain.generations import GenerationState
+from domain.spatial import DuplicatePolicy
+from local_features.duplicates import DuplicateFinder
+from local_features.features import Extractor
+from local_features.store import FeatureStore
+from processors.stages import DuplicatesStage
+from schemas.events import DuplicatesFound, EmbeddingComputed, ImageMetadata
+from tests.fakes import FakeCache
+from tests.unit.processors.stages.conftest import (
+    MOBILENET,
+    RESNET,
+    SERIALIZER,
+    World,
+    deleted,
+    forwarded,
+    message,
+)
+
+TOPIC = "cbir.embeddings"
+OUT = "cbir.duplicates"
+
+
+def stage(world: World) -> DuplicatesStage:
+    store = FeatureStore(
+        world.objects, FakeCache(), "features", Extractor(300, 320), 60, world.settings.minio.bucket
+    )
+    finder = DuplicateFinder(store, DuplicatePolicy())
+    return DuplicatesStage(
+        OUT, 5, world.index, world.metadata, world.registry, finder, world.policy
+    )
+
+
+def unit(vector: list[float]) -> np.ndarray:
+    values = np.array(vector + [0.0] * (8 - len(vector)), np.float32)
+    return values / np.linalg.norm(values)
+
+
+def index(world: World, collection: str, image: ImageMetadata, vector: np.ndarray) -> None:
+    world.index.create(collection, MOBILENET, 8, "HNSW", {})
+    world.index.upsert(collection, [image], vector[None, :])
+
+
+def embedding(image: ImageMetadata, vector: np.ndarray, model_id: str = MOBILENET) -> bytes:
+    return SERIALIZER.dumps(EmbeddingComputed.of(image, model_id, vector))
+
+
+def test_a_copy_is_recorded_with_its_source_and_an_unrelated_image_is_not(
+    world: World, flower_photos: list[Path]
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    source = world.image(flower_photos[0].read_bytes(), name="source.jpg")
+    other = world.image(flower_photos[4].read_bytes(), name="other.jpg")
+    index(world, live.name, source, unit([1.0]))
+    index(world, live.name, other, unit([0.3, 1.0]))
+    with Image.open(flower_photos[0]) as opened:
+        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=60)
+    copy = world.image(out.getvalue(), name="copy.jpg")
+
+    outcomes = stage(world).process(
+        [message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))]
+    )
+    (record,) = forwarded(outcomes)
+    assert record.topic == OUT and record.key == copy.image_id.encode()
+    found = SERIALIZER.loads(record.value)
+    assert isinstance(found, DuplicatesFound) and found.model_id == MOBILENET
+    assert [link.image_id for link in found.links] == [source.image_id]
+    assert found.links[0].tier == "both" and found.links[0].hamming is not None
+    # the features missing from the store were extracted from the bytes and kept
+    assert ("features", source.image_id) in world.objects.objects
+
+
+def test_deletes_and_tombstones_become_tombstones_and_other_models_are_left_alone(
+    world: World,
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    image = world.image(b"\x01not a photo")
+    index(world, live.name, image, unit([1.0]))
+    outcomes = stage(world).process(
+        [
+            deleted(TOPIC, "a" * 64, 0),
+            message(TOPIC, "b" * 64, None, 1),
+            message(TOPIC, image.image_id, embedding(image, unit([1.0]), RESNET), 2),
+        ]
+    )
+    assert [(o.key, o.value, o.topic) for o in forwarded(outcomes)] == [
+        (b"a" * 64, None, OUT),
+        (b"b" * 64, None, OUT),
+    ]
+
+
+def test_an_image_without_features_gets_a_record_without_links(world: World) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    first = world.image(b"\x01garbage one")
+    second = world.image(b"\x01garbage two")
+    index(world, live.name, first, unit([1.0]))
+    (record,) = forwarded(
+        stage(world).process([message(TOPIC, second.image_id, embedding(second, unit([1.0])))])
+    )
+    found = SERIALIZER.loads(record.value)
+    assert isinstance(found, DuplicatesFound) and found.links == ()
