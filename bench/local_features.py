@@ -22,19 +22,21 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import httpx
 import numpy as np
 from rich.progress import Progress
 
 from bench.common import RESULTS, publish
-from bench.same_object import TRANSFORMS, make_copies
+from bench.same_object import TRANSFORMS, Copy, make_copies
 from cbir.output import console
 from cbir.settings import get_settings
+from domain.images import image_id_of
 from domain.spatial import DuplicatePolicy, SpatialPolicy
 from embedding_models.runtime import Embedder
 from embedding_models.shared_mobilenet import export_shared_mobilenet
@@ -46,7 +48,6 @@ from local_features.geometry import Verifier
 from local_features.vlad import train as train_vlad
 
 DEPTHS = (20, 50, 100)
-NEIGHBOURS = 10  # near-duplicate candidates per copy
 TARGETS = {
     "spatial_gain": "mAP +0.10 over global on the same-object set",
     "flowers17_drop": "flowers17 mAP lowered by at most 0.01",
@@ -72,6 +73,14 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser.add_argument("--words", type=int, default=64, help="VLAD codebook size")
     parser.add_argument("--vlad-dim", type=int, default=256)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="also index the set through a fresh stack of the pipeline and measure the API: "
+        "rerank=spatial latency side by side with plain searches, and the duplicates it finds",
+    )
+    parser.add_argument("--api-queries", type=int, default=100, help="copies asked, per mode")
+    parser.add_argument("--port-offset", type=int, default=11000, help="the API stack's ports")
     parser.set_defaults(run=run)
 
 
@@ -86,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
             list(dataset.paths), args.sources, args.seed, cache, lambda: progress.advance(task)
         )
     paths = list(dataset.paths) + [c.path for c in copies]
-    groups = np.concatenate([np.arange(originals), [c.source for c in copies]])
     transforms = [c.transform for c in copies]
     queries = np.arange(originals, len(paths))
     console.print(f"{originals} photographs + {len(copies)} copies of {args.sources} sources")
@@ -115,13 +123,16 @@ def run(args: argparse.Namespace) -> int:
             ends=np.cumsum([len(b) for b in encoded]),
         )
     keypoints = [len(f) for f in features]
+    photograph, identical = same_photographs(embeddings[:originals], features[:originals])
+    groups = np.concatenate([photograph, photograph[[c.source for c in copies]]])
     console.print(f"local features: {np.mean(keypoints):.0f} keypoints per image on average")
 
     records: list[dict[str, Any]] = []
     similarity = embeddings @ embeddings.T
     np.fill_diagonal(similarity, -np.inf)
     rankings = np.argsort(-similarity[queries], axis=1, kind="stable")[:, :-1]
-    inliers, verify_ms = verify_top(features, queries, rankings[:, : max(DEPTHS)], args.workers)
+    verified = verify_top(features, queries, rankings[:, : max(DEPTHS)], args.workers)
+    inliers = verified.inliers
     query_ms = single_query_times(extractor, datas, features, queries, rankings, args.seed)
 
     global_report = report(rankings, groups, queries)
@@ -171,27 +182,72 @@ def run(args: argparse.Namespace) -> int:
         embeddings[:originals], features[:originals], dataset.labels, args.workers
     )
     records += flowers
+    candidates = get_settings().local_features.duplicate_candidates
     duplicates = near_duplicates(
-        similarity, features, groups, queries, rankings, inliers, originals, transforms
+        similarity,
+        features,
+        groups,
+        queries,
+        rankings,
+        verified,
+        originals,
+        transforms,
+        candidates,
+    )
+    # VLAD as the candidate list: SIFT-based, it ranks rotated copies far higher
+    vlad_verified = verify_top(features, queries, vlad_rankings[:, :candidates], args.workers)
+    # its cosines are not MobileNet's: no floor (CBIR_LOCAL_FEATURES__DUPLICATE_GEOMETRY_FLOOR)
+    vlad_policy = DuplicatePolicy(geometry_floor=-1.0)
+    duplicates["with VLAD candidates"] = {
+        "policy": asdict(vlad_policy),
+        **near_duplicates(
+            vlad_similarity,
+            features,
+            groups,
+            queries,
+            vlad_rankings,
+            vlad_verified,
+            originals,
+            transforms,
+            candidates,
+            vlad_policy,
+        )["default"]["combined"],
+    }
+    labels = dataset.labels
+    category = np.argsort(-vlad_similarity[:originals, :originals], axis=1, kind="stable")[:, :-1]
+    records.append(
+        record(
+            "flowers17 (category)",
+            f"VLAD ({args.words} words, {vlad.dim}-d)",
+            report(category, labels, np.arange(originals)),
+            [],
+            category,
+            labels,
+            np.arange(originals),
+        )
     )
 
     same = {r["method"]: r for r in records if r["dataset"] == "same-object"}
     gain = same["global + spatial R=50"]["mAP"] - same["global (MobileNet)"]["mAP"]
     drop = flowers[0]["mAP"] - flowers[1]["mAP"]
     combined = duplicates["default"]["combined"]
-    extra = {
+    extra: dict[str, Any] = {
         "targets": TARGETS,
         "verdicts": {
             "spatial_gain": {"value": round(gain, 4), "met": gain >= 0.10},
             "flowers17_drop": {"value": round(drop, 4), "met": drop <= 0.01},
             "latency": {
                 "p50_ms": same["global + spatial R=50"]["latency_ms"]["p50"],
+                "where": "in-process: the query's extraction and R verifications",
                 "met": same["global + spatial R=50"]["latency_ms"]["p50"] < 300,
             },
             "duplicates": {
                 "precision": combined["precision"],
                 "recall": combined["recall"],
                 "met": combined["precision"] >= 0.95 and combined["recall"] >= 0.90,
+                "with_vlad_candidates": {
+                    k: duplicates["with VLAD candidates"][k] for k in ("precision", "recall")
+                },
             },
         },
         "set": {
@@ -202,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "keypoints_mean": round(float(np.mean(keypoints)), 1),
             "extract_ms_per_query_p50": same["global + spatial R=50"]["latency_ms"]["extract_p50"],
-            "verify_ms_per_pair": round(verify_ms, 2),
+            "verify_ms_per_pair": round(verified.ms_per_pair, 2),
+            "identical_photograph_pairs": identical,
         },
         "settings": {
             "extractor": {"max_keypoints": args.max_keypoints, "max_side": args.max_side},
@@ -212,11 +269,157 @@ def run(args: argparse.Namespace) -> int:
         },
         "duplicates": duplicates,
     }
+    if args.api:
+        api = through_the_api(args, paths, copies, originals)
+        extra["api"] = api
+        extra["verdicts"]["latency"] = {
+            "p50_ms": api["spatial_R50_p50_ms"],
+            "where": "the API, uncached, embedding included",
+            "in_process_p50_ms": extra["verdicts"]["latency"]["p50_ms"],
+            "met": api["spatial_R50_p50_ms"] < 300,
+        }
     document = publish("local_features", records, extra, markdown, args.out)
     plot(document, args.out / "local_features.png")
     for name, verdict in document["verdicts"].items():
         console.print(f"{name}: {verdict}")
     return 0
+
+
+def same_photographs(
+    embeddings: np.ndarray, features: list[LocalFeatures]
+) -> tuple[np.ndarray, int]:
+    """Each photograph's group: flowers17 holds the same photograph more than once (descriptors
+    within cosine 0.99 and perceptual hashes within 6 bits), and a copy of one is a copy of
+    the other. The groups, and how many such pairs there are."""
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, 0)
+    parent = list(range(len(embeddings)))
+
+    def root(item: int) -> int:
+        while parent[item] != item:
+            item = parent[item]
+        return item
+
+    pairs = 0
+    for a, b in np.argwhere(np.triu(similarity) >= 0.99):
+        if hamming(features[a].phash, features[b].phash) <= 6:
+            pairs += 1
+            parent[root(int(a))] = root(int(b))
+    return np.array([root(i) for i in range(len(embeddings))]), pairs
+
+
+def through_the_api(
+    args: argparse.Namespace, paths: list[Path], copies: list[Copy], originals: int
+) -> dict[str, Any]:
+    """A fresh stack indexes the photographs and the copies through the pipeline (local
+    features extracted by the processors, near-duplicates recorded on the topic); then copies
+    query the API uncached (`Cache-Control: no-cache`, each image once, so its embedding is
+    computed too), plain and `rerank=spatial` R = 50 interleaved, and ask for their
+    duplicates."""
+    from bench.ingest import export_models
+    from cbir import wiring
+    from cbir.settings import side_by_side
+    from local_stack.launcher import Launcher
+    from producers.ingest import collect
+    from replay.duplicates import read_records
+    from service_adapters.event_log import KafkaEventLog
+
+    base = get_settings()
+    with TemporaryDirectory(prefix="cbir-bench-lf-") as scratch:
+        root = Path(scratch)
+        export_models(root / "models", args.shared, ["mobilenet"])
+        settings = side_by_side(base, args.port_offset, root / "data", root / "models")
+        launcher = Launcher(settings)
+        launcher.up()
+        try:
+            items = collect([str(args.shared / "data" / "flowers17"), str(copies[0].path.parent)])
+            started = time.perf_counter()
+            wiring.ingest(settings, items)
+            ids = [image_id_of(p.read_bytes()) for p in paths]
+            wanted = len(set(ids))
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("indexing through the pipeline", total=wanted)
+                while True:
+                    done = wiring_indexed(settings)
+                    progress.update(task, completed=done)
+                    if done >= wanted:
+                        break
+                    if time.perf_counter() - started > 1800:
+                        raise RuntimeError(f"only {done} of {wanted} indexed in 30 minutes")
+                    time.sleep(2)
+            ingest_s = time.perf_counter() - started
+            from bench.query import settle
+
+            settle(settings)
+            rng = np.random.default_rng(args.seed)
+            picked = rng.choice(len(copies), 2 * args.api_queries, replace=False)
+            api = settings.api
+            plain_ms, spatial_ms, first_source, dup_found, dup_ms = [], [], [], [], []
+            with httpx.Client(base_url=f"http://{api.host}:{api.port}", timeout=60) as client:
+                for n, index in enumerate(picked):
+                    copy = copies[index]
+                    data = copy.path.read_bytes()
+                    form = {"k": "10"}
+                    if n % 2:
+                        form |= {"rerank": "spatial", "depth": "50"}
+                    began = time.perf_counter()
+                    response = client.post(
+                        "/search",
+                        files={"image": ("q", data)},
+                        data=form,
+                        headers={"Cache-Control": "no-cache"},
+                    )
+                    spent = 1000 * (time.perf_counter() - began)
+                    response.raise_for_status()
+                    results = response.json()["results"]
+                    source = ids[copy.source]
+                    hit = bool(results) and results[0]["image_id"] == source
+                    if n % 2:
+                        spatial_ms.append(spent)
+                        first_source.append(hit)
+                    else:
+                        plain_ms.append(spent)
+                    began = time.perf_counter()
+                    listed = client.get(f"/images/{image_id_of(data)}/duplicates")
+                    dup_ms.append(1000 * (time.perf_counter() - began))
+                    listed.raise_for_status()
+                    found = {d["image_id"] for d in listed.json()["duplicates"]}
+                    dup_found.append(source in found)
+            records = read_records(KafkaEventLog(settings.kafka), settings.kafka.duplicates_topic)
+            copy_ids = {image_id_of(c.path.read_bytes()): ids[c.source] for c in copies}
+            on_topic = [
+                source in {link.image_id for link in records[copy_id].links}
+                for copy_id, source in copy_ids.items()
+                if copy_id in records
+            ]
+        finally:
+            launcher.down()
+
+    def pct(values: list[float], q: float) -> float:
+        return round(float(np.percentile(values, q)), 1)
+
+    return {
+        "indexed": wanted,
+        "ingest_s": round(ingest_s, 1),
+        "ingest_images_per_s": round(wanted / ingest_s, 1),
+        "plain_p50_ms": pct(plain_ms, 50),
+        "plain_p95_ms": pct(plain_ms, 95),
+        "spatial_R50_p50_ms": pct(spatial_ms, 50),
+        "spatial_R50_p95_ms": pct(spatial_ms, 95),
+        "spatial_P@1": round(float(np.mean(first_source)), 3),
+        "duplicates_endpoint_p50_ms": pct(dup_ms, 50),
+        "duplicates_endpoint_source_found": round(float(np.mean(dup_found)), 3),
+        "duplicates_topic_records": len(records),
+        "duplicates_topic_source_found": round(float(np.mean(on_topic)), 3) if on_topic else None,
+        "queries_per_mode": args.api_queries,
+    }
+
+
+def wiring_indexed(settings: Any) -> int:
+    from service_adapters import metadata_store
+
+    with metadata_store.connect(settings.mysql) as conn:
+        return int(metadata_store.status_counts(conn).get("indexed", 0))
 
 
 def global_embeddings(onnx: Path, datas: Sequence[bytes]) -> np.ndarray:
@@ -252,17 +455,24 @@ def extract_all(extractor: Extractor, datas: Sequence[bytes], workers: int) -> l
     return [LocalFeatures.from_bytes(b) for b in blobs]
 
 
-def _verify_row(job: tuple[int, list[int]]) -> tuple[list[int], float]:
+def _verify_row(job: tuple[int, list[int]]) -> tuple[list[tuple[int, float]], float]:
     query, candidates = job
     started = time.perf_counter()
-    counts = [_VERIFIER.verify(_FEATURES[query], _FEATURES[c]).inliers for c in candidates]
-    return counts, time.perf_counter() - started
+    found = [_VERIFIER.verify(_FEATURES[query], _FEATURES[c]) for c in candidates]
+    return [(f.inliers, f.coverage) for f in found], time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Verified:
+    inliers: np.ndarray  # (queries, candidates)
+    coverage: np.ndarray
+    ms_per_pair: float
 
 
 def verify_top(
     features: list[LocalFeatures], queries: np.ndarray, candidates: np.ndarray, workers: int
-) -> tuple[np.ndarray, float]:
-    """Inliers of every query against each of its candidates; ms per verified pair."""
+) -> Verified:
+    """Every query verified against each of its candidates."""
     global _FEATURES
     _FEATURES = features
     jobs = [(int(q), [int(c) for c in row]) for q, row in zip(queries, candidates, strict=True)]
@@ -270,11 +480,14 @@ def verify_top(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("spatial verification", total=len(jobs))
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for counts, spent in pool.imap(_verify_row, jobs, chunksize=4):
-                rows.append(counts)
+            for found, spent in pool.imap(_verify_row, jobs, chunksize=4):
+                rows.append(found)
                 seconds += spent
                 progress.advance(task)
-    return np.array(rows), 1000 * seconds / max(1, candidates.size)
+    table = np.array(rows, dtype=np.float64).reshape(len(jobs), candidates.shape[1], 2)
+    return Verified(
+        table[..., 0].astype(int), table[..., 1], 1000 * seconds / max(1, candidates.size)
+    )
 
 
 def single_query_times(
@@ -366,7 +579,7 @@ def flowers_category(
     np.fill_diagonal(similarity, -np.inf)
     queries = np.arange(len(labels))
     rankings = np.argsort(-similarity, axis=1, kind="stable")[:, :-1]
-    inliers, _ = verify_top(features, queries, rankings[:, :50], workers)
+    inliers = verify_top(features, queries, rankings[:, :50], workers).inliers
     reranked = rerank(rankings, similarity, inliers, 50)
     out = []
     for method, ranked in (("global (MobileNet)", rankings), ("global + spatial R=50", reranked)):
@@ -390,61 +603,66 @@ def near_duplicates(
     groups: np.ndarray,
     queries: np.ndarray,
     rankings: np.ndarray,
-    inliers: np.ndarray,
+    verified: Verified,
     originals: int,
     transforms: Sequence[str],
+    candidates: int,
+    policy: DuplicatePolicy | None = None,
 ) -> dict[str, Any]:
-    """Every copy against its NEIGHBOURS nearest global neighbours, as the API does. Recall:
-    the share of copies whose source photograph is found a near-duplicate. Precision: the
-    share of pairs found that truly derive from one photograph (a copy and its source, or
-    two copies of one source)."""
-    pairs = []  # (hamming, cosine, inliers, same photograph, candidate is the source)
+    """Every copy against its `candidates` nearest neighbours (by `similarity`, as ranked by
+    `rankings`), as the pipeline judges them. Recall: the share of copies whose source
+    photograph is found a near-duplicate. Precision: the share of pairs found that truly
+    show one photograph (a copy and its source, or two copies of one source)."""
+    pairs = []  # (hamming, cosine, inliers, coverage, same photograph, is the source, row)
     for row, query in enumerate(queries):
-        for rank in range(NEIGHBOURS):
+        for rank in range(candidates):
             candidate = rankings[row, rank]
+            same = bool(groups[candidate] == groups[query])
             pairs.append(
                 (
                     hamming(features[query].phash, features[candidate].phash),
                     float(similarity[query, candidate]),
-                    int(inliers[row, rank]),
-                    bool(groups[candidate] == groups[query]),
-                    bool(candidate < originals and groups[candidate] == groups[query]),
+                    int(verified.inliers[row, rank]),
+                    float(verified.coverage[row, rank]),
+                    same,
+                    same and candidate < originals,
+                    rank,
                     row,
                 )
             )
     names = np.array(transforms)
 
-    def score(decide: Callable[[int, float, int], bool]) -> dict[str, Any]:
-        chosen = [p for p in pairs if decide(p[0], p[1], p[2])]
-        correct = sum(p[3] for p in chosen)
-        found_rows = {p[5] for p in chosen if p[4]}
-        per_transform = {
-            t: round(len([r for r in found_rows if names[r] == t]) / int((names == t).sum()), 3)
-            for t in TRANSFORMS
-        }
+    def score(p: DuplicatePolicy, depth: int = candidates) -> dict[str, Any]:
+        chosen = [x for x in pairs if x[6] < depth and p.decide(x[0], x[1], x[2], x[3]) is not None]
+        correct = sum(x[4] for x in chosen)
+        found_rows = {x[7] for x in chosen if x[5]}
         return {
             "precision": round(correct / len(chosen), 4) if chosen else 1.0,
             "recall": round(len(found_rows) / len(queries), 4),
             "pairs": len(chosen),
-            "recall_by_transform": per_transform,
+            "recall_by_transform": {
+                t: round(len([r for r in found_rows if names[r] == t]) / int((names == t).sum()), 3)
+                for t in TRANSFORMS
+            },
         }
 
-    def tiers(p: DuplicatePolicy) -> dict[str, dict[str, Any]]:
-        return {
-            "hash": score(lambda h, c, i: h <= p.max_hamming),
-            "embedding": score(lambda h, c, i: c >= p.min_cosine),
-            "geometry": score(lambda h, c, i: c >= p.geometry_floor and i >= p.min_inliers),
-            "combined": score(lambda h, c, i: p.decide(h, c, i) is not None),
-        }
-
+    default = policy or DuplicatePolicy()
+    never = 10**6
+    tiers = {
+        "hash": score(DuplicatePolicy(min_cosine=-1.0, min_inliers=never)),
+        "embedding": score(DuplicatePolicy(max_hamming=64, min_inliers=never)),
+        "geometry": score(DuplicatePolicy(max_hamming=-1)),
+        "combined": score(default),
+    }
     sweep = []
-    for min_inliers in (12, 15, 20, 25, 30, 40):
-        for floor in (0.3, 0.5, 0.7):
-            p = DuplicatePolicy(geometry_floor=floor, min_inliers=min_inliers)
-            combined = tiers(p)["combined"]
-            combined.pop("recall_by_transform")
-            sweep.append({**asdict(p), **combined})
-    return {"copies": len(queries), "default": tiers(DuplicatePolicy()), "sweep": sweep}
+    for depth in sorted({10, 20, candidates}):
+        for min_inliers in (15, 20, 30):
+            for coverage in (0.0, 0.1, 0.2, 0.3):
+                policy = DuplicatePolicy(min_inliers=min_inliers, min_coverage=coverage)
+                found = score(policy, depth)
+                found.pop("recall_by_transform")
+                sweep.append({"candidates": depth, **asdict(policy), **found})
+    return {"copies": len(queries), "candidates": candidates, "default": tiers, "sweep": sweep}
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -474,17 +692,38 @@ def markdown(document: dict[str, Any]) -> str:
     dup = document["duplicates"]
     lines += [
         "",
-        f"Near-duplicates ({dup['copies']} copies, each against its {NEIGHBOURS} nearest; "
+        f"Near-duplicates ({dup['copies']} copies, each against its {dup['candidates']} nearest; "
         "recall: copies whose source is found), default thresholds:",
         "",
         "| tier | precision | recall | pairs | " + " | ".join(TRANSFORMS) + " |",
         "|---|---|---|---|" + "---|" * len(TRANSFORMS),
     ]
-    for tier, s in dup["default"].items():
+    rows = [*dup["default"].items(), ("combined, VLAD candidates", dup["with VLAD candidates"])]
+    for tier, s in rows:
         cells = " | ".join(f"{s['recall_by_transform'][t]:.2f}" for t in TRANSFORMS)
         lines.append(
             f"| {tier} | {s['precision']:.3f} | {s['recall']:.3f} | {s['pairs']} | {cells} |"
         )
+    api = document.get("api")
+    if api:
+        lines += [
+            "",
+            f"Through the API (a fresh stack indexed the {api['indexed']} images through the "
+            f"pipeline in {api['ingest_s']} s, {api['ingest_images_per_s']} images/s with local "
+            f"features; {api['queries_per_mode']} copies per mode, uncached):",
+            "",
+            "| search | p50 ms | p95 ms |",
+            "|---|---|---|",
+            f"| plain | {api['plain_p50_ms']} | {api['plain_p95_ms']} |",
+            f"| rerank=spatial R=50 | {api['spatial_R50_p50_ms']} | {api['spatial_R50_p95_ms']} |",
+            "",
+            f"rerank=spatial P@1 (source first): {api['spatial_P@1']}; "
+            f"GET /images/{{copy}}/duplicates lists the source for "
+            f"{api['duplicates_endpoint_source_found']:.1%} of copies "
+            f"(p50 {api['duplicates_endpoint_p50_ms']} ms); the duplicates topic "
+            f"({api['duplicates_topic_records']} records) for "
+            f"{api['duplicates_topic_source_found']:.1%} of copies.",
+        ]
     lines += ["", "Targets:", ""]
     for name, verdict in document["verdicts"].items():
         lines.append(f"- {document['targets'][name]}: {verdict}")

@@ -216,7 +216,7 @@ class LocalFeaturesSettings(BaseModel):
         default=15, ge=4, description="inliers that make a candidate the same object"
     )
     duplicate_candidates: int = Field(
-        default=10, ge=1, le=100, description="nearest neighbours checked as near-duplicates"
+        default=30, ge=1, le=100, description="nearest neighbours checked as near-duplicates"
     )
     duplicate_max_hamming: int = Field(
         default=10, ge=0, le=64, description="perceptual-hash tier: Hamming distance at most"
@@ -232,6 +232,12 @@ class LocalFeaturesSettings(BaseModel):
         ge=-1,
         le=1,
         description="cosine below which a neighbour is not verified as a near-duplicate",
+    )
+    duplicate_min_coverage: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="share of both images the verified matches must span (not a logo)",
     )
 
 

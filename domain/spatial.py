@@ -50,12 +50,16 @@ class DuplicatePolicy:
     Otherwise, where they disagree or neither holds, a neighbour at least `geometry_floor`
     similar is asked of spatial verification, which confirms it with `min_inliers` inliers
     (crops, rotations, screenshots and overlays change the hash and move the descriptor, but
-    keep the object's geometry). Below the floor nothing is asked: it costs a verification."""
+    keep the object's geometry), over at least `min_coverage` of both pictures. Below the
+    floor nothing is asked: it costs a verification."""
 
     max_hamming: int = 10
     min_cosine: float = 0.90
     min_inliers: int = 20
     geometry_floor: float = 0.5
+    # the inliers must span this share of both images (a shared logo, caption or window
+    # title bar verifies a few dozen inliers in a sliver of the picture)
+    min_coverage: float = 0.2
 
     def tiers(self, hamming: int | None, cosine: float) -> tuple[bool, bool]:
         return hamming is not None and hamming <= self.max_hamming, cosine >= self.min_cosine
@@ -64,12 +68,18 @@ class DuplicatePolicy:
         return not all(self.tiers(hamming, cosine)) and cosine >= self.geometry_floor
 
     def decide(
-        self, hamming: int | None, cosine: float, inliers: int | None = None
+        self,
+        hamming: int | None,
+        cosine: float,
+        inliers: int | None = None,
+        coverage: float = 1.0,
     ) -> DuplicateTier | None:
         """The tier that makes the pair a near-duplicate, or None when it is not one."""
         by_hash, by_embedding = self.tiers(hamming, cosine)
         if by_hash and by_embedding:
             return DuplicateTier.BOTH
         if cosine < self.geometry_floor or inliers is None or inliers < self.min_inliers:
+            return None
+        if coverage < self.min_coverage:
             return None
         return DuplicateTier.GEOMETRY

@@ -37,6 +37,7 @@ def policy_of(settings: LocalFeaturesSettings) -> DuplicatePolicy:
         settings.duplicate_min_cosine,
         settings.duplicate_min_inliers,
         settings.duplicate_geometry_floor,
+        settings.duplicate_min_coverage,
     )
 
 
@@ -59,10 +60,11 @@ class DuplicateFinder:
         for neighbour in neighbours:
             other = features.get(neighbour.image_id)
             distance = hamming(query.phash, other.phash) if other is not None else None
-            inliers = None
+            inliers, coverage = None, 0.0
             if other is not None and self.policy.needs_geometry(distance, neighbour.cosine):
-                inliers = self.verifier.verify(query, other).inliers
-            tier = self.policy.decide(distance, neighbour.cosine, inliers)
+                verified = self.verifier.verify(query, other)
+                inliers, coverage = verified.inliers, verified.coverage
+            tier = self.policy.decide(distance, neighbour.cosine, inliers, coverage)
             if tier is not None:
                 found.append(
                     Found(neighbour.image_id, tier.value, neighbour.cosine, distance, inliers)

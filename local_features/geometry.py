@@ -26,9 +26,9 @@ class Verification:
     matches: int  # tentative correspondences after the ratio test
     inliers: int  # those the transform explains
     transform: np.ndarray | None  # 2 x 3 affine map, query -> candidate; None when none found
-
-
-NONE = Verification(0, 0, None)
+    # the smaller of the two shares of image area the inliers' convex hulls cover: a
+    # near-duplicate shares most of the picture, a logo or a window's title bar a sliver
+    coverage: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,34 @@ class Verifier:
         return query.points[kept], candidate.points[first[kept]]
 
     def verify(self, query: LocalFeatures, candidate: LocalFeatures) -> Verification:
-        side = max(candidate.width, candidate.height, 1)
-        found = self.fit(*self.match(query, candidate), side)
+        found = self._verified(query, candidate)
         if self.mirror and found.inliers < self.min_matches * 4:
-            flipped = self.fit(*self.match(query.mirrored(), candidate), side)
+            flipped = self._verified(query.mirrored(), candidate)
             if flipped.inliers > found.inliers:
                 return flipped
         return found
 
+    def _verified(self, query: LocalFeatures, candidate: LocalFeatures) -> Verification:
+        source, target = self.match(query, candidate)
+        found, mask = self._fit(source, target, max(candidate.width, candidate.height, 1))
+        if mask is None or found.inliers < 3:
+            return found
+        coverage = min(
+            _hull_share(source[mask], query.width * query.height),
+            _hull_share(target[mask], candidate.width * candidate.height),
+        )
+        return Verification(found.matches, found.inliers, found.transform, coverage)
+
     def fit(self, source: np.ndarray, target: np.ndarray, side: int) -> Verification:
         """RANSAC on given correspondences (target pixels within `side`)."""
+        return self._fit(source, target, side)[0]
+
+    def _fit(
+        self, source: np.ndarray, target: np.ndarray, side: int
+    ) -> tuple[Verification, np.ndarray | None]:
         count = len(source)
         if count < max(MIN_MATCHES, self.min_matches):
-            return Verification(count, 0, None)
+            return Verification(count, 0, None), None
         transform, mask = cv2.estimateAffine2D(
             source.reshape(-1, 1, 2),
             target.reshape(-1, 1, 2),
@@ -93,5 +108,11 @@ class Verifier:
             refineIters=10,
         )
         if transform is None or mask is None:
-            return Verification(count, 0, None)
-        return Verification(count, int(mask.sum()), transform)
+            return Verification(count, 0, None), None
+        inliers = mask.reshape(-1).astype(bool)
+        return Verification(count, int(inliers.sum()), transform), inliers
+
+
+def _hull_share(points: np.ndarray, area: int) -> float:
+    hull = cv2.convexHull(points.reshape(-1, 1, 2).astype(np.float32))
+    return float(cv2.contourArea(hull)) / max(area, 1)

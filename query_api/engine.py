@@ -461,6 +461,7 @@ class QueryEngine:
                 "min_cosine": policy.min_cosine,
                 "min_inliers": policy.min_inliers,
                 "geometry_floor": policy.geometry_floor,
+                "min_coverage": policy.min_coverage,
             },
         )
 
