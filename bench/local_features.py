@@ -655,7 +655,8 @@ def near_duplicates(
         "combined": score(default),
     }
     sweep = []
-    for depth in sorted({10, 20, candidates}):
+    available = verified.inliers.shape[1]
+    for depth in sorted(d for d in {10, 20, 50, candidates} if d <= available):
         for min_inliers in (15, 20, 30):
             for coverage in (0.0, 0.1, 0.2, 0.3):
                 policy = DuplicatePolicy(min_inliers=min_inliers, min_coverage=coverage)

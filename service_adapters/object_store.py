@@ -56,6 +56,11 @@ class MinioObjectStore:
         except S3Error as exc:
             if exc.code in ("KeyTooLongError", "InvalidObjectName", "EntityTooLarge"):
                 raise Rejected(f"MinIO refused {what}: {exc.code} ({exc.message})") from exc
+            if exc.code == "NoSuchBucket":
+                raise Rejected(
+                    f"MinIO refused {what}: the bucket does not exist; `cbir provision` "
+                    "creates the buckets (CBIR_MINIO__BUCKET, CBIR_LOCAL_FEATURES__BUCKET)"
+                ) from exc
             raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ServiceUnavailable(

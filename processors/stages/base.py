@@ -22,6 +22,9 @@ class Stage:
     they record are written to the metadata store once per batch."""
 
     name = "stage"
+    # a batch dead-lettered whole marks its images' rows failed (not for a stage whose
+    # output is derived and recomputable: its failure says nothing about the image)
+    marks_failed = True
 
     def __init__(self, metadata: MetadataStore, policy: RetryPolicy) -> None:
         self.metadata = metadata
@@ -47,7 +50,13 @@ class Stage:
             log.error("batch dead-lettered", extra={"stage": self.name, "error": str(exc)})
             self._failures = {}
             outcomes = [
-                self.dead_letter(m, self.name, exc, m.key_text if is_image_id(m.key_text) else None)
+                self.dead_letter(
+                    m,
+                    self.name,
+                    exc,
+                    m.key_text if is_image_id(m.key_text) else None,
+                    mark_failed=self.marks_failed,
+                )
                 for m in batch
             ]
         if self._failures:

@@ -9,6 +9,7 @@ alone: duplicates are judged with the served model, as the API judges them. `cbi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,9 +23,16 @@ from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import DuplicateLink, DuplicatesFound, EmbeddingComputed, ImageDeleted
 
+log = logging.getLogger("cbir.processors")
+
 
 class DuplicatesStage(Stage):
+    """Its records are derived: an image whose features cannot be read gets no record (and
+    a log line; `cbir duplicates --recompute` fills the gap), and a batch it cannot judge at
+    all is dead-lettered without marking any image failed."""
+
     name = "duplicates"
+    marks_failed = False
 
     def __init__(
         self,
@@ -65,9 +73,10 @@ class DuplicatesStage(Stage):
             ):
                 found.append((position, event))
         if found and live is not None:
-            for (position, event), links in zip(
-                found, self._judge(live, [e for _, e in found]), strict=True
-            ):
+            judged = self._judge(live, [e for _, e in found])
+            for (position, event), links in zip(found, judged, strict=True):
+                if links is None:  # its features could not be read: no record (logged)
+                    continue
                 record = DuplicatesFound(event.image.image_id, event.model_id, tuple(links))
                 outcomes[position] = Forward(
                     messages[position].key, self.serializer.dumps(record), self.topic
@@ -76,7 +85,7 @@ class DuplicatesStage(Stage):
 
     def _judge(
         self, live: Generation, events: Sequence[EmbeddingComputed]
-    ) -> list[list[DuplicateLink]]:
+    ) -> list[list[DuplicateLink] | None]:
         vectors = np.stack([e.vector for e in events])
         # every write the index stage has recorded is seen (as the API's searches see them)
         _, written_ts = self.policy.run(self.metadata.index_generation, "read the index generation")
@@ -94,13 +103,21 @@ class DuplicatesStage(Stage):
         rows = self.policy.run(
             lambda: self.metadata.lookup(sorted(others)), "look up the neighbours"
         )
-        out = []
+        out: list[list[DuplicateLink] | None] = []
         for event, row in zip(events, hits, strict=True):
             image = event.image
-            query = self.policy.run(
-                lambda image=image: self.finder.store.get(image.image_id, image.object_key),  # type: ignore[misc]
-                f"read {image.image_id}'s local features",
-            )
+            try:
+                query = self.policy.run(
+                    lambda image=image: self.finder.store.get(image.image_id, image.object_key),  # type: ignore[misc]
+                    f"read {image.image_id}'s local features",
+                )
+            except Exception as exc:  # Permanent, or unexpected past the bound
+                log.warning(
+                    "duplicates not judged",
+                    extra={"image_id": image.image_id, "error": str(exc)},
+                )
+                out.append(None)
+                continue
             neighbours = [
                 Neighbour(h.image_id, rows[h.image_id].object_key, h.score)
                 for h in row

@@ -13,15 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from cbir.settings import settings_environment
 from domain.images import image_id_of
-from local_features.features import LocalFeatures
+from embedding_models.export import export_vlad
+from embedding_models.runtime import LocalSpec
+from local_features.features import Extractor, LocalFeatures
+from local_features.vlad import train
 from local_stack.launcher import Launcher
 from replay.duplicates import read_records
 from schemas.events import DuplicatesFound
+from service_adapters.embedder import TritonEmbedder
 from service_adapters.event_log import KafkaEventLog
 from service_adapters.object_store import MinioObjectStore
 from tests.integration.conftest import TEST_API_KEY
@@ -182,3 +187,22 @@ def test_near_duplicates_are_listed_and_a_delete_removes_features_and_link(
     assert source not in {d["image_id"] for d in after}
     missing = client.get(f"/images/{source}/duplicates")
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_image"
+
+
+def test_a_vlad_model_is_served_by_triton_as_the_runtime_computes_it(
+    launcher: Launcher, flower_photos: list[Path]
+) -> None:
+    settings = launcher.settings
+    local = LocalSpec(200, 256)
+    extractor = Extractor(local.max_keypoints, local.max_side)
+    datas = [p.read_bytes() for p in flower_photos]
+    features = [extractor.extract(data) for data in datas]
+    model = train(features, words=8, dim=4, seed=2)
+    spec = export_vlad(settings.triton.model_repository, "vlad-test", 1, model, local, "test")
+    embedder = TritonEmbedder(settings.triton, "vlad-test", protocol="http")
+    embedder.load()
+    assert embedder.identity().model_id == spec.model_id
+    vectors, errors = embedder.embed([*datas, b"not an image"])
+    assert errors[: len(datas)] == [""] * len(datas) and errors[-1]
+    expected = np.stack([model.describe(f.rootsift()) for f in features])
+    assert np.allclose(vectors[: len(datas)], expected, atol=1e-5)
