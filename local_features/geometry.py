@@ -69,9 +69,12 @@ class Verifier:
         kept = order[unique]
         return query.points[kept], candidate.points[first[kept]]
 
-    def verify(self, query: LocalFeatures, candidate: LocalFeatures) -> Verification:
+    def verify(
+        self, query: LocalFeatures, candidate: LocalFeatures, mirror: bool | None = None
+    ) -> Verification:
+        """`mirror` overrides the verifier's own setting for this pair."""
         found = self._verified(query, candidate)
-        if self.mirror and found.inliers < self.min_matches * 4:
+        if (self.mirror if mirror is None else mirror) and found.inliers < self.min_matches * 4:
             flipped = self._verified(query.mirrored(), candidate)
             if flipped.inliers > found.inliers:
                 return flipped

@@ -67,6 +67,17 @@ class FeatureStore:
         self.put(image_id, features)
         return features
 
+    def has(self, image_id: str) -> bool:
+        """Whether readable features are stored for the image."""
+        blob = self.objects.get(self.bucket, image_id)
+        if blob is None:
+            return False
+        try:
+            LocalFeatures.from_bytes(blob)
+        except FeaturesUnreadable:
+            return False
+        return True
+
     def remove(self, image_id: str) -> None:
         self.objects.remove(self.bucket, image_id)
 

@@ -133,6 +133,12 @@ class EmbedStage(Stage):
         on; the query path extracts them again from the bytes when it needs them."""
         assert self.features is not None
         store = self.features
+        if self.replay is not None:  # a re-embed: features do not depend on the model
+            try:
+                if self.policy.run(lambda: store.has(image_id), "look for local features"):
+                    return
+            except Exception:  # extracting again is the safe way
+                pass
         try:
             self.policy.run(
                 lambda: store.extract_and_put(image_id, data), f"store {image_id}'s local features"

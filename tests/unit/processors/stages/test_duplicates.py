@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from domain.errors import Rejected
 from domain.generations import GenerationState
+from domain.rows import ImageStatus
 from domain.spatial import DuplicatePolicy
 from local_features.duplicates import DuplicateFinder
 from local_features.features import Extractor
@@ -111,3 +113,18 @@ def test_an_image_without_features_gets_a_record_without_links(world: World) -> 
     )
     found = SERIALIZER.loads(record.value)
     assert isinstance(found, DuplicatesFound) and found.links == ()
+
+
+def test_unreadable_features_give_no_record_and_never_fail_the_image(
+    world: World, flower_photos: list[Path]
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    source = world.image(flower_photos[0].read_bytes())
+    copy = world.image(flower_photos[1].read_bytes())
+    index(world, live.name, source, unit([1.0]))
+    world.objects.fail_next = [Rejected("the bucket does not exist")]
+    outcomes = stage(world).process(
+        [message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.1])))]
+    )
+    assert outcomes == []
+    assert world.metadata.rows[copy.image_id].status != ImageStatus.FAILED
