@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -98,6 +99,7 @@ class QueryEngine:
             if features is not None
             else None
         )
+        self._background = ThreadPoolExecutor(4, thread_name_prefix="query-features")
         self.finder = (
             DuplicateFinder(features, policy_of(settings.local_features))
             if features is not None
@@ -285,18 +287,28 @@ class QueryEngine:
             return SearchOutcome(
                 results, served.collection, served.model_id, view.generation, "hit", spatial=info
             )
+        # the query's local features are extracted while it is embedded and searched, and the
+        # candidates' are read while the extraction finishes
+        pending = (
+            self._background.submit(query_features)
+            if spatial is not None and query_features is not None
+            else None
+        )
         vector, embedding_outcome = vector_of()
         depth = max(k, spatial.depth) if spatial is not None else k
         results, keys = self._search(
             vector, depth, filters, effort, view, served, self._left(deadline, "Milvus")
         )
         info = None
-        if spatial is not None and query_features is not None:
-            started = time.perf_counter()
-            query_side = query_features()
+        if spatial is not None and pending is not None:
+            assert self.reranker is not None
+            started = time.perf_counter()  # the budget is verification's
+            features = self.reranker.candidates(results, keys, spatial.depth)
+            query_side = pending.result()
             if query_side is not None:
-                assert self.reranker is not None
-                results, info = self.reranker.rerank(query_side, results, keys, spatial, started)
+                results, info = self.reranker.rerank(
+                    query_side, results, features, spatial, started
+                )
             results = results[:k]
         self._store_results(key, results, info)
         return SearchOutcome(
@@ -510,6 +522,7 @@ class QueryEngine:
             self._index.close()
         if self.reranker is not None:
             self.reranker.close()
+        self._background.shutdown(wait=False)
 
 
 def unknown_image(image_id: str) -> ApiError:

@@ -38,19 +38,26 @@ class SpatialReranker:
         self.verifier = verifier or Verifier()
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
 
+    def candidates(
+        self, results: list[SearchResult], object_keys: dict[str, str], depth: int
+    ) -> dict[str, LocalFeatures | None]:
+        """The stored features of the top `depth` results (read in parallel)."""
+        top = results[:depth]
+        return self.store.get_many([(r.image_id, object_keys.get(r.image_id)) for r in top])
+
     def rerank(
         self,
         query: LocalFeatures,
         results: list[SearchResult],
-        object_keys: dict[str, str],
+        features: dict[str, LocalFeatures | None],
         request: SpatialRequest,
         started: float,
     ) -> tuple[list[SearchResult], SpatialInfo]:
-        """`results` in global order; returns them re-ranked (ranks renumbered from 1) with
-        their inliers. `started` (perf_counter) is when the budget began to run."""
+        """`results` in global order, `features` those of the top R (`candidates`); returns
+        them re-ranked (ranks renumbered from 1) with their inliers. `started`
+        (perf_counter) is when the budget began to run."""
         deadline = started + request.budget_ms / 1000
         top = results[: request.depth]
-        features = self.store.get_many([(r.image_id, object_keys.get(r.image_id)) for r in top])
 
         def verify(result: SearchResult) -> int | None:
             candidate = features.get(result.image_id)
