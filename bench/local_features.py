@@ -681,8 +681,9 @@ def near_duplicates(
     photograph is found a near-duplicate. Precision: the share of pairs found that truly
     show one photograph (a copy and its source, or two copies of one source)."""
     pairs = []  # (hamming, cosine, inliers, coverage, same photograph, is the source, row)
+    available = verified.inliers.shape[1]  # the sweep looks deeper than `candidates`
     for row, query in enumerate(queries):
-        for rank in range(candidates):
+        for rank in range(available):
             candidate = rankings[row, rank]
             same = bool(groups[candidate] == groups[query])
             pairs.append(
@@ -722,7 +723,6 @@ def near_duplicates(
         "combined": score(default),
     }
     sweep = []
-    available = verified.inliers.shape[1]
     for depth in sorted(d for d in {10, 20, 50, candidates} if d <= available):
         for min_inliers in (15, 20, 30):
             for coverage in (0.0, 0.1, 0.2, 0.3):

@@ -216,7 +216,7 @@ class LocalFeaturesSettings(BaseModel):
         default=15, ge=4, description="inliers that make a candidate the same object"
     )
     duplicate_candidates: int = Field(
-        default=30, ge=1, le=100, description="nearest neighbours checked as near-duplicates"
+        default=50, ge=1, le=99, description="nearest neighbours checked as near-duplicates"
     )
     duplicate_max_hamming: int = Field(
         default=10, ge=0, le=64, description="perceptual-hash tier: Hamming distance at most"
@@ -225,7 +225,7 @@ class LocalFeaturesSettings(BaseModel):
         default=0.90, ge=-1, le=1, description="embedding tier: cosine similarity at least"
     )
     duplicate_min_inliers: int = Field(
-        default=20, ge=4, description="geometry's inliers that confirm a near-duplicate"
+        default=30, ge=4, description="geometry's inliers that confirm a near-duplicate"
     )
     duplicate_geometry_floor: float = Field(
         default=0.5,

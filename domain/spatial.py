@@ -55,7 +55,7 @@ class DuplicatePolicy:
 
     max_hamming: int = 10
     min_cosine: float = 0.90
-    min_inliers: int = 20
+    min_inliers: int = 30
     geometry_floor: float = 0.5
     # the inliers must span this share of both images (a shared logo, caption or window
     # title bar verifies a few dozen inliers in a sliver of the picture)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from domain.errors import Transient
 from domain.generations import Generation
 from domain.log import Forward, LogMessage, Outcome
 from domain.retry import RetryPolicy
@@ -55,6 +56,7 @@ class DuplicatesStage(Stage):
         live = self.policy.run(self.registry.live, "read the live generation")
         outcomes: list[Outcome | None] = [None] * len(messages)
         found: list[tuple[int, EmbeddingComputed]] = []
+        found_any = False
         for position, message in enumerate(messages):
             if message.value is None:
                 outcomes[position] = Forward(message.key, None, self.topic)
@@ -65,13 +67,19 @@ class DuplicatesStage(Stage):
                 continue  # the index stage dead-letters it: one dead letter is enough
             if isinstance(event, ImageDeleted):
                 outcomes[position] = Forward(message.key, None, self.topic)
-            elif (
+                continue
+            found_any = found_any or isinstance(event, EmbeddingComputed)
+            if (
                 isinstance(event, EmbeddingComputed)
                 and live is not None
                 and event.model_id == live.model_id
                 and message.key_text == event.image.image_id  # else the index stage refuses it
             ):
                 found.append((position, event))
+        if found_any and live is None and not self.registry.all():
+            # a fresh deployment: the index stage registers the first generation with the
+            # first embedding, maybe in this very moment; wait for it (retried with back-off)
+            raise Transient("no live generation yet: waiting for the index stage to register it")
         if found and live is not None:
             judged = self._judge(live, [e for _, e in found])
             for (position, event), links in zip(found, judged, strict=True):

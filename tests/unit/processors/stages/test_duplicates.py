@@ -11,6 +11,7 @@ from PIL import Image
 
 from domain.errors import Rejected
 from domain.generations import GenerationState
+from domain.retry import RetryPolicy
 from domain.rows import ImageStatus
 from domain.spatial import DuplicatePolicy
 from local_features.duplicates import DuplicateFinder
@@ -128,3 +129,33 @@ def test_unreadable_features_give_no_record_and_never_fail_the_image(
     )
     assert outcomes == []
     assert world.metadata.rows[copy.image_id].status != ImageStatus.FAILED
+
+
+def test_before_the_first_generation_the_stage_waits_for_it(
+    world: World, flower_photos: list[Path]
+) -> None:
+    image = world.image(flower_photos[2].read_bytes())
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the index stage registers it meanwhile
+        waits.append(seconds)
+        if len(waits) == 2:
+            live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+            index(world, live.name, image, unit([1.0]))
+
+    waiting = DuplicatesStage(
+        OUT,
+        5,
+        world.index,
+        world.metadata,
+        world.registry,
+        DuplicateFinder(
+            FeatureStore(world.objects, None, "features", Extractor(200, 256)), DuplicatePolicy()
+        ),
+        RetryPolicy(sleep=sleep),
+    )
+    outcomes = waiting.process([message(TOPIC, image.image_id, embedding(image, unit([1.0])))])
+    assert len(waits) == 2
+    (record,) = forwarded(outcomes)
+    found = SERIALIZER.loads(record.value)
+    assert isinstance(found, DuplicatesFound) and found.links == ()  # alone in the index
