@@ -21,7 +21,7 @@ from cbir.settings import settings_environment
 from domain.images import image_id_of
 from embedding_models.export import export_vlad
 from embedding_models.runtime import LocalSpec
-from local_features.features import Extractor, LocalFeatures
+from local_features.features import Extractor, LocalFeatures, hamming, perceptual_hash
 from local_features.vlad import train
 from local_stack.launcher import Launcher
 from replay.duplicates import read_records
@@ -88,24 +88,42 @@ def test_every_indexed_image_has_its_local_features_beside_it(
         assert len(features) >= 50
 
 
+def without_twins(photos: list[Path]) -> list[Path]:
+    """The photos no other photo repeats: flowers17 holds some photographs twice (other bytes,
+    hashes a few bits apart), and a copy of one is as much a copy of the other."""
+    hashes = []
+    for photo in photos:
+        with Image.open(photo) as opened:
+            hashes.append(perceptual_hash(np.asarray(opened.convert("L"))))
+    return [
+        photo
+        for i, photo in enumerate(photos)
+        if all(hamming(hashes[i], other) > 10 for j, other in enumerate(hashes) if j != i)
+    ]
+
+
 def test_spatial_reranking_ranks_a_transformed_copys_source_first(
     client: httpx.Client, indexed_flowers: list[Path]
 ) -> None:
     misses = []
-    for photo in random.Random(11).sample(indexed_flowers, 6):
+    for photo in random.Random(11).sample(without_twins(indexed_flowers), 6):
         source = image_id_of(photo.read_bytes())
-        response = search(client, rotated_crop(photo), k=10, rerank="spatial", depth=50)
+        # MobileNet may rank a rotated crop's source far down (black corners): R covers most
+        # of the index, and a budget a loaded machine cannot spend verifies every candidate
+        response = search(
+            client, rotated_crop(photo), k=10, rerank="spatial", depth=200, rerank_budget_ms=9000
+        )
         body = response.json()
         first = body["results"][0]
         if ids_of(response)[0] != source:
             misses.append(photo.name)
             continue
         assert first["inliers"] >= 15
-        assert body["spatial"]["verified"] >= 1 and body["spatial"]["depth"] == 50
-        # unrelated results below it carry few inliers, or none were verified in time
-        assert all(
-            r["inliers"] is None or r["inliers"] < first["inliers"] for r in body["results"][1:]
-        )
+        assert body["spatial"]["verified"] == body["spatial"]["depth"] == 200
+        # unrelated results below it stay unverified (under 15 inliers), or were not checked
+        assert all(r["inliers"] is None or r["inliers"] < 15 for r in body["results"][1:]), [
+            r["inliers"] for r in body["results"]
+        ]
     assert not misses, f"sources not first: {misses}"
     # without rerank the results carry no inliers and no spatial block
     plain = search(client, rotated_crop(indexed_flowers[0]), k=5)
