@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from domain.errors import ServiceUnavailable
-from domain.generations import GenerationState
+from domain.generations import Generation, GenerationState
 from domain.rows import ImageStatus
 from local_features.features import Extractor, LocalFeatures
 from local_features.store import FeatureStore
@@ -28,7 +28,9 @@ from tests.unit.processors.stages.conftest import (
 IMAGES = "cbir.images"
 
 
-def stage(world: World) -> EmbedStage:
+def stage(
+    world: World, replay: Generation | None = None, features: FeatureStore | None = None
+) -> EmbedStage:
     return EmbedStage(
         world.settings,
         world.objects,
@@ -36,6 +38,8 @@ def stage(world: World) -> EmbedStage:
         world.registry,
         world.embedders,
         world.policy,
+        replay,
+        features,
     )
 
 
@@ -154,15 +158,7 @@ def test_local_features_are_stored_beside_the_upload_and_a_re_embed_keeps_them(
     world.registry.add(MOBILENET, "cbir.embeddings", GenerationState.LIVE)
     store = FeatureStore(world.objects, None, "features", Extractor(200, 256))
     photo, flat = world.image(flower_photos[0].read_bytes()), world.image(b"\x01no image")
-    with_features = EmbedStage(
-        world.settings,
-        world.objects,
-        world.metadata,
-        world.registry,
-        world.embedders,
-        world.policy,
-        features=store,
-    )
+    with_features = stage(world, features=store)
     outcomes = with_features.process([uploaded(IMAGES, photo), uploaded(IMAGES, flat, 1)])
     assert len(forwarded(outcomes)) == 2  # bytes SIFT cannot read are still embedded
     stored = world.objects.objects[("features", photo.image_id)]
@@ -174,16 +170,7 @@ def test_local_features_are_stored_beside_the_upload_and_a_re_embed_keeps_them(
     ).to_bytes()
     world.objects.objects[("features", photo.image_id)] = marker
     building = world.registry.add(RESNET, "cbir.embeddings.resnet", GenerationState.BUILDING)
-    replay = EmbedStage(
-        world.settings,
-        world.objects,
-        world.metadata,
-        world.registry,
-        world.embedders,
-        world.policy,
-        replay=building,
-        features=store,
-    )
+    replay = stage(world, replay=building, features=store)
     replay.process([uploaded(IMAGES, photo)])
     assert world.objects.objects[("features", photo.image_id)] == marker
     with_features.process([uploaded(IMAGES, photo, 2)])
