@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, publish
+from bench.common import PROJECT_ROOT, RESULTS, publish
 from cbir.output import console
 from cbir.settings import Settings, get_settings
 from evaluation.report import provenance_line
@@ -308,6 +308,23 @@ def summary_line(r: dict[str, Any]) -> str:
     )
 
 
+def real_files(
+    settings: Settings, cache: Path, shared: Path, size: int, queries: int, seed: int
+) -> dict[str, Path]:
+    """The real-descriptor set (bench/ann_real.py) with the shared MobileNet, exported once."""
+    from bench.ann_real import real_dataset
+    from embedding_models.shared_mobilenet import export_shared_mobilenet
+
+    onnx = shared / "models" / "mobilenet_v1_embed.onnx"
+    if not onnx.exists():
+        raise AnnError(f"{onnx}: not found; pass --shared with the shared models and data")
+    repository = cache / "models"
+    if not (repository / "mobilenet" / "1").exists():
+        export_shared_mobilenet(repository, onnx)
+    folders = [shared / "data" / "flowers17", shared / "data" / "cifar10-test"]
+    return real_dataset(cache, repository / "mobilenet" / "1", folders, size, queries, seed)
+
+
 def run_benchmark(
     settings: Settings,
     size: int,
@@ -318,28 +335,35 @@ def run_benchmark(
     single: int,
     seed: int = 7,
     cache: Path | None = None,
+    real_from: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The sweep on synthetic vectors, or with `real_from` (the shared folder) on real
+    descriptors of augmented photographs (then `dim` is the model's)."""
     cache = cache or settings.stack.home / "ann"
-    files = dataset(cache, size, dim, queries, seed)
+    if real_from is None:
+        files = dataset(cache, size, dim, queries, seed)
+        kind = "clustered synthetic unit vectors (see the notes)"
+        notes = __doc__ or ""
+    else:
+        from bench import ann_real
+
+        files = real_files(settings, cache, real_from, size, queries, seed)
+        kind = "real descriptors: augmented shared photographs through MobileNet (see the notes)"
+        notes = ann_real.__doc__ or ""
+    dim = int(np.load(files["base"], mmap_mode="r").shape[1])
     threads = os.cpu_count() or 1
     records: list[dict[str, Any]] = []
-    for kind in indexes:
-        console.print(f"{kind}: building on {size} x {dim}")
-        if kind == "diskannpy":
+    for index in indexes:
+        console.print(f"{index}: building on {size} x {dim}")
+        if index == "diskannpy":
             records += run_diskannpy(settings.stack.home, files, ls, single)
         else:
-            records += run_milvus(settings, kind, files, ls, single, threads)
+            records += run_milvus(settings, index, files, ls, single, threads)
     extra = {
-        "vectors": {
-            "kind": "clustered synthetic unit vectors (see the notes)",
-            "size": size,
-            "dim": dim,
-            "queries": queries,
-            "seed": seed,
-        },
+        "vectors": {"kind": kind, "size": size, "dim": dim, "queries": queries, "seed": seed},
         "published": PUBLISHED,
         "threads_all_cores": threads,
-        "notes": (__doc__ or "").strip().splitlines(),
+        "notes": notes.strip().splitlines(),
     }
     return records, extra
 
@@ -413,7 +437,8 @@ def ann_plot(document: dict[str, Any], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     vectors = document["vectors"]
-    figure.suptitle(f"Recall vs QPS, {vectors['size']} x {vectors['dim']} (synthetic, clustered)")
+    kind = vectors["kind"].split(" (")[0]
+    figure.suptitle(f"Recall vs QPS, {vectors['size']} x {vectors['dim']}, {kind}")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -426,7 +451,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         records, extra = run_benchmark(
-            settings, args.size, args.dim, args.queries, args.ls, args.indexes, args.single
+            settings,
+            args.size,
+            args.dim,
+            args.queries,
+            args.ls,
+            args.indexes,
+            args.single,
+            real_from=args.shared if args.vectors == "real" else None,
         )
     except AnnError as exc:
         console.print(f"[red]error[/]: {exc}")
@@ -443,7 +475,14 @@ def register(actions: Any) -> None:
         "ann", help="recall@10 and QPS against the search list size L", description=__doc__
     )
     ann.add_argument("--size", type=int, default=100_000, help="base vectors")
-    ann.add_argument("--dim", type=int, default=2048)
+    ann.add_argument("--dim", type=int, default=2048, help="synthetic vectors' dimension")
+    ann.add_argument(
+        "--vectors",
+        choices=("synthetic", "real"),
+        default="synthetic",
+        help="clustered synthetic vectors, or real descriptors of augmented shared photographs",
+    )
+    ann.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared")
     ann.add_argument("--queries", type=int, default=1000)
     ann.add_argument("--ls", type=int, nargs="+", default=[10, 20, 30, 40, 50, 100])
     ann.add_argument("--indexes", nargs="+", default=list(ALL_INDEXES), choices=ALL_INDEXES)
