@@ -33,6 +33,9 @@ from domain.deadline import Deadline
 from domain.errors import Rejected, ServiceUnavailable
 from domain.rows import Hit, Served
 from schemas.events import ImageMetadata
+from service_adapters.milvus_vectors import PackedVectors, install
+
+install()  # float vectors go to pymilvus as packed bytes (see milvus_vectors)
 
 T = TypeVar("T")
 
@@ -106,7 +109,9 @@ class ScratchCollection:
         would take gigabytes of Python objects), then flushed into sealed segments."""
         for start in range(0, len(vectors), chunk):
             part = np.asarray(vectors[start : start + chunk], dtype=np.float32)
-            result = self.collection.insert([list(range(start, start + len(part))), part.tolist()])
+            result = self.collection.insert(
+                [list(range(start, start + len(part))), PackedVectors(np.asarray(part))]
+            )
             self.written = max(self.written, int(result.timestamp))
         self.collection.flush()
 
@@ -473,7 +478,7 @@ class VectorIndex:
                 [
                     [i.image_id for i in images],
                     *scalar_columns(images),
-                    vectors.astype(np.float32).tolist(),
+                    PackedVectors(vectors),
                 ]
             ),
         )
