@@ -9,23 +9,33 @@ upload until the last is indexed), then
   the topic alone; seconds until searchable again, embeddings/s;
 - the bytes the compacted topics hold on disk per image, and so per million images.
 All in one process on one machine, one after the other: the ratios are side by side.
+`--synthetic N` adds a run whose log holds N embedding events of random unit vectors (written
+as the embed stage writes them, indexed by the processors), for a replay long enough to time;
+`--profile` samples each replay with py-spy.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from bench.common import add_stack_arguments, on_fresh_stacks, publish
 from bench.ingest import indexed_count
+from bench.profiles import PROFILES, Profiler
 from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
 from cbir.wiring import Adapters
-from domain.images import image_id_of
+from domain.images import image_id_of, object_key_of
+from embedding_models.runtime import SPEC_FILE, ModelSpec
 from embedding_models.shared_mobilenet import export_shared_mobilenet
 from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
@@ -33,7 +43,10 @@ from local_stack.layout import StackLayout
 from local_stack.services.mariadb import MariaDBService
 from producers.ingest import collect
 from replay.rebuild import ReplayOptions, ReplayStatus
+from schemas.events import EmbeddingComputed, EventSerializer, ImageMetadata
 from service_adapters.vector_index import VectorIndex
+
+T = TypeVar("T")
 
 
 def wipe_index_and_metadata(settings: Settings, layout: StackLayout) -> None:
@@ -100,26 +113,75 @@ def topic_bytes(layout: StackLayout, topic: str) -> int:
     )
 
 
+def write_synthetic(settings: Settings, count: int, model_id: str, dim: int) -> int:
+    """`count` embedding events of random unit vectors, as the embed stage writes them (its
+    key, its Avro schema), straight into the embeddings topic: a replay at a scale the shared
+    images do not reach, without embedding them first. Returns the distinct images."""
+    rng = np.random.default_rng(count)
+    serializer = EventSerializer()
+    topic = settings.kafka.embeddings_topic
+    moment = datetime.now(UTC)
+    with Adapters(settings) as adapters:
+        for start in range(0, count, 1000):
+            vectors = rng.standard_normal((min(1000, count - start), dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            batch = []
+            for offset, vector in enumerate(vectors):
+                image_id = image_id_of(f"synthetic {start + offset}".encode())
+                image = ImageMetadata(
+                    image_id, settings.minio.bucket, object_key_of(image_id), "synthetic.jpg",
+                    "bench", "image/jpeg", 1000, 224, 224, moment, ("synthetic",),
+                )  # fmt: skip
+                event = EmbeddingComputed.of(image, model_id, vector)
+                batch.append((topic, image_id.encode(), serializer.dumps(event)))
+            failures = [error for error in adapters.writer.send(batch) if error is not None]
+            if failures:
+                raise RuntimeError(f"Kafka refused synthetic events: {failures[0]}")
+    return count
+
+
 def measure(
-    base: Settings, root: Path, *, repository: Path, dataset: Path, offset: int
+    base: Settings,
+    root: Path,
+    *,
+    repository: Path,
+    dataset: Path,
+    offset: int,
+    synthetic: int = 0,
+    profiles: Path | None = None,
 ) -> dict[str, Any]:
+    """One dataset through the pipeline (or, with `synthetic`, that many embedding events
+    written into the embeddings topic and indexed by the processors), then a reindex and a
+    rebuild from nothing, each timed; with `profiles`, the replays sampled by py-spy."""
     settings = side_by_side(base, offset, root / "data", repository)
     launcher = Launcher(settings)
     try:
         launcher.up()  # inside: a stack that came up in part is stopped too
-        items = collect([str(dataset)])
-        unique = len({image_id_of(item.path.read_bytes()) for item in items})
         started = time.perf_counter()
-        wiring.ingest(settings, items)
+        if synthetic:
+            spec = ModelSpec.from_json(
+                (repository / settings.processors.model / "1" / SPEC_FILE).read_text()
+            )
+            unique = write_synthetic(settings, synthetic, spec.model_id, spec.dim)
+        else:
+            items = collect([str(dataset)])
+            unique = len({image_id_of(item.path.read_bytes()) for item in items})
+            started = time.perf_counter()
+            wiring.ingest(settings, items)
         while indexed_count(settings) < unique:
             if time.perf_counter() - started > 3600:
                 raise RuntimeError("the pipeline did not index everything within an hour")
             time.sleep(0.2)
         ingest_s = time.perf_counter() - started
         options = ReplayOptions(grace_s=0)
-        reindex = timed_reindex(settings, options)
+        name = f"synthetic-{synthetic}" if synthetic else dataset.name
+        reindex = profiled(
+            profiles, f"replay-{name}-reindex", lambda: timed_reindex(settings, options)
+        )
         wipe_index_and_metadata(settings, launcher.layout)
-        rebuild = timed_reindex(settings, options)
+        rebuild = profiled(
+            profiles, f"replay-{name}-rebuild", lambda: timed_reindex(settings, options)
+        )
         if indexed_count(settings) != unique:
             raise RuntimeError(f"the rebuild restored {indexed_count(settings)} of {unique} rows")
         sizes = {
@@ -131,7 +193,8 @@ def measure(
     ingest_rate = unique / ingest_s
     per_image = {topic: size / unique for topic, size in sizes.items()}
     return {
-        "dataset": dataset.name,
+        "dataset": name,
+        "ingested": "embedding events (no images)" if synthetic else "images",
         "model": settings.processors.model,
         "images": unique,
         "ingest_seconds": round(ingest_s, 1),
@@ -143,6 +206,18 @@ def measure(
         "log_bytes_per_image": {topic: round(size) for topic, size in per_image.items()},
         "log_gb_per_million_images": round(sum(per_image.values()) * 1e6 / 1e9, 2),
     }
+
+
+def profiled(profiles: Path | None, name: str, action: Callable[[], T]) -> T:
+    """The action, with this process sampled by py-spy while it runs when `profiles` is set."""
+    if profiles is None:
+        return action()
+    profiler = Profiler(profiles)
+    profiler.start(name, os.getpid(), subprocesses=False)
+    try:
+        return action()
+    finally:
+        profiler.stop(name)
 
 
 def render_markdown(document: dict[str, Any]) -> str:
@@ -172,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         export_shared_mobilenet(
             repository, args.shared / "models" / "mobilenet_v1_embed.onnx", base.processors.model
         )
+        profiles = PROFILES / "replay" if args.profile else None
         runs = [
             (
                 name,
@@ -181,10 +257,26 @@ def run(args: argparse.Namespace) -> int:
                     repository=repository,
                     dataset=args.shared / "data" / name,
                     offset=args.port_offset,
+                    profiles=profiles,
                 ),
             )
             for name in args.datasets
         ]
+        if args.synthetic:
+            runs.append(
+                (
+                    f"synthetic-{args.synthetic}",
+                    partial(
+                        measure,
+                        base,
+                        repository=repository,
+                        dataset=Path("synthetic"),
+                        offset=args.port_offset,
+                        synthetic=args.synthetic,
+                        profiles=profiles,
+                    ),
+                )
+            )
         records = on_fresh_stacks(runs, Path(scratch))
     publish("replay", records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
     return 0
@@ -194,6 +286,18 @@ def register(actions: Any) -> None:
     replay = actions.add_parser(
         "replay", help="replay and rebuild rates against the ingestion rate", description=__doc__
     )
-    replay.add_argument("--datasets", nargs="+", default=["cifar10-test", "flowers17"])
+    replay.add_argument("--datasets", nargs="*", default=["cifar10-test", "flowers17"])
+    replay.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also replay N synthetic 1024-d embedding events (a scale the shared images lack)",
+    )
+    replay.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the replays with py-spy (bench/results/profiles)",
+    )
     add_stack_arguments(replay)
     replay.set_defaults(run=run)
