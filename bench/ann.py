@@ -411,6 +411,38 @@ def ann_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison_markdown(synthetic: dict[str, Any], real: dict[str, Any]) -> str:
+    """recall@10 against L on both sets side by side, with the published figure."""
+
+    def recall(document: dict[str, Any], index: str, value: int) -> str:
+        for r in document["records"]:
+            if r["index"] == index and r.get("value") == value and "skipped" not in r:
+                return str(r["recall_at_10"])
+        return ""
+
+    def size(document: dict[str, Any]) -> str:
+        v = document["vectors"]
+        return f"{v['size'] // 1000}K x {v['dim']}"
+
+    s, r = size(synthetic), size(real)
+    lines = [
+        f"| L | published DiskANN ({PUBLISHED['vectors']}, real) | DiskANN, synthetic {s} "
+        f"| DiskANN, real {r} | HNSW (ef = L), synthetic {s} | HNSW (ef = L), real {r} |",
+        "|---|---|---|---|---|---|",
+    ]
+    values = sorted(
+        {x["value"] for d in (synthetic, real) for x in d["records"] if x.get("param") == "L"}
+    )
+    for value in values:
+        published = f">= {PUBLISHED['recall_at_10']}" if value == PUBLISHED["L"] else ""
+        lines.append(
+            f"| {value} | {published} | {recall(synthetic, 'DiskANN (diskannpy)', value)} "
+            f"| {recall(real, 'DiskANN (diskannpy)', value)} "
+            f"| {recall(synthetic, 'Milvus HNSW', value)} | {recall(real, 'Milvus HNSW', value)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def ann_plot(document: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -464,7 +496,19 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error[/]: {exc}")
         return 2
     out = args.out or RESULTS
-    document = publish(args.name, records, extra, ann_markdown, out)
+    synthetic = out / "ann.json"
+    render = ann_markdown
+    if args.vectors == "real" and synthetic.exists():
+        earlier = json.loads(synthetic.read_text())
+
+        def render(document: dict[str, Any]) -> str:
+            return (
+                ann_markdown(document) + f"\nBeside the synthetic set ({synthetic.name}: measured "
+                f"{earlier['date'][:10]}, commit {earlier['commit']}), recall@10:\n\n"
+                + comparison_markdown(earlier, document)
+            )
+
+    document = publish(args.name, records, extra, render, out)
     ann_plot(document, out / f"{args.name}_recall_qps.png")
     console.print(f"and {args.name}_recall_qps.png")
     return 0

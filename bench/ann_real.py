@@ -134,7 +134,7 @@ def real_dataset(
     chosen = np.random.default_rng((seed, 1)).integers(0, len(images), size=queries)
     held_out = describe(embedder, images, queries, seed + 1, chosen)
     started = time.perf_counter()
-    truth = exact_neighbours(base, held_out, 100)
+    truth = exact_neighbours(base, held_out, min(100, size - 1))
     console.print(f"exact ground truth by brute force in {time.perf_counter() - started:.1f} s")
     for name, array in (("base", base), ("queries", held_out), ("truth", truth)):
         np.save(out[name], array)

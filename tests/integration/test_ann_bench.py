@@ -46,16 +46,26 @@ def test_the_benchmark_at_10k_runs_end_to_end_and_flat_is_exact(
     for record in records:
         assert 0.0 < record["recall_at_10"] <= 1.0
         assert record["qps_1_thread"] > 0 and record["qps_all_cores"] > 0
-    # a longer search list finds at least as much
-    assert (
-        by[("DiskANN (diskannpy)", 50)]["recall_at_10"]
-        >= by[("DiskANN (diskannpy)", 10)]["recall_at_10"]
-    )
+    # a longer search list finds at least as much, and at L = ef = 50 both graphs find most
+    # of the true ten on this set (measured: a graph built wrong, or a search that ignores L,
+    # falls far below)
+    disk10, disk50 = by[("DiskANN (diskannpy)", 10)], by[("DiskANN (diskannpy)", 50)]
+    assert disk50["recall_at_10"] >= disk10["recall_at_10"]
+    assert disk50["recall_at_10"] >= 0.8 and by[("Milvus HNSW", 50)]["recall_at_10"] >= 0.9
     assert by[("DiskANN (diskannpy)", 10)]["index_bytes_on_disk"] > 10_000 * 2048 * 4
 
     path = write_results("ann-smoke", records, extra, tmp_path)
     document = json.loads(path.read_text())
     table = ann_markdown(document)
-    assert "| 10 | >= 0.9 |" in table and "Milvus FLAT" in table
+    # the L = 10 row shows the published figure beside what was measured here, and the
+    # per-index table every measured setting with its recall
+    hnsw10 = by[("Milvus HNSW", 10)]
+    assert (
+        f"| 10 | >= 0.9 | {disk10['recall_at_10']} | {disk10['qps_1_thread']} "
+        f"| {disk10['qps_all_cores']} | {hnsw10['recall_at_10']} |" in table
+    )
+    for record in records:
+        setting = f"{record['param']}={record['value']}" if record.get("value") is not None else ""
+        assert f"| {record['index']} | {setting} | {record['recall_at_10']} |" in table
     ann_plot(document, tmp_path / "ann.png")
     assert (tmp_path / "ann.png").read_bytes()[:4] == b"\x89PNG"
