@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         records = on_fresh_stacks(runs, Path(scratch))
-    publish("replay", records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
+    publish(args.name, records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
     return 0
 
 
@@ -294,6 +294,7 @@ def register(actions: Any) -> None:
         metavar="N",
         help="also replay N synthetic 1024-d embedding events (a scale the shared images lack)",
     )
+    replay.add_argument("--name", default="replay", help="results file name (bench/results)")
     replay.add_argument(
         "--profile",
         action="store_true",
