@@ -16,9 +16,11 @@ def api_error(status: int, code: str, detail: str) -> JSONResponse:
 
 
 class RequestTimer:
-    """Request latency by method, route and status into the metrics. Plain ASGI: Starlette's
-    `@app.middleware("http")` wraps every response in a stream of its own, measured at
-    0.11-0.13 ms per request here, on a cached answer of about 2 ms."""
+    """Request latency by method, route and status into the metrics, and to the client as
+    `Server-Timing: app;dur=<ms>` (the server's time until the response starts: a client's
+    own overhead left out). Plain ASGI: Starlette's `@app.middleware("http")` wraps every
+    response in a stream of its own, measured at 0.11-0.13 ms per request here, on a cached
+    answer of about 2 ms."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -35,6 +37,9 @@ class RequestTimer:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                spent_ms = (time.perf_counter() - started) * 1000
+                timing = (b"server-timing", f"app;dur={spent_ms:.3f}".encode())
+                message = {**message, "headers": [*message.get("headers", []), timing]}
             await send(message)
 
         try:
