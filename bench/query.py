@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +45,7 @@ from cbir.settings import Settings, get_settings, side_by_side
 from domain.images import image_id_of
 from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
+from local_stack.services.base import ApplicationService
 from producers.ingest import collect
 from service_adapters import metadata_store
 from service_adapters.cache import QueryCache
@@ -283,11 +286,66 @@ def measure(
         if need > len(images):
             raise SystemExit(f"--requests {args.requests} needs {need} distinct images")
         api = next(s for s in launcher.services if s.name == "query-api")
+        assert isinstance(api, ApplicationService)
         profiles = PROFILES / "query" if args.profile else None
         records = run_scenarios(settings, images, args.requests, api.process.pid, profiles)
+        records += server_variants(settings, api, images[: args.requests])
         return [{"model": model, **r} for r in records]
     finally:
         launcher.down()
+
+
+def server_variants(
+    settings: Settings, api: ApplicationService, images: list[bytes]
+) -> list[dict[str, Any]]:
+    """The cached scenarios at concurrency 1 on the launcher's API (uvicorn's defaults:
+    httptools and uvloop, installed with the project) and, side by side, on a second API
+    process of the same code with uvicorn's pure-Python parser and loop (h11, asyncio)."""
+    port = settings.api.port + 1
+    command = [sys.executable, "-m", "cbir.cli", "serve", "--host", settings.api.host]
+    command += ["--port", str(port), "--http", "h11", "--loop", "asyncio"]
+    process = subprocess.Popen(
+        command, env=api.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    records: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://{settings.api.host}:{port}/health/live").is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the h11/asyncio API did not start within 60 s")
+            time.sleep(0.5)
+
+        def ok(response: httpx.Response) -> bool:
+            return response.status_code == 200
+
+        async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            return await client.post("/search", files={"image": ("q.jpg", images[i])})
+
+        async def refresh(client: httpx.AsyncClient, i: int) -> httpx.Response:
+            files = {"image": ("q.jpg", images[i])}
+            return await client.post("/search", files=files, headers=NO_CACHE)
+
+        servers = {
+            "httptools+uvloop": f"http://{settings.api.host}:{settings.api.port}",
+            "h11+asyncio": f"http://{settings.api.host}:{port}",
+        }
+        for url in servers.values():
+            asyncio.run(load(send, len(images), 1, url, ok))  # both caches filled
+        for _ in range(2):  # alternated, twice: a drift of the machine shows
+            for name, url in servers.items():
+                for scenario, request in (("cached result", send), ("cached embedding", refresh)):
+                    figures = asyncio.run(load(request, len(images), 1, url, ok))
+                    records.append({"scenario": f"{scenario}, {name}", "concurrency": 1, **figures})
+                    console.print(f"{scenario}, {name}: p50 {figures['p50_ms']} ms")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return records
 
 
 def targets_of(records: list[dict[str, Any]], model: str) -> dict[str, Any]:

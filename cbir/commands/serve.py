@@ -24,6 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         # the log configuration of `cbir` (structured) stays in force
         log_config=None,
+        http=args.http,
+        loop=args.loop,
     )
     return 0
 
@@ -34,4 +36,16 @@ def register(areas: Any) -> None:
     serve.add_argument("--port", type=int, help="default: CBIR_API__PORT")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--http",
+        default="auto",
+        choices=["auto", "httptools", "h11"],
+        help="HTTP parser (auto: httptools, installed with the project)",
+    )
+    serve.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="event loop (auto: uvloop, installed with the project)",
+    )
     serve.set_defaults(run=_serve)

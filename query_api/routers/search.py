@@ -21,16 +21,9 @@ from query_api.dependencies import (
     read_upload,
     search_response,
 )
-from query_api.engine import SearchOutcome
 from query_api.filters import MAX_VALUES, SearchFilters
 from query_api.models import SearchResponse
 from query_api.spatial import SpatialRequest
-
-
-def _headers(response: Response, outcome: SearchOutcome) -> None:
-    response.headers["X-Cache"] = outcome.result_cache
-    response.headers["X-Embedding-Cache"] = outcome.embedding_cache
-
 
 TagMode = Literal["any", "all"]
 Rerank = Literal["none", "spatial"]
@@ -67,7 +60,6 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
     @routes.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
     def search(
         api: Services,
-        response: Response,
         image: Annotated[UploadFile, File(description="the query image")],
         k: Annotated[int, Form(**k_bounds)] = limits.default_k,
         tag: Annotated[list[Tag] | None, Form(**TAGS)] = None,
@@ -80,7 +72,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Form(**budget_bounds)] = local.rerank_budget_ms,
         cache_control: Annotated[str | None, Header()] = None,
-    ) -> SearchResponse:
+    ) -> Response:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
         computes the result list afresh (the query's embedding may still come from cache)."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
@@ -93,7 +85,6 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
             not no_cache(cache_control),
             spatial(rerank, depth, rerank_budget_ms),
         )
-        _headers(response, outcome)
         return search_response(outcome, k)
 
     @routes.get(
@@ -106,7 +97,6 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
     )
     def similar(
         api: Services,
-        response: Response,
         image_id: ImageId,
         k: Annotated[int, Query(**k_bounds)] = limits.default_k,
         tag: Annotated[list[Tag] | None, Query(**TAGS)] = None,
@@ -119,7 +109,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Query(**budget_bounds)] = local.rerank_budget_ms,
         cache_control: Annotated[str | None, Header()] = None,
-    ) -> SearchResponse:
+    ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
         outcome = api.engine.search_similar(
@@ -130,7 +120,6 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
             not no_cache(cache_control),
             spatial(rerank, depth, rerank_budget_ms),
         )
-        _headers(response, outcome)
         return search_response(outcome, k)
 
     return routes
