@@ -4,10 +4,12 @@ provisioning."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
+import certifi
 import urllib3
 from minio import Minio
 from minio.error import S3Error
@@ -22,16 +24,31 @@ GONE = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 KAFKA_TARGET_ARN = "arn:minio:sqs::CBIR:kafka"
 
 
+# keep-alive connections kept per host: the processors fetch 8 objects at once while local
+# features are written and 8 more read (the duplicates stage), and the MinIO client's own
+# pool of 10 then discards connections ("Connection pool is full") and opens new ones
+POOL_CONNECTIONS = 32
+DEFAULT_TIMEOUT_S = 300.0  # the MinIO client's own
+
+
 def client(settings: MinioSettings, timeout_s: float | None = None) -> Minio:
-    """An S3 client; `timeout_s` bounds connecting and each read (a paused server then
-    fails the call), with no retries of its own (the callers' policies retry)."""
-    http = None
-    if timeout_s is not None:
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-            retries=urllib3.Retry(total=0),
-            maxsize=16,
-        )
+    """An S3 client with a pool of POOL_CONNECTIONS keep-alive connections; `timeout_s`
+    bounds connecting and each read (a paused server then fails the call), with no retries
+    of its own (the callers' policies retry). Without it, the client's defaults: 300 s, and
+    five retries of a 5xx answer."""
+    timeout = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+    retries = (
+        urllib3.Retry(total=0)
+        if timeout_s is not None
+        else urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504])
+    )
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        retries=retries,
+        maxsize=POOL_CONNECTIONS,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+    )
     return Minio(
         settings.endpoint,
         access_key=settings.access_key,
