@@ -11,7 +11,9 @@ upload until the last is indexed), then
 All in one process on one machine, one after the other: the ratios are side by side.
 `--synthetic N` adds a run whose log holds N embedding events of random unit vectors (written
 as the embed stage writes them, indexed by the processors), for a replay long enough to time;
-`--profile` samples each replay with py-spy.
+`--profile` samples each replay with py-spy. Local features are off unless
+`--local-features` (a replay never touches them); each replay starts once every processor
+agent has caught up and Milvus has built its index.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from bench.common import add_stack_arguments, on_fresh_stacks, publish
 from bench.ingest import indexed_count
 from bench.profiles import PROFILES, Profiler
+from bench.query import settle
 from cbir import wiring
 from cbir.settings import Settings, get_settings, side_by_side
 from cbir.wiring import Adapters
@@ -41,6 +44,7 @@ from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from local_stack.layout import StackLayout
 from local_stack.services.mariadb import MariaDBService
+from processors.status import consumer_lag
 from producers.ingest import collect
 from replay.rebuild import ReplayOptions, ReplayStatus
 from schemas.events import EmbeddingComputed, EventSerializer, ImageMetadata
@@ -149,11 +153,14 @@ def measure(
     offset: int,
     synthetic: int = 0,
     profiles: Path | None = None,
+    local_features: bool = False,
 ) -> dict[str, Any]:
     """One dataset through the pipeline (or, with `synthetic`, that many embedding events
     written into the embeddings topic and indexed by the processors), then a reindex and a
     rebuild from nothing, each timed; with `profiles`, the replays sampled by py-spy."""
     settings = side_by_side(base, offset, root / "data", repository)
+    features = settings.local_features.model_copy(update={"enabled": local_features})
+    settings = settings.model_copy(update={"local_features": features})
     launcher = Launcher(settings)
     try:
         launcher.up()  # inside: a stack that came up in part is stopped too
@@ -173,6 +180,13 @@ def measure(
                 raise RuntimeError("the pipeline did not index everything within an hour")
             time.sleep(0.2)
         ingest_s = time.perf_counter() - started
+        # the replays are timed on a quiet machine: every processor agent has caught up
+        topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
+        while any(lag.lag for lag in consumer_lag(settings, topics)):
+            if time.perf_counter() - started > 3600:
+                raise RuntimeError("the processors did not catch up within an hour")
+            time.sleep(1)
+        settle(settings)
         options = ReplayOptions(grace_s=0)
         name = f"synthetic-{synthetic}" if synthetic else dataset.name
         reindex = profiled(
@@ -195,6 +209,7 @@ def measure(
     return {
         "dataset": name,
         "ingested": "embedding events (no images)" if synthetic else "images",
+        "local_features": local_features,
         "model": settings.processors.model,
         "images": unique,
         "ingest_seconds": round(ingest_s, 1),
@@ -258,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
                     dataset=args.shared / "data" / name,
                     offset=args.port_offset,
                     profiles=profiles,
+                    local_features=args.local_features,
                 ),
             )
             for name in args.datasets
@@ -295,6 +311,12 @@ def register(actions: Any) -> None:
         help="also replay N synthetic 1024-d embedding events (a scale the shared images lack)",
     )
     replay.add_argument("--name", default="replay", help="results file name (bench/results)")
+    replay.add_argument(
+        "--local-features",
+        action="store_true",
+        help="extract SIFT features and judge duplicates while ingesting (the replays are "
+        "timed once every agent has caught up either way)",
+    )
     replay.add_argument(
         "--profile",
         action="store_true",

@@ -140,9 +140,13 @@ class EventCodec:
                 "used a schema that is not in schemas/avro (upgrade this consumer)"
             )
         reader = self.registry.latest(writer.name)
+        # the same version: no reader schema, so fastavro neither compares the two schemas
+        # nor resolves one against the other (a deep comparison per event, profiled at a
+        # sixth of a replay's CPU)
+        resolved = None if reader is writer else reader.parsed
         try:
             record = fastavro.schemaless_reader(
-                io.BytesIO(data[HEADER_SIZE:]), writer.parsed, reader.parsed
+                io.BytesIO(data[HEADER_SIZE:]), writer.parsed, resolved
             )
         except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
             raise MalformedEvent(
