@@ -154,6 +154,7 @@ def measure(
     synthetic: int = 0,
     profiles: Path | None = None,
     local_features: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """One dataset through the pipeline (or, with `synthetic`, that many embedding events
     written into the embeddings topic and indexed by the processors), then a reindex and a
@@ -187,7 +188,7 @@ def measure(
                 raise RuntimeError("the processors did not catch up within an hour")
             time.sleep(1)
         settle(settings)
-        options = ReplayOptions(grace_s=0)
+        options = ReplayOptions(grace_s=0, batch_size=batch_size or settings.replay.batch_size)
         name = f"synthetic-{synthetic}" if synthetic else dataset.name
         reindex = profiled(
             profiles, f"replay-{name}-reindex", lambda: timed_reindex(settings, options)
@@ -210,6 +211,7 @@ def measure(
         "dataset": name,
         "ingested": "embedding events (no images)" if synthetic else "images",
         "local_features": local_features,
+        "batch_size": options.batch_size,
         "model": settings.processors.model,
         "images": unique,
         "ingest_seconds": round(ingest_s, 1),
@@ -239,15 +241,17 @@ def render_markdown(document: dict[str, Any]) -> str:
     lines = [
         provenance_line(document),
         "",
-        "| dataset | images | ingest, images/s | reindex replay, embeddings/s | reindex, s to live "
-        "| ratio to ingest | rebuild from nothing, s | rebuild, embeddings/s | log on disk, "
-        "bytes/image (images, embeddings) | GB per million images |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | images | batch | ingest, images/s | reindex replay, embeddings/s "
+        "| reindex, s to live | ratio to ingest | rebuild from nothing, s "
+        "| rebuild, embeddings/s | log on disk, bytes/image (images, embeddings) "
+        "| GB per million images |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in document["records"]:
         sizes = ", ".join(str(v) for v in r["log_bytes_per_image"].values())
         lines.append(
-            f"| {r['dataset']} | {r['images']} | {r['ingest_images_per_s']} "
+            f"| {r['dataset']} | {r['images']} | {r.get('batch_size', 500)} "
+            f"| {r['ingest_images_per_s']} "
             f"| {r['reindex']['events_per_s']} | {r['reindex']['seconds_to_live']} "
             f"| {r['reindex_ratio_to_ingest']}x | {r['rebuild']['seconds_to_live']} "
             f"| {r['rebuild']['events_per_s']} | {sizes} | {r['log_gb_per_million_images']} |"
@@ -274,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
                     offset=args.port_offset,
                     profiles=profiles,
                     local_features=args.local_features,
+                    batch_size=args.batch_size,
                 ),
             )
             for name in args.datasets
@@ -290,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
                         offset=args.port_offset,
                         synthetic=args.synthetic,
                         profiles=profiles,
+                        batch_size=args.batch_size,
                     ),
                 )
             )
@@ -311,6 +317,9 @@ def register(actions: Any) -> None:
         help="also replay N synthetic 1024-d embedding events (a scale the shared images lack)",
     )
     replay.add_argument("--name", default="replay", help="results file name (bench/results)")
+    replay.add_argument(
+        "--batch-size", type=int, help="events per replayed write (CBIR_REPLAY__BATCH_SIZE)"
+    )
     replay.add_argument(
         "--local-features",
         action="store_true",

@@ -157,18 +157,35 @@ def existing_image_ids(conn: Connection, image_ids: Iterable[str]) -> set[str]:
         return {row[0] for row in cur.fetchall()}
 
 
+# Every value a placeholder: pymysql's executemany sends one multi-row INSERT only for a
+# statement its RE_INSERT_VALUES matches (placeholders alone inside VALUES (...)); a literal
+# there makes it send one statement per row (a round trip each: 64 per index batch).
+_COLUMNS = (
+    "image_id, object_key, file_name, source, content_type, size_bytes, width, height, tags,"
+    " uploaded_at, status"
+)
+INSERT_PENDING = (
+    f"INSERT IGNORE INTO images ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+UPSERT_INDEXED = (
+    f"INSERT INTO images ({_COLUMNS}, model_id, generation)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE object_key = VALUES(object_key),"
+    " file_name = VALUES(file_name), source = VALUES(source),"
+    " content_type = VALUES(content_type), size_bytes = VALUES(size_bytes),"
+    " width = VALUES(width), height = VALUES(height), tags = VALUES(tags),"
+    " status = VALUES(status), error = NULL, uploaded_at = VALUES(uploaded_at),"
+    " model_id = VALUES(model_id), generation = VALUES(generation)"
+)
+
+
 def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
     """A `pending` row per image sent into the pipeline; an existing row is left alone."""
     if not images:
         return
-    rows = [_metadata_columns(i) for i in images]
+    rows = [(*_metadata_columns(i), "pending") for i in images]
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT IGNORE INTO images (image_id, object_key, file_name, source, content_type,"
-            " size_bytes, width, height, tags, status, uploaded_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)",
-            rows,
-        )
+        cur.executemany(INSERT_PENDING, rows)
 
 
 def _metadata_columns(image: ImageMetadata) -> tuple[Any, ...]:
@@ -199,20 +216,9 @@ def upsert_indexed(
     """Rows of images whose vectors are indexed: INSERT ... ON DUPLICATE KEY UPDATE."""
     if not images:
         return
-    rows = [(*_metadata_columns(i), model_id, generation) for i in images]
+    rows = [(*_metadata_columns(i), "indexed", model_id, generation) for i in images]
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO images (image_id, object_key, file_name, source, content_type,"
-            " size_bytes, width, height, tags, status, uploaded_at, model_id, generation)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'indexed', %s, %s, %s)"
-            " ON DUPLICATE KEY UPDATE object_key = VALUES(object_key),"
-            " file_name = VALUES(file_name), source = VALUES(source),"
-            " content_type = VALUES(content_type), size_bytes = VALUES(size_bytes),"
-            " width = VALUES(width), height = VALUES(height), tags = VALUES(tags),"
-            " status = 'indexed', error = NULL, uploaded_at = VALUES(uploaded_at),"
-            " model_id = VALUES(model_id), generation = VALUES(generation)",
-            rows,
-        )
+        cur.executemany(UPSERT_INDEXED, rows)
 
 
 def mark_failed(conn: Connection, reasons: Mapping[str, str]) -> None:
