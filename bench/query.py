@@ -1,7 +1,8 @@
 """`cbir bench query`: latency (p50, p95, p99) and throughput of the query API, per scenario
 and concurrency, from a load generator on the same machine (asyncio + httpx, one process).
 
-Per model, a fresh local stack of its own (ports moved by --port-offset) indexes flowers17:
+Per model, a fresh local stack of its own (ports moved by --port-offset, local features off:
+no scenario re-ranks) indexes flowers17:
 the shared MobileNet (real weights), and ResNet-50 with random weights (speed only: its
 inference is 4-5 times MobileNet's, which shows what of the API's cost is fixed). The API is
 the launcher's `cbir serve` process. Scenarios:
@@ -262,7 +263,12 @@ def measure(
     export_models(repository, shared, [model])
     settings = side_by_side(base, args.port_offset, root / "data", repository)
     settings = settings.model_copy(
-        update={"processors": settings.processors.model_copy(update={"model": model})}
+        update={
+            "processors": settings.processors.model_copy(update={"model": model}),
+            # no search here re-ranks: without SIFT at ingest and the duplicates agent behind
+            # it, the queries are timed on a quiet machine
+            "local_features": settings.local_features.model_copy(update={"enabled": False}),
+        }
     )
     launcher = Launcher(settings)
     launcher.up()
