@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from bench.batch_loader import Loaded, batch_load
 from bench.common import add_stack_arguments, on_fresh_stacks, publish
@@ -200,7 +201,11 @@ def measure(
             processors = next(s for s in launcher.services if s.name == "processors")
             if processors.process.pid is None:
                 raise RuntimeError("the processors are not running: nothing to profile")
-            profiler.start("processors", processors.process.pid)
+            # each worker on its own (py-spy following a supervisor's subprocesses costs it a
+            # core on this machine, and its recording was lost on stopping)
+            workers_ = psutil.Process(processors.process.pid).children()
+            for number, worker in enumerate(workers_):
+                profiler.start(f"processors-worker-{number}", worker.pid, subprocesses=False)
             profiler.start("producer", os.getpid(), subprocesses=False)
 
         def pipeline() -> None:

@@ -100,7 +100,7 @@ class Profiler:
         for name, (process, raw) in self.running.items():
             process.send_signal(signal.SIGINT)
             try:
-                _, errors = process.communicate(timeout=60)
+                _, errors = process.communicate(timeout=300)
             except subprocess.TimeoutExpired:
                 process.kill()
                 _, errors = process.communicate()
