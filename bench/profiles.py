@@ -56,7 +56,12 @@ def summarise(folded: str, title: str, top: int = 25) -> str:
         stacks[" <- ".join(reversed(frames[-4:]))] += count
     if total == 0:
         return f"# {title}\nno samples (the process was idle or exited)\n"
-    lines = [f"# {title}", f"{total} samples at {RATE_HZ} Hz (~{total / RATE_HZ:.1f} s of CPU)", ""]
+    lines = [
+        f"# {title}",
+        f"{total} samples at {RATE_HZ} Hz over all threads (~{total / RATE_HZ:.1f} thread-seconds;"
+        " not CPU: a thread waiting in a socket read counts, as py-spy sees it running)",
+        "",
+    ]
     lines += ["## inclusive: share of samples with the function anywhere on the stack"]
     lines += [f"{100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines += ["", "## self: share of samples with the function on top"]
