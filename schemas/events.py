@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Union
 
 import numpy as np
@@ -113,32 +115,46 @@ def _to_record(value: Any) -> Any:
     return value
 
 
-_HINTS: dict[type[Any], dict[str, Any]] = {}
+Convert = Callable[[Any], Any]
+# per event class: each field's name and how its Avro value becomes the field's (None: as is)
+_PLANS: dict[type[Any], tuple[tuple[str, Convert | None], ...]] = {}
 
 
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    """The resolved field types of an event class (resolving them costs ~0.5 ms: once)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+def _plan(cls: type[Any]) -> tuple[tuple[str, Convert | None], ...]:
+    """How to build `cls` from its record, worked out once per class: resolving the type
+    hints costs ~0.5 ms, and asking the dataclass machinery per field per event was a fifth
+    of a replay's CPU (profiled)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        plan = tuple((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))
+        _PLANS[cls] = plan
+    return plan
+
+
+def _converter(hint: Any) -> Convert | None:
+    record = _record_class(hint)
+    if record is not None:
+        return partial(_from_record, record)
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        item = _record_class(items[0]) if items else None
+        if item is not None:  # a tuple of records
+            return lambda values: tuple(_from_record(item, v) for v in values)
+        return tuple
+    return None
+
+
+def _record_class(hint: Any) -> type[Any] | None:
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 def _from_record(cls: type[Any], record: dict[str, Any]) -> Any:
-    hints = _hints(cls)
     values = {}
-    for item in dataclasses.fields(cls):
-        if item.name not in record:
-            continue
-        value, hint = record[item.name], hints[item.name]
-        if dataclasses.is_dataclass(hint):
-            value = _from_record(hint, value)  # type: ignore[arg-type]
-        elif isinstance(value, list):
-            items = typing.get_args(hint)
-            if items and dataclasses.is_dataclass(items[0]):  # a tuple of records
-                value = tuple(_from_record(items[0], v) for v in value)  # type: ignore[arg-type]
-            else:
-                value = tuple(value)
-        values[item.name] = value
+    for name, convert in _plan(cls):
+        if name in record:
+            value = record[name]
+            values[name] = value if convert is None or value is None else convert(value)
     return cls(**values)
 
 

@@ -20,6 +20,8 @@ from schemas.codec import (
 )
 from schemas.events import (
     DeadLetter,
+    DuplicateLink,
+    DuplicatesFound,
     EmbeddingComputed,
     EventSerializer,
     ImageDeleted,
@@ -60,6 +62,15 @@ METADATA = ImageMetadata(
             original_key=b"k",
             original_value=b"v",
         ),
+        DuplicatesFound(
+            "a" * 64,
+            "mobilenet:1:1024d:gap:abc",
+            (
+                DuplicateLink("b" * 64, "both", 0.5, 3, 40),
+                DuplicateLink("c" * 64, "geometry", 0.25),
+            ),
+        ),
+        DuplicatesFound("a" * 64, "mobilenet:1:1024d:gap:abc"),
     ],
 )
 def test_every_event_round_trips(event: object) -> None:
