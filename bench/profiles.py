@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,18 +80,21 @@ class Profiler:
     running: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
 
     @staticmethod
-    def available() -> bool:
-        return shutil.which("py-spy") is not None
+    def executable() -> str | None:
+        """py-spy beside this Python (the venv's, when its bin is not on PATH), else on PATH."""
+        beside = Path(sys.executable).parent / "py-spy"
+        return str(beside) if beside.exists() else shutil.which("py-spy")
 
     def start(self, name: str, pid: int, subprocesses: bool = True) -> None:
-        if not self.available():
+        py_spy = self.executable()
+        if py_spy is None:
             raise RuntimeError(
                 "py-spy is not installed: run scripts/bootstrap.sh (it installs the dev extras)"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "raw").mkdir(exist_ok=True)
         raw = self.folder / "raw" / f"{name}.folded"
-        command = ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ)]
+        command = [py_spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ)]
         command += ["--format", "raw", "--output", str(raw), "--nonblocking"]
         if subprocesses:
             command.append("--subprocesses")

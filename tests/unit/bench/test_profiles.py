@@ -1,8 +1,13 @@
-"""The profile summaries: shares computed from collapsed stacks."""
+"""The profile summaries: shares computed from collapsed stacks; py-spy found."""
 
 from __future__ import annotations
 
-from bench.profiles import summarise
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.profiles import Profiler, summarise
 
 FOLDED = """\
 process 1:worker;main (app.py:10);handle (stage.py:20);upsert (vector_index.py:30) 60
@@ -26,3 +31,12 @@ def test_shares_are_inclusive_and_self_with_lines_merged() -> None:
 
 def test_no_samples_says_so() -> None:
     assert "no samples" in summarise("", "idle")
+
+
+def test_py_spy_is_found_beside_this_python_without_the_venv_on_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # as `.venv/bin/cbir bench ...` runs it
+    found = Profiler.executable()
+    assert found == str(Path(sys.executable).parent / "py-spy")
+    assert Path(found).exists()
