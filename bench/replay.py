@@ -23,7 +23,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -156,12 +155,10 @@ def measure(
     profiles: Path | None = None,
     local_features: bool = False,
     batch_size: int | None = None,
-    read_ahead_ab: int = 0,
 ) -> dict[str, Any]:
     """One dataset through the pipeline (or, with `synthetic`, that many embedding events
     written into the embeddings topic and indexed by the processors), then a reindex and a
-    rebuild from nothing, each timed; with `profiles`, the replays sampled by py-spy; with
-    `read_ahead_ab`, that many more reindexes with the read-ahead off and on, alternated."""
+    rebuild from nothing, each timed; with `profiles`, the replays sampled by py-spy."""
     settings = side_by_side(base, offset, root / "data", repository)
     features = settings.local_features.model_copy(update={"enabled": local_features})
     settings = settings.model_copy(update={"local_features": features})
@@ -196,11 +193,6 @@ def measure(
         reindex = profiled(
             profiles, f"replay-{name}-reindex", lambda: timed_reindex(settings, options)
         )
-        read_ahead: dict[str, list[float]] = {"off": [], "on": []}
-        for _ in range(read_ahead_ab):
-            for mode in ("off", "on"):
-                ab = replace(options, read_ahead=mode == "on")
-                read_ahead[mode].append(timed_reindex(settings, ab)["events_per_s"])
         wipe_index_and_metadata(settings, launcher.layout)
         rebuild = profiled(
             profiles, f"replay-{name}-rebuild", lambda: timed_reindex(settings, options)
@@ -228,7 +220,6 @@ def measure(
         "reindex_ratio_to_ingest": round(reindex["events_per_s"] / ingest_rate, 1),
         "rebuild": rebuild,
         "rebuild_ratio_to_ingest": round(rebuild["events_per_s"] / ingest_rate, 1),
-        **({"reindex_read_ahead_ab": read_ahead} if read_ahead_ab else {}),
         "log_bytes_per_image": {topic: round(size) for topic, size in per_image.items()},
         "log_gb_per_million_images": round(sum(per_image.values()) * 1e6 / 1e9, 2),
     }
@@ -265,21 +256,7 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"| {r['reindex_ratio_to_ingest']}x | {r['rebuild']['seconds_to_live']} "
             f"| {r['rebuild']['events_per_s']} | {sizes} | {r['log_gb_per_million_images']} |"
         )
-    for r in document["records"]:
-        ab = r.get("reindex_read_ahead_ab")
-        if ab:
-            lines += ["", read_ahead_line(r["dataset"], ab)]
     return "\n".join(lines) + "\n"
-
-
-def read_ahead_line(dataset: str, ab: dict[str, list[float]]) -> str:
-    """The read-ahead A/B of a run: each reindex's rate, and the medians' ratio."""
-    off, on = float(np.median(ab["off"])), float(np.median(ab["on"]))
-    return (
-        f"{dataset}, reindexes alternated with the read-ahead off / on, embeddings/s: "
-        f"off {', '.join(map(str, ab['off']))}; on {', '.join(map(str, ab['on']))}; "
-        f"medians {off:.0f} / {on:.0f} = {on / off:.2f}x"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -319,7 +296,6 @@ def run(args: argparse.Namespace) -> int:
                         synthetic=args.synthetic,
                         profiles=profiles,
                         batch_size=args.batch_size,
-                        read_ahead_ab=args.read_ahead_ab,
                     ),
                 )
             )
@@ -341,13 +317,6 @@ def register(actions: Any) -> None:
         help="also replay N synthetic 1024-d embedding events (a scale the shared images lack)",
     )
     replay.add_argument("--name", default="replay", help="results file name (bench/results)")
-    replay.add_argument(
-        "--read-ahead-ab",
-        type=int,
-        default=0,
-        metavar="N",
-        help="--synthetic run: N more reindexes each with the read-ahead off and on, alternated",
-    )
     replay.add_argument(
         "--batch-size", type=int, help="events per replayed write (CBIR_REPLAY__BATCH_SIZE)"
     )

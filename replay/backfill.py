@@ -7,22 +7,16 @@ made harmless by the idempotent sinks, exactly like the processors.
 
 Partitions are assigned, not subscribed: the replay is the group's only member, so there is
 no rebalance to wait for.
-
-While a batch is written (the stage's sinks, on a thread of its own), the next one is read
-and decoded (`Stage.prepare`); batches are still written one after the other, in the log's
-order, and each is committed only once written. Kafka is only touched from the caller's
-thread.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from cbir.settings import Settings
 from domain.errors import ServiceUnavailable
-from domain.log import DeadLettered, LogMessage, Outcome
+from domain.log import DeadLettered, Outcome
 from ports import EventWriter, TopicReader
 from processors.stages import Stage
 from replay.progress import Throughput, lag, pause_for_rate
@@ -39,7 +33,6 @@ class Backfill:
         stage: Stage,
         batch_size: int,
         max_rate: float = 0.0,
-        read_ahead: bool = True,
     ) -> None:
         self.settings = settings
         self.reader = reader
@@ -47,32 +40,19 @@ class Backfill:
         self.stage = stage
         self.batch_size = batch_size
         self.max_rate = max_rate
-        self.read_ahead = read_ahead
         self.throughput = Throughput()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="backfill-write")
-        self._ahead: tuple[list[LogMessage], object | None] | None = None
 
     def lag(self, fresh: bool = False) -> int:
         """Events left to replay; `fresh` asks the broker, for the final word."""
         return lag(self.reader.end_offsets(fresh), self.reader.positions)
 
     def step(self, wait_s: float = 0.5) -> int:
-        """Write one batch through the stage (reading and decoding the next one meanwhile),
-        produce what it made, commit it; the events written."""
+        """Read one batch, write it through the stage, commit it; the events read."""
         started = time.monotonic()
-        if self._ahead is not None:
-            (messages, prepared), self._ahead = self._ahead, None
-        else:
-            messages = self.reader.read(self.batch_size, wait_s)
-            if not messages:
-                return 0
-            prepared = self.stage.prepare(messages)
-        written = self._writer.submit(self.stage.process, messages, prepared)
-        # what has been fetched already
-        following = self.reader.read(self.batch_size, 0.0) if self.read_ahead else []
-        if following:
-            self._ahead = (following, self.stage.prepare(following))
-        self._produce(written.result())
+        messages = self.reader.read(self.batch_size, wait_s)
+        if not messages:
+            return 0
+        self._produce(self.stage.process(messages))
         last: dict[int, int] = {}
         for message in messages:
             last[message.partition] = max(last.get(message.partition, -1), message.offset)
@@ -102,6 +82,5 @@ class Backfill:
             )
 
     def close(self) -> None:
-        self._writer.shutdown()
         self.writer.close()
         self.reader.close()

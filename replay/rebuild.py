@@ -57,7 +57,6 @@ class ReplayOptions:
     batch_size: int = 500
     max_rate: float = 0.0  # events per second, 0: as fast as it goes
     probe: Probe | None = None  # gate the switch on this labelled probe set
-    read_ahead: bool = True  # decode the next batch while one is written (off: bench A/B)
 
 
 @dataclass(frozen=True)
@@ -287,7 +286,6 @@ class Rebuilder:
             stage,
             options.batch_size,
             options.max_rate,
-            options.read_ahead,
         )
         try:
             replayed = self._follow_until_complete(generation, backfill, live)

@@ -32,27 +32,16 @@ class Stage:
         self.serializer = EventSerializer()
         self._failures: dict[str, str] = {}  # image id -> reason, of the batch in hand
 
-    def prepare(self, messages: Sequence[LogMessage]) -> object | None:
-        """The part of a batch's work that asks no service (decoding its events), done apart
-        so that a runner can do it for the next batch while this one is written; `process`
-        takes what it returns. None: nothing to do ahead (the default)."""
-        return None
-
-    def process(
-        self, messages: Sequence[LogMessage], prepared: object | None = None
-    ) -> list[Outcome]:
+    def process(self, messages: Sequence[LogMessage]) -> list[Outcome]:
         """What to produce for this batch, in order; returns only when it is all decided, and
         never raises (a runner acknowledges a batch whose handler raised: it would be lost).
         A failure that escapes the stage's own handling is the batch's: transient, the batch
         is processed again (the sinks are idempotent); permanent or unexpected past the
-        policy's bound, every message of the batch is dead-lettered with the reason.
-        `prepared`: what `prepare` returned for these messages, if it was called."""
+        policy's bound, every message of the batch is dead-lettered with the reason."""
         batch = list(messages)
 
         def attempt() -> list[Outcome]:
             self._failures = {}
-            if prepared is not None:
-                return self._process_prepared(batch, prepared)
             return self._process(batch)
 
         try:
@@ -83,9 +72,6 @@ class Stage:
 
     def _process(self, messages: list[LogMessage]) -> list[Outcome]:
         raise NotImplementedError
-
-    def _process_prepared(self, messages: list[LogMessage], prepared: object) -> list[Outcome]:
-        return self._process(messages)
 
     def miskeyed(self, message: LogMessage, image_id: str) -> DeadLettered | None:
         """The dead letter of an event whose key is not its image's id (its events would not

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -31,15 +30,6 @@ from schemas.events import EmbeddingComputed, ImageDeleted
 
 log = logging.getLogger("cbir.processors")
 Event = EmbeddingComputed | ImageDeleted | None  # None: a tombstone
-
-
-@dataclass
-class Decoded:
-    """A batch as `IndexStage.prepare` leaves it: the events by topic (None: a tombstone), in
-    order, and the dead letters of those that cannot be indexed."""
-
-    by_topic: dict[str, list[tuple[LogMessage, Event]]] = field(default_factory=dict)
-    refused: list[Outcome] = field(default_factory=list)
 
 
 class IndexStage(Stage):
@@ -69,40 +59,30 @@ class IndexStage(Stage):
         self.replay = replay
         self.created: set[str] = set()
 
-    def prepare(self, messages: Sequence[LogMessage]) -> Decoded:
-        """The batch's events decoded, by topic; those that cannot be indexed (malformed, of
-        another kind, keyed by something else than their image) as dead letters. Asks no
-        service (a replay decodes the next batch while this one is written)."""
-        decoded = Decoded()
+    def _process(self, messages: list[LogMessage]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        by_topic: dict[str, list[tuple[LogMessage, Event]]] = {}
         for message in messages:
-            events = decoded.by_topic.setdefault(message.topic, [])
+            events = by_topic.setdefault(message.topic, [])
             if message.value is None:
                 events.append((message, None))
                 continue
             try:
                 event = self.serializer.loads(message.value)
             except MalformedEvent as exc:
-                decoded.refused.append(self.dead_letter(message, "decode", exc))
+                outcomes.append(self.dead_letter(message, "decode", exc))
                 continue
             if not isinstance(event, EmbeddingComputed | ImageDeleted):
                 reason = f"{type(event).__name__} does not belong on an embeddings topic"
-                decoded.refused.append(self.dead_letter(message, "decode", reason))
+                outcomes.append(self.dead_letter(message, "decode", reason))
                 continue
             image_id = event.image_id if isinstance(event, ImageDeleted) else event.image.image_id
             wrong = self.miskeyed(message, image_id)
             if wrong is not None:
-                decoded.refused.append(wrong)
+                outcomes.append(wrong)
                 continue
             events.append((message, event))
-        return decoded
-
-    def _process(self, messages: list[LogMessage]) -> list[Outcome]:
-        return self._process_prepared(messages, self.prepare(messages))
-
-    def _process_prepared(self, messages: list[LogMessage], prepared: object) -> list[Outcome]:
-        assert isinstance(prepared, Decoded)
-        outcomes: list[Outcome] = list(prepared.refused)
-        for topic, events in prepared.by_topic.items():
+        for topic, events in by_topic.items():
             outcomes.extend(self._apply(topic, events))
         return outcomes
 
