@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bench.common import add_stack_arguments, on_fresh_stacks, publish
-from bench.ingest import indexed_count
+from bench.embedding import CpuMeter
+from bench.ingest import cpu_by_process, indexed_count
 from bench.profiles import PROFILES, Profiler
 from bench.query import settle
 from cbir import wiring
@@ -89,20 +90,41 @@ class ReplayClock:
             self.caught_up = now
 
 
-def timed_reindex(settings: Settings, options: ReplayOptions) -> dict[str, float]:
+def timed_reindex(
+    settings: Settings, options: ReplayOptions, meters: dict[str, CpuMeter]
+) -> dict[str, Any]:
+    """A reindex: its rates, and the CPU each process spent from its start until the new
+    generation was live (Milvus's index build included), in microseconds per embedding."""
     clock = ReplayClock()
-    with Adapters(settings) as adapters:
-        adapters.rebuilder(clock).reindex(options)
+
+    def reindex() -> None:
+        with Adapters(settings) as adapters:
+            adapters.rebuilder(clock).reindex(options)
+
+    _, cpu = cpu_by_process(meters, reindex)
     done = time.perf_counter()
     reading = clock.reading or clock.created
     replay = (clock.caught_up or done) - reading
+    events = max(clock.replayed, 1)
     return {
         "events": clock.replayed,
         "setup_seconds": round(reading - clock.created, 2),
         "replay_seconds": round(replay, 2),
         "events_per_s": round(clock.replayed / replay, 1),
         "seconds_to_live": round(done - clock.created, 2),
+        "cpu_us_per_embedding": {k: round(1e6 * v / events) for k, v in cpu.items()},
     }
+
+
+def cpu_line(dataset: str, phase: str, cpu_us: dict[str, int], cores: int) -> str:
+    """Where a replay's CPU went, per embedding, and the rate that CPU allows on `cores`."""
+    total = sum(cpu_us.values())
+    shares = ", ".join(f"{name} {us}" for name, us in cpu_us.items() if us)
+    bound = f"{cores * 1e6 / total:.0f}" if total else "-"
+    return (
+        f"{dataset}, {phase} until live, CPU-us per embedding: {shares}; total {total}: "
+        f"at most {bound} embeddings/s on {cores} cores"
+    )
 
 
 def topic_bytes(layout: StackLayout, topic: str) -> int:
@@ -190,12 +212,20 @@ def measure(
         settle(settings)
         options = ReplayOptions(grace_s=0, batch_size=batch_size or settings.replay.batch_size)
         name = f"synthetic-{synthetic}" if synthetic else dataset.name
+        meters = {
+            svc.name: CpuMeter(svc.process.pid) for svc in launcher.services if svc.process.pid
+        }
+        meters["replay"] = CpuMeter(children=False)  # this process: the replay runs here
         reindex = profiled(
-            profiles, f"replay-{name}-reindex", lambda: timed_reindex(settings, options)
+            profiles,
+            f"replay-{name}-reindex",
+            lambda: timed_reindex(settings, options, meters),
         )
         wipe_index_and_metadata(settings, launcher.layout)
         rebuild = profiled(
-            profiles, f"replay-{name}-rebuild", lambda: timed_reindex(settings, options)
+            profiles,
+            f"replay-{name}-rebuild",
+            lambda: timed_reindex(settings, options, meters),
         )
         if indexed_count(settings) != unique:
             raise RuntimeError(f"the rebuild restored {indexed_count(settings)} of {unique} rows")
@@ -256,6 +286,12 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"| {r['reindex_ratio_to_ingest']}x | {r['rebuild']['seconds_to_live']} "
             f"| {r['rebuild']['events_per_s']} | {sizes} | {r['log_gb_per_million_images']} |"
         )
+    cores = document.get("machine", {}).get("cores") or os.cpu_count() or 1
+    for r in document["records"]:
+        for phase in ("reindex", "rebuild"):
+            cpu_us = r[phase].get("cpu_us_per_embedding")
+            if cpu_us:
+                lines += ["", cpu_line(r["dataset"], phase, cpu_us, int(cores))]
     return "\n".join(lines) + "\n"
 
 
