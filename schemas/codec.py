@@ -71,6 +71,11 @@ class SchemaRegistry:
         for name, version in self._raw:
             self._parse(name, version)
         self._by_fingerprint = {v.fingerprint: v for v in self._versions.values()}
+        # the newest version of each name, looked up per event decoded (sorting every time
+        # was 3 % of a replay's samples)
+        self._latest: dict[str, SchemaVersion] = {}
+        for v in sorted(self._versions.values(), key=lambda v: v.version):
+            self._latest[v.name] = v
 
     def _parse(self, name: str, version: int) -> SchemaVersion:
         key = (name, version)
@@ -99,10 +104,10 @@ class SchemaRegistry:
         )
 
     def latest(self, name: str) -> SchemaVersion:
-        versions = self.versions(name)
-        if not versions:
+        newest = self._latest.get(self._full_name(name))
+        if newest is None:
             raise KeyError(f"no schema named {name}; known: {', '.join(self.names())}")
-        return versions[-1]
+        return newest
 
     def by_fingerprint(self, print_: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(print_)
