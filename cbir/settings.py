@@ -4,6 +4,7 @@ docker-compose.yml: ``CBIR_<SECTION>__<FIELD>``, for example ``CBIR_KAFKA__BOOTS
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -266,6 +267,12 @@ class StackSettings(BaseModel):
         default=True,
         description="`up` starts a watchdog that restarts what exits, with back-off",
     )
+    owner_pid: int = Field(
+        default=0,
+        ge=0,
+        description="the watchdog stops the stack once this process is gone (a benchmark's "
+        "stack: killed, it leaves nothing running); 0: the stack outlives whoever started it",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -331,7 +338,8 @@ def describe_settings() -> list[SettingDoc]:
 def side_by_side(base: Settings, offset: int, data_dir: Path, model_repository: Path) -> Settings:
     """`base` with every port moved by `offset` and data of its own: a second local stack
     that runs beside the first (the tests use +10000, the ingest benchmark +11000; at most
-    12435, for Milvus's highest internal port is 53100)."""
+    12435, for Milvus's highest internal port is 53100), owned by this process: its watchdog
+    stops it when this process is gone, however it ended."""
     return base.model_copy(
         update={
             "kafka": base.kafka.model_copy(
@@ -350,7 +358,11 @@ def side_by_side(base: Settings, offset: int, data_dir: Path, model_repository: 
             ),
             "api": base.api.model_copy(update={"host": "127.0.0.1", "port": 8080 + offset}),
             "stack": base.stack.model_copy(
-                update={"data_dir": data_dir, "internal_port_offset": offset}
+                update={
+                    "data_dir": data_dir,
+                    "internal_port_offset": offset,
+                    "owner_pid": os.getpid(),
+                }
             ),
         }
     )

@@ -239,6 +239,11 @@ class Launcher:
 
     def down(self) -> dict[str, bool]:
         """Stop the services this launcher started; True for each that was running."""
+        self.stop_watchdog()  # first, or it would start again what is being stopped
+        return self.stop_services()
+
+    def stop_services(self) -> dict[str, bool]:
+        """Stop every service (not the watchdog); True for each that was running."""
         stopped: dict[str, bool] = {}
 
         def stop_one(svc: LocalService) -> None:
@@ -247,7 +252,6 @@ class Launcher:
                 host = "0.0.0.0" if port.all_interfaces else "127.0.0.1"
                 wait_until_free(port.number, host, PORT_RELEASE_S)
 
-        self.stop_watchdog()  # first, or it would start again what is being stopped
         # the reverse of `up`: applications first, while the servers they talk to are still
         # there (a Faust worker stopped after Kafka cannot leave its consumer group, and its
         # ghost member forces a rebalance on the next start when its session expires)

@@ -5,6 +5,10 @@ compose restart policy or systemd would. `cbir stack up` starts it (CBIR_STACK__
 A service whose pid file is there but whose process is gone (killed, crashed, OOM) is started
 again and waited for until ready; a failed restart is tried again after a pause that doubles
 up to a minute. Each restart is a log line and is counted (`cbir stack status` shows it).
+
+A stack with an owner (CBIR_STACK__OWNER_PID: a benchmark's, started beside the main one) is
+stopped by its watchdog once the owner is gone, however it ended (killed, timed out): it
+would otherwise keep running, restarted by this very watchdog, with nobody to stop it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,19 @@ def check(launcher: Launcher, backoff: dict[str, Backoff], now: float) -> list[s
     return restarted
 
 
+def owner_gone(pid: int) -> bool:
+    """Whether the stack's owner (0: none) has exited."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -75,8 +92,14 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     backoff: dict[str, Backoff] = {}
     log.info("watching", extra={"services": [s.name for s in launcher.services]})
+    owner = settings.stack.owner_pid
     while not stopping:
         reap()
+        if owner_gone(owner):
+            log.warning("owner gone, stopping the stack", extra={"owner_pid": owner})
+            launcher.stop_services()
+            launcher.watchdog.pid_file.unlink(missing_ok=True)
+            break
         check(launcher, backoff, time.monotonic())
         time.sleep(CHECK_EVERY_S)
     return 0

@@ -1,17 +1,23 @@
 """Supervision: the watchdog that `cbir stack up` starts restarts a server killed with
-SIGKILL, counts it, and `cbir stack down` stops it first."""
+SIGKILL, counts it, and `cbir stack down` stops it first; the watchdog of a stack with an
+owner stops it when the owner is gone."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from cbir.settings import Settings, side_by_side
 from local_stack.launcher import Launcher
+from tests.integration.conftest import TEST_PORT_OFFSET
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
+OWNED_STACK_OFFSET = TEST_PORT_OFFSET + 500  # beside the test stack: Redis alone
 
 
 def test_a_killed_server_is_restarted_by_the_watchdog_and_counted(launcher: Launcher) -> None:
@@ -42,3 +48,31 @@ def test_a_killed_server_is_restarted_by_the_watchdog_and_counted(launcher: Laun
     finally:
         launcher.stop_watchdog()
     assert launcher.watchdog.record() is None
+
+
+def test_a_stack_whose_owner_is_gone_is_stopped_by_its_watchdog(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A benchmark killed mid-run (SIGKILL: no `finally`) leaves nothing running: here a
+    one-service stack of its own, owned by a process that is then killed."""
+    owner = subprocess.Popen(["sleep", "600"])
+    moved = side_by_side(
+        settings, OWNED_STACK_OFFSET, tmp_path / "data", settings.triton.model_repository
+    )
+    stack = moved.stack.model_copy(update={"owner_pid": owner.pid, "supervise": True})
+    launcher = Launcher(moved.model_copy(update={"stack": stack}))
+    redis = launcher.service("redis")
+    try:
+        launcher._start(redis)
+        launcher._wait_ready(redis)
+        launcher.start_watchdog()
+        watchdog = launcher.watchdog.pid
+        assert watchdog is not None
+        owner.kill()
+        owner.wait()
+        wait_for(lambda: redis.process.record() is None, 90, "the watchdog to stop Redis")
+        wait_for(lambda: launcher.watchdog.record() is None, 30, "the watchdog to exit")
+        assert "owner gone" in launcher.watchdog.log_file.read_text()
+    finally:
+        owner.kill()
+        launcher.down()
