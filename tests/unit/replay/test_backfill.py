@@ -17,8 +17,8 @@ TOPIC = "cbir.embeddings"
 
 
 class FakeReader:
-    """A topic of `count` messages over two partitions, handed out as `read` asks; every call
-    and commit recorded with what the stage had written by then."""
+    """A topic of `count` messages over two partitions, handed out as `read` asks; every read
+    and commit recorded in `log`, beside the stage's writes."""
 
     def __init__(self, count: int, log: list[str]) -> None:
         self.topic = TOPIC
