@@ -27,10 +27,13 @@ class ProcessorsService(ApplicationService):
         return [sys.executable, *WORKER]
 
     def probe(self) -> None:
-        """Healthy when the worker is a member of its consumer group and the group is stable.
+        """Healthy when every worker is a member of the consumer group and the group is stable.
         A rebalance is a normal, passing state (a member joined or left): give it a few
-        seconds to settle before calling the worker unhealthy."""
+        seconds to settle before calling the processors unhealthy. Counting the members makes
+        `up` wait for the last worker to join, so no rebalance follows it (a worker that joined
+        alone would otherwise be made to rejoin when the next arrives, while it is busy)."""
         group = self.settings.processors.app_id
+        expected = self.settings.processors.workers
         # librdkafka's own lines go to the project's logging, not raw onto the terminal
         admin = admin_client(self.settings.kafka)
         deadline = time.monotonic() + REBALANCE_GRACE_S
@@ -39,8 +42,21 @@ class ProcessorsService(ApplicationService):
                 description = admin.describe_consumer_groups([group])[group].result(timeout=5)
             except Exception as exc:
                 raise NotReady(f"cannot describe consumer group {group}: {exc}") from exc
-            if description.state == ConsumerGroupState.STABLE and description.members:
+            problem = group_problem(group, description.state, len(description.members), expected)
+            if problem is None:
                 return
             if description.state not in REBALANCING or time.monotonic() > deadline:
-                raise NotReady(f"consumer group {group} is {description.state.name.lower()}")
+                raise NotReady(problem)
             time.sleep(0.5)
+
+
+def group_problem(group: str, state: ConsumerGroupState, members: int, expected: int) -> str | None:
+    """What keeps the processors' consumer group from being healthy; None when nothing does.
+    More members than `expected` is healthy: the same supervisor may run on other machines."""
+    if state not in (ConsumerGroupState.STABLE, *REBALANCING):
+        return f"consumer group {group} is {state.name.lower()}"
+    if members < expected:
+        return f"{members} of {expected} workers are in consumer group {group}"
+    if state != ConsumerGroupState.STABLE:
+        return f"consumer group {group} is {state.name.lower()}"
+    return None
