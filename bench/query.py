@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import add_stack_arguments, publish
 from bench.embedding import CpuMeter
@@ -56,6 +57,7 @@ from service_adapters.vector_index import VectorIndex
 SCENARIOS = ("uncached", "cached embedding", "cached result", "more like this")
 CONCURRENCY = (1, 4, 16)
 NO_CACHE = {"Cache-Control": "no-cache"}
+NOT_SEARCHES = ("/health/live", "/metrics")  # what the load generator asks besides searches
 
 
 def summary(latencies_s: list[float], wall_s: float, errors: int) -> dict[str, Any]:
@@ -109,6 +111,59 @@ async def load(
     return figures
 
 
+Histograms = dict[tuple[str, ...], tuple[float, float]]
+
+
+def histograms(text: str) -> Histograms:
+    """The sum and count of every series of the API's two latency histograms in a /metrics
+    page: by (dependency, operation) for the calls, by ("request", method, route) for the
+    requests (every status together)."""
+    found: dict[tuple[str, ...], list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("cbir_api_dependency_seconds", "cbir_api_request_seconds"):
+            continue
+        for sample in family.samples:
+            part = sample.name.rpartition("_")[2]
+            if part not in ("sum", "count"):
+                continue
+            labels = sample.labels
+            key = (
+                (labels["dependency"], labels["operation"])
+                if "dependency" in labels
+                else ("request", labels["method"], labels["route"])
+            )
+            pair = found.setdefault(key, [0.0, 0.0])
+            pair[0 if part == "sum" else 1] += sample.value
+    return {key: (total, count) for key, (total, count) in found.items()}
+
+
+def server_breakdown(before: Histograms, after: Histograms, requests: int) -> dict[str, float]:
+    """Where the server's time went between two /metrics pages, in ms per request: each
+    dependency call (`milvus search`, `mysql lookup`, ...), the whole request ("server",
+    the mean of the searches timed in between: not the connections' opening requests nor
+    the scrapes) and the rest ("api itself": HTTP, FastAPI,
+    hashing, JSON, the thread hop), the server's time less its calls."""
+    spent: dict[str, float] = {}
+    server = handled = 0.0
+    for key, (total, count) in after.items():
+        earlier_total, earlier_count = before.get(key, (0.0, 0.0))
+        if count == earlier_count:
+            continue
+        if key[0] == "request" and key[2] in NOT_SEARCHES:
+            continue
+        if key[0] == "request":
+            server += total - earlier_total
+            handled += count - earlier_count
+        else:
+            spent[" ".join(key)] = 1000 * (total - earlier_total) / requests
+    breakdown = {name: round(ms, 3) for name, ms in sorted(spent.items(), key=lambda i: -i[1])}
+    if handled:
+        mean = 1000 * server / handled
+        breakdown["server"] = round(mean, 3)
+        breakdown["api itself"] = round(mean - sum(spent.values()), 3)
+    return breakdown
+
+
 def triton_alone(settings: Settings, images: list[bytes], concurrency: int) -> dict[str, Any]:
     """The model's own time: one image per request over gRPC, as the API sends it."""
     embedder = TritonEmbedder(settings.triton, settings.processors.model)
@@ -128,6 +183,10 @@ def triton_alone(settings: Settings, images: list[bytes], concurrency: int) -> d
     return result
 
 
+def scrape(base_url: str) -> Histograms:
+    return histograms(httpx.get(f"{base_url}/metrics", timeout=30).raise_for_status().text)
+
+
 def run_scenarios(
     settings: Settings,
     images: list[bytes],
@@ -145,15 +204,20 @@ def run_scenarios(
         if profiles is not None and api_pid and concurrency == 1 and scenario != "Triton alone":
             profiler = Profiler(profiles)
             profiler.start(f"{settings.processors.model}-{scenario.replace(' ', '-')}", api_pid)
+        api_measured = scenario != "Triton alone"
+        pages = [scrape(base_url)] if api_measured and concurrency == 1 else []
         before = meter.seconds() if meter else 0.0
         try:
             figures = run()
         finally:
             if profiler is not None:
                 profiler.stop(f"the API, {scenario}, concurrency 1")
-        if meter is not None and scenario != "Triton alone":
+        if meter is not None and api_measured:
             spent = meter.seconds() - before
             figures["api_cpu_ms_per_request"] = round(1000 * spent / figures["requests"], 2)
+        if pages:
+            after = scrape(base_url)
+            figures["server_ms_by_part"] = server_breakdown(pages[0], after, figures["requests"])
         record(scenario, concurrency, figures)
 
     cache = QueryCache(settings.redis, timeout_s=5)
@@ -170,6 +234,8 @@ def run_scenarios(
             f"{figures['p95_ms']:7.2f}  p99 {figures['p99_ms']:7.2f}  "
             f"{figures['throughput_per_s']:7.1f}/s  errors {figures['errors']}"
         )
+        if parts := figures.get("server_ms_by_part"):
+            console.print("    ms per request: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
 
     offset = 0
     for concurrency in CONCURRENCY:
@@ -239,6 +305,21 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"| {t['triton_p50_ms']} | {t['overhead_ms']} | {t.get('uncached_api_cpu_ms', '')} "
             f"| {t.get('cached_api_cpu_ms', '')} |"
         )
+    parted = [r for r in document["records"] if r.get("server_ms_by_part")]
+    if parted:
+        lines += [
+            "",
+            "Where the server's time goes at concurrency 1, ms per request (the API's own "
+            "histograms: each dependency call, and the API itself: the rest)",
+            "",
+            "| model | scenario | server mean, ms | API itself, ms | calls, ms |",
+            "|---|---|---|---|---|",
+        ]
+        for r in parted:
+            parts = dict(r["server_ms_by_part"])
+            server, itself = parts.pop("server", ""), parts.pop("api itself", "")
+            calls = ", ".join(f"{name} {ms}" for name, ms in parts.items())
+            lines.append(f"| {r['model']} | {r['scenario']} | {server} | {itself} | {calls} |")
     return "\n".join(lines) + "\n"
 
 
