@@ -48,6 +48,7 @@ from domain.images import image_id_of
 from evaluation.report import provenance_line
 from local_stack.launcher import Launcher
 from local_stack.services.base import ApplicationService
+from local_stack.services.milvus import METRICS_PORT
 from producers.ingest import collect
 from service_adapters import metadata_store
 from service_adapters.cache import QueryCache
@@ -112,29 +113,60 @@ async def load(
 
 
 Histograms = dict[tuple[str, ...], tuple[float, float]]
+# Milvus's own search latency (ms) at its proxy (the whole search inside Milvus: the request
+# handed to the query node, searched, reduced) and at the query node's core (the index search)
+MILVUS_STAGES = {
+    "milvus_proxy_sq_latency": "proxy",
+    "milvus_querynode_sq_core_latency": "query node core",
+}
+
+
+def _sums(text: str, key_of: Callable[[str, dict[str, str]], tuple[str, ...] | None]) -> Histograms:
+    """The sum and count of each histogram series of a Prometheus page that `key_of` names
+    (series with the same key added up)."""
+    found: dict[tuple[str, ...], list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            part = sample.name.rpartition("_")[2]
+            key = key_of(family.name, sample.labels) if part in ("sum", "count") else None
+            if key is not None:
+                pair = found.setdefault(key, [0.0, 0.0])
+                pair[0 if part == "sum" else 1] += sample.value
+    return {key: (total, count) for key, (total, count) in found.items()}
 
 
 def histograms(text: str) -> Histograms:
-    """The sum and count of every series of the API's two latency histograms in a /metrics
-    page: by (dependency, operation) for the calls, by ("request", method, route) for the
-    requests (every status together)."""
-    found: dict[tuple[str, ...], list[float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in ("cbir_api_dependency_seconds", "cbir_api_request_seconds"):
-            continue
-        for sample in family.samples:
-            part = sample.name.rpartition("_")[2]
-            if part not in ("sum", "count"):
-                continue
-            labels = sample.labels
-            key = (
-                (labels["dependency"], labels["operation"])
-                if "dependency" in labels
-                else ("request", labels["method"], labels["route"])
-            )
-            pair = found.setdefault(key, [0.0, 0.0])
-            pair[0 if part == "sum" else 1] += sample.value
-    return {key: (total, count) for key, (total, count) in found.items()}
+    """The API's two latency histograms in its /metrics page: by (dependency, operation) for
+    the calls, by ("request", method, route) for the requests (every status together)."""
+
+    def key_of(family: str, labels: dict[str, str]) -> tuple[str, ...] | None:
+        if family == "cbir_api_dependency_seconds":
+            return labels["dependency"], labels["operation"]
+        if family == "cbir_api_request_seconds":
+            return "request", labels["method"], labels["route"]
+        return None
+
+    return _sums(text, key_of)
+
+
+def milvus_histograms(text: str) -> Histograms:
+    """Milvus's search stages in its /metrics page (searches only, every node together)."""
+
+    def key_of(family: str, labels: dict[str, str]) -> tuple[str, ...] | None:
+        stage = MILVUS_STAGES.get(family)
+        return (stage,) if stage and labels.get("query_type") == "search" else None
+
+    return _sums(text, key_of)
+
+
+def milvus_breakdown(before: Histograms, after: Histograms) -> dict[str, float]:
+    """Mean ms per search of each of Milvus's stages between two of its /metrics pages."""
+    means: dict[str, float] = {}
+    for key, (total, count) in after.items():
+        earlier_total, earlier_count = before.get(key, (0.0, 0.0))
+        if count > earlier_count:
+            means[key[0]] = round((total - earlier_total) / (count - earlier_count), 3)
+    return means
 
 
 def server_breakdown(before: Histograms, after: Histograms, requests: int) -> dict[str, float]:
@@ -183,8 +215,12 @@ def triton_alone(settings: Settings, images: list[bytes], concurrency: int) -> d
     return result
 
 
+def get_text(url: str) -> str:
+    return httpx.get(url, timeout=30).raise_for_status().text
+
+
 def scrape(base_url: str) -> Histograms:
-    return histograms(httpx.get(f"{base_url}/metrics", timeout=30).raise_for_status().text)
+    return histograms(get_text(f"{base_url}/metrics"))
 
 
 def run_scenarios(
@@ -197,6 +233,9 @@ def run_scenarios(
     """Every scenario at every concurrency; with `api_pid`, the API's CPU per request, and
     with `profiles`, the API sampled by py-spy in each scenario at concurrency 1."""
     base_url = f"http://{settings.api.host}:{settings.api.port}"
+    milvus_metrics = (
+        f"http://127.0.0.1:{METRICS_PORT + settings.stack.internal_port_offset}/metrics"
+    )
     meter = CpuMeter(api_pid) if api_pid else None
 
     def measured(scenario: str, concurrency: int, run: Callable[[], dict[str, Any]]) -> None:
@@ -206,6 +245,7 @@ def run_scenarios(
             profiler.start(f"{settings.processors.model}-{scenario.replace(' ', '-')}", api_pid)
         api_measured = scenario != "Triton alone"
         pages = [scrape(base_url)] if api_measured and concurrency == 1 else []
+        milvus_pages = [milvus_histograms(get_text(milvus_metrics))] if pages else []
         before = meter.seconds() if meter else 0.0
         try:
             figures = run()
@@ -218,6 +258,9 @@ def run_scenarios(
         if pages:
             after = scrape(base_url)
             figures["server_ms_by_part"] = server_breakdown(pages[0], after, figures["requests"])
+            stages = milvus_breakdown(milvus_pages[0], milvus_histograms(get_text(milvus_metrics)))
+            if stages:
+                figures["milvus_search_ms_by_stage"] = stages
         record(scenario, concurrency, figures)
 
     cache = QueryCache(settings.redis, timeout_s=5)
@@ -236,6 +279,11 @@ def run_scenarios(
         )
         if parts := figures.get("server_ms_by_part"):
             console.print("    ms per request: " + ", ".join(f"{k} {v}" for k, v in parts.items()))
+        if stages := figures.get("milvus_search_ms_by_stage"):
+            console.print(
+                "    inside Milvus, ms per search: "
+                + ", ".join(f"{k} {v}" for k, v in stages.items())
+            )
 
     offset = 0
     for concurrency in CONCURRENCY:
@@ -310,7 +358,9 @@ def render_markdown(document: dict[str, Any]) -> str:
         lines += [
             "",
             "Where the server's time goes at concurrency 1, ms per request (the API's own "
-            "histograms: each dependency call, and the API itself: the rest)",
+            "histograms: each dependency call, and the API itself: the rest); inside a "
+            "Milvus search, ms per search from Milvus's own histograms (its proxy: the whole "
+            "search inside Milvus; its query node's core: the index search)",
             "",
             "| model | scenario | server mean, ms | API itself, ms | calls, ms |",
             "|---|---|---|---|---|",
@@ -319,6 +369,8 @@ def render_markdown(document: dict[str, Any]) -> str:
             parts = dict(r["server_ms_by_part"])
             server, itself = parts.pop("server", ""), parts.pop("api itself", "")
             calls = ", ".join(f"{name} {ms}" for name, ms in parts.items())
+            inside = r.get("milvus_search_ms_by_stage", {})
+            calls += "".join(f"; milvus's own {stage} {ms}" for stage, ms in inside.items())
             lines.append(f"| {r['model']} | {r['scenario']} | {server} | {itself} | {calls} |")
     return "\n".join(lines) + "\n"
 

@@ -3,9 +3,15 @@ own metrics (prometheus_client's exposition, read back by its parser)."""
 
 from __future__ import annotations
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from bench.query import histograms, render_markdown, server_breakdown
+from bench.query import (
+    histograms,
+    milvus_breakdown,
+    milvus_histograms,
+    render_markdown,
+    server_breakdown,
+)
 from query_api.metrics import ApiMetrics
 
 
@@ -53,6 +59,7 @@ def test_the_table_lists_the_calls_after_the_server_and_the_api_itself() -> None
         "throughput_per_s": 100,
         "errors": 0,
         "server_ms_by_part": {"redis get_results": 0.4, "server": 3.0, "api itself": 2.6},
+        "milvus_search_ms_by_stage": {"proxy": 1.5},
     }
     document = {
         "date": "2026-12-02T23:00:00",
@@ -63,4 +70,23 @@ def test_the_table_lists_the_calls_after_the_server_and_the_api_itself() -> None
         "targets": [],
     }
     text = render_markdown(document)
-    assert "| mobilenet | cached result | 3.0 | 2.6 | redis get_results 0.4 |" in text
+    assert (
+        "| mobilenet | cached result | 3.0 | 2.6 | redis get_results 0.4; milvus's own proxy 1.5 |"
+        in text
+    )
+
+
+def test_milvus_s_own_stages_per_search_from_its_histograms_in_ms() -> None:
+    # the families and labels Milvus 2.3 exposes (its latencies are in milliseconds)
+    registry = CollectorRegistry()
+    labels = ["node_id", "query_type"]
+    proxy = Histogram("milvus_proxy_sq_latency", "", labels, registry=registry)
+    core = Histogram("milvus_querynode_sq_core_latency", "", labels, registry=registry)
+    proxy.labels("1", "query").observe(50.0)
+    before = milvus_histograms(generate_latest(registry).decode())
+    for ms in (4.0, 6.0):
+        proxy.labels("1", "search").observe(ms)
+        core.labels("1", "search").observe(ms / 4)
+    proxy.labels("1", "query").observe(80.0)  # a query, not a search: left out
+    after = milvus_histograms(generate_latest(registry).decode())
+    assert milvus_breakdown(before, after) == {"proxy": 5.0, "query node core": 1.25}
