@@ -39,11 +39,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def commit() -> str:
-    result = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=PROJECT_ROOT
+def commit(root: Path = PROJECT_ROOT) -> str:
+    """The commit measured, `-dirty` when the code differs from it: results being written
+    (bench/results, profiles included, rewritten during the run) do not count."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    if not head:
+        return "unknown"
+    changed = git(
+        "status", "--porcelain", "--", ".", f":(exclude){RESULTS.relative_to(PROJECT_ROOT)}"
     )
-    return result.stdout.strip() or "unknown"
+    return f"{head}-dirty" if changed.strip() else head
 
 
 def write_results(
