@@ -16,7 +16,9 @@ Triton alone is measured in the same run on the same images and concurrencies (t
 own inference time over gRPC), and the targets are: a cached result answers with p50 of 1 ms
 or less; an uncached search at concurrency 1 costs at most Triton alone + 3 ms at p50. Per
 scenario also the server's own time (its Server-Timing header: the client's overhead left out)
-and the API process's CPU per request; `--profile` samples the API with py-spy in each
+and the API process's CPU per request; at concurrency 1, where the server's time goes (each
+dependency call and the API itself, from its /metrics histograms; inside a Milvus search, its
+proxy and query node, from Milvus's). `--profile` samples the API with py-spy in each
 scenario at concurrency 1 (bench/results/profiles/query).
 """
 
