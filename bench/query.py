@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -161,35 +161,35 @@ def milvus_histograms(text: str) -> Histograms:
     return _sums(text, key_of)
 
 
-def milvus_breakdown(before: Histograms, after: Histograms) -> dict[str, float]:
-    """Mean ms per search of each of Milvus's stages between two of its /metrics pages."""
-    means: dict[str, float] = {}
+def changed(
+    before: Histograms, after: Histograms
+) -> Iterator[tuple[tuple[str, ...], float, float]]:
+    """Each series observed between two pages: its key, the sum and the count added."""
     for key, (total, count) in after.items():
         earlier_total, earlier_count = before.get(key, (0.0, 0.0))
         if count > earlier_count:
-            means[key[0]] = round((total - earlier_total) / (count - earlier_count), 3)
-    return means
+            yield key, total - earlier_total, count - earlier_count
+
+
+def milvus_breakdown(before: Histograms, after: Histograms) -> dict[str, float]:
+    """Mean ms per search of each of Milvus's stages between two of its /metrics pages."""
+    return {key[0]: round(total / count, 3) for key, total, count in changed(before, after)}
 
 
 def server_breakdown(before: Histograms, after: Histograms, requests: int) -> dict[str, float]:
     """Where the server's time went between two /metrics pages, in ms per request: each
     dependency call (`milvus search`, `mysql lookup`, ...), the whole request ("server",
     the mean of the searches timed in between: not the connections' opening requests nor
-    the scrapes) and the rest ("api itself": HTTP, FastAPI,
-    hashing, JSON, the thread hop), the server's time less its calls."""
+    the scrapes) and the rest ("api itself": HTTP, FastAPI, hashing, JSON, the thread hop),
+    the server's time less its calls."""
     spent: dict[str, float] = {}
     server = handled = 0.0
-    for key, (total, count) in after.items():
-        earlier_total, earlier_count = before.get(key, (0.0, 0.0))
-        if count == earlier_count:
-            continue
-        if key[0] == "request" and key[2] in NOT_SEARCHES:
-            continue
-        if key[0] == "request":
-            server += total - earlier_total
-            handled += count - earlier_count
-        else:
-            spent[" ".join(key)] = 1000 * (total - earlier_total) / requests
+    for key, total, count in changed(before, after):
+        if key[0] != "request":
+            spent[" ".join(key)] = 1000 * total / requests
+        elif key[2] not in NOT_SEARCHES:
+            server += total
+            handled += count
     breakdown = {name: round(ms, 3) for name, ms in sorted(spent.items(), key=lambda i: -i[1])}
     if handled:
         mean = 1000 * server / handled
@@ -246,8 +246,8 @@ def run_scenarios(
             profiler = Profiler(profiles)
             profiler.start(f"{settings.processors.model}-{scenario.replace(' ', '-')}", api_pid)
         api_measured = scenario != "Triton alone"
-        pages = [scrape(base_url)] if api_measured and concurrency == 1 else []
-        milvus_pages = [milvus_histograms(get_text(milvus_metrics))] if pages else []
+        split = api_measured and concurrency == 1  # where the server's time goes
+        pages = (scrape(base_url), milvus_histograms(get_text(milvus_metrics))) if split else None
         before = meter.seconds() if meter else 0.0
         try:
             figures = run()
@@ -257,10 +257,12 @@ def run_scenarios(
         if meter is not None and api_measured:
             spent = meter.seconds() - before
             figures["api_cpu_ms_per_request"] = round(1000 * spent / figures["requests"], 2)
-        if pages:
-            after = scrape(base_url)
-            figures["server_ms_by_part"] = server_breakdown(pages[0], after, figures["requests"])
-            stages = milvus_breakdown(milvus_pages[0], milvus_histograms(get_text(milvus_metrics)))
+        if pages is not None:
+            api_before, milvus_before = pages
+            figures["server_ms_by_part"] = server_breakdown(
+                api_before, scrape(base_url), figures["requests"]
+            )
+            stages = milvus_breakdown(milvus_before, milvus_histograms(get_text(milvus_metrics)))
             if stages:
                 figures["milvus_search_ms_by_stage"] = stages
         record(scenario, concurrency, figures)
