@@ -1,7 +1,9 @@
 """Labelled images to train on: a folder per class, or what the system already holds (the
-tags of indexed images from the metadata store, their bytes from the object store). Either
-way the frozen descriptors come from the base model through Triton, cached on disk by model
-id and content, so a second run (other losses, other options) skips Triton."""
+tags of indexed images from the metadata store). The frozen descriptors are the base model's:
+for the index, the vectors already stored in the served collection when it holds that
+model's (no image is fetched or embedded again), otherwise the bytes from the object store
+through Triton; either way cached on disk by model id and content, so a second run (other
+losses, other options) reads neither."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import numpy as np
 
 from domain.errors import CbirError
 from domain.rows import ImageRow
-from ports import Embedder, MetadataStore, ObjectStore
+from ports import Embedder, MetadataStore, ObjectStore, VectorIndex
 
-CHUNK = 32
+CHUNK = 32  # images per Triton request
+STORED_CHUNK = 500  # stored vectors per Milvus read
 
 
 class NothingToTrainOn(CbirError):
@@ -33,6 +36,7 @@ class Labelled:
     labels: np.ndarray
     classes: list[str]
     model_id: str
+    origin: str = ""  # where the descriptors came from, when it is worth saying
 
 
 def tagged_rows(metadata: MetadataStore, page: int = 1000) -> list[ImageRow]:
@@ -57,9 +61,12 @@ def from_index(
     embedder: Embedder,
     cache_dir: Path,
     progress: Callable[[int], None] = lambda _: None,
+    index: VectorIndex | None = None,
 ) -> Labelled:
     """Indexed images labelled by their first tag; classes with a single image are left out
-    (they give no positive pair)."""
+    (they give no positive pair). With `index` serving the embedder's model, each image's
+    stored vector is its descriptor; only an image the served collection lacks is fetched
+    and embedded."""
     rows = tagged_rows(metadata)
     sizes = Counter(row.tags[0] for row in rows)
     rows = [row for row in rows if sizes[row.tags[0]] >= 2]
@@ -81,21 +88,61 @@ def from_index(
         progress(len(rows))
         with np.load(cache) as stored:
             features, labels = stored["features"], stored["labels"]
-        return Labelled("the index", fingerprint, features, labels, classes, model_id)
-    vectors, kept = [], []
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        data = [objects.get(bucket, row.object_key) for row in chunk]
-        present = [(i, d) for i, d in enumerate(data) if d is not None]  # deleted meanwhile
-        if present:
-            found, errors = embedder.embed([d for _, d in present])
-            for (i, _), vector, error in zip(present, found, errors, strict=True):
-                if not error:
-                    vectors.append(vector)
-                    kept.append(start + i)
+        origin = f"descriptors: from the cache ({cache})"
+        return Labelled("the index", fingerprint, features, labels, classes, model_id, origin)
+    served = index.served_model() if index is not None else None
+    collection = served.collection if served and served.model_id == model_id else None
+    descriptors: dict[int, np.ndarray] = {}
+    reused = 0
+    chunk_size = STORED_CHUNK if collection else CHUNK
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        stored = (
+            index.vectors_of([row.image_id for row in chunk], collection)
+            if index is not None and collection
+            else {}
+        )
+        for i, row in enumerate(chunk):
+            if row.image_id in stored:
+                descriptors[start + i] = stored[row.image_id]
+        reused += len(stored)
+        missing = [i for i, row in enumerate(chunk) if row.image_id not in stored]
+        for first in range(0, len(missing), CHUNK):
+            descriptors.update(
+                embedded(objects, bucket, embedder, chunk, missing[first : first + CHUNK], start)
+            )
         progress(len(chunk))
-    features = np.stack(vectors).astype(np.float32)
+    kept = sorted(descriptors)
+    features = np.stack([descriptors[i] for i in kept]).astype(np.float32)
     labels = labels[kept]
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, features=features, labels=labels)
-    return Labelled("the index", fingerprint, features, labels, classes, model_id)
+    origin = (
+        f"descriptors: {reused} read from {collection}, {len(kept) - reused} embedded"
+        if collection
+        else f"descriptors: {len(kept)} embedded (no served collection holds this model's)"
+    )
+    return Labelled("the index", fingerprint, features, labels, classes, model_id, origin)
+
+
+def embedded(
+    objects: ObjectStore,
+    bucket: str,
+    embedder: Embedder,
+    chunk: list[ImageRow],
+    positions: list[int],
+    offset: int,
+) -> dict[int, np.ndarray]:
+    """The descriptors of the rows at `positions` in `chunk`, fetched and embedded, by their
+    position in the whole list (`offset` + position); an image deleted meanwhile, or one the
+    model refuses, has none."""
+    data = [(i, objects.get(bucket, chunk[i].object_key)) for i in positions]
+    present = [(i, d) for i, d in data if d is not None]
+    if not present:
+        return {}
+    found, errors = embedder.embed([d for _, d in present])
+    return {
+        offset + i: vector
+        for (i, _), vector, error in zip(present, found, errors, strict=True)
+        if not error
+    }

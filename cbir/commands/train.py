@@ -76,6 +76,7 @@ def labelled(args: argparse.Namespace) -> Any:
                 adapters.embedders(args.model),
                 cache_dir,
                 partial(progress.advance, task),
+                adapters.index,
             )
         try:
             dataset = load_dataset(args.dataset)
@@ -150,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
         f"base {data.model_id}; training on {len(fit)}"
         + (f", validating on {len(held)} ({args.validation})" if held is not None else "")
     )
+    if data.origin:
+        console.print(data.origin)
     console.print(f"training: {options.describe()}")
     checkpoint = args.checkpoint or (
         settings.stack.home / "training" / f"{args.name}-{data.fingerprint}.pt"

@@ -5,6 +5,7 @@ the trained entry exactly as the head computes it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,11 +61,13 @@ def test_cbir_train_exports_a_model_triton_serves(
 
 
 def test_cbir_train_from_the_index_learns_from_its_tags(
-    launcher: Launcher, indexed_flowers: list[Path]
+    launcher: Launcher, indexed_flowers: list[Path], tmp_path: Path
 ) -> None:
     env = {**os.environ, **settings_environment(launcher.settings)}
     command = [CBIR, "train", "--from-index", "--model", launcher.settings.processors.model]
     command += ["--epochs", "2", "--dim", "32", "--classes-per-batch", "3", "--no-export"]
+    # a checkpoint of its own: the default one (by data) is resumed, finished, on a rerun
+    command += ["--checkpoint", str(tmp_path / "run.pt")]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     # the three species the session indexed, tagged by their folders, at least
@@ -72,3 +75,9 @@ def test_cbir_train_from_the_index_learns_from_its_tags(
     images, classes = (int(word) for word in summary.split()[2:5:2])
     assert images >= len(indexed_flowers) and classes >= 3, summary
     assert "epoch   2/2" in run.stdout
+    # the descriptors are the vectors the index already holds (this model's), not embedded
+    # again; a rerun on the same machine reads them from its cache instead
+    origin = next(line for line in run.stdout.splitlines() if line.startswith("descriptors:"))
+    if "from the cache" not in origin:
+        read = re.match(r"descriptors: (\d+) read from \S+, (\d+) embedded", origin)
+        assert read is not None and int(read[1]) >= len(indexed_flowers), origin
