@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import tempfile
 import threading
@@ -120,20 +119,16 @@ def statuses(settings: Settings, ids: set[str]) -> Counter[str]:
 
 
 def vectors(settings: Settings, ids: set[str]) -> int:
+    """The vectors stored for the images. Milvus may still be handing its channels out again
+    after its fault (healthy a moment ago, 'channel not available' now): the count rides that
+    out for up to two minutes."""
     index = VectorIndex(settings.milvus, settings.processors)
     try:
-        served = index.served()
-        found = 0
         ordered = sorted(ids)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            result = served.query(
-                f"image_id in {json.dumps(chunk)}",
-                output_fields=["count(*)"],
-                consistency_level="Strong",
-            )
-            found += int(result[0]["count(*)"])
-        return found
+        return sum(
+            index.count(image_ids=ordered[start : start + 500], timeout_s=120.0)
+            for start in range(0, len(ordered), 500)
+        )
     finally:
         index.close()
 

@@ -270,16 +270,25 @@ def translated(
         ) from exc
 
 
+# Milvus's own "channel not available" (merr code 503): after a node of it restarts or hangs
+# past its session's lease, its coordinator hands the collection's channels out again, and
+# for a few seconds a search or query finds no node serving one (milvus-io/milvus#31560)
+CHANNEL_NOT_AVAILABLE = 503
+
+
 def unreachable(exc: BaseException | None) -> bool:
-    """Milvus cannot be reached (down, restarting, the channel reconnecting): worth another
-    try. pymilvus wraps gRPC's UNAVAILABLE in a MilvusException when it stops retrying, and
-    re-raises with `raise e from e`: the chain of causes can loop back on itself."""
+    """Milvus cannot be reached, or cannot serve yet (down, restarting, the channel
+    reconnecting, its channels being handed out again): worth another try. pymilvus wraps
+    gRPC's UNAVAILABLE in a MilvusException when it stops retrying, and re-raises with
+    `raise e from e`: the chain of causes can loop back on itself."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         code = getattr(exc, "code", None)
         if isinstance(exc, grpc.RpcError) and callable(code):
             return bool(code() == grpc.StatusCode.UNAVAILABLE)
+        if isinstance(exc, MilvusException) and code == CHANNEL_NOT_AVAILABLE:
+            return True
         exc = exc.__cause__
     return False
 
@@ -571,13 +580,31 @@ class VectorIndex:
         results = bounded(self.settings, "a search", search, whole.remaining())
         return [[Hit(str(hit.id), float(hit.distance)) for hit in hits] for hits in results]
 
-    def count(self, name: str | None = None) -> int:
-        """Entities in a collection (the served one by default), strongly consistent."""
-        target = self._named(name) if name else self.served()
-        rows = target.query(
-            'image_id != ""', output_fields=["count(*)"], consistency_level="Strong"
-        )
-        return int(rows[0]["count(*)"])
+    def count(
+        self,
+        name: str | None = None,
+        image_ids: Sequence[str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> int:
+        """Entities in a collection (the served one by default), strongly consistent: all
+        of them, or those of these images (more than one per image: duplicates). Right after
+        a restart a strongly consistent read waits for Milvus's log replay: the bound is
+        generous."""
+        if image_ids is not None and not image_ids:
+            return 0
+        expression = f"image_id in {json.dumps(list(image_ids))}" if image_ids else ""
+
+        def read(deadline: Deadline) -> int:
+            target = self._named(name, deadline) if name else self.served(deadline)
+            rows = target.query(
+                expression or 'image_id != ""',
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                **left(deadline),
+            )
+            return int(rows[0]["count(*)"])
+
+        return bounded(self.settings, "a count", read, timeout_s)
 
     def close(self) -> None:
         connections.disconnect(self.alias)

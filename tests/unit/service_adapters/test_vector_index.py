@@ -86,3 +86,19 @@ def test_a_timeout_or_a_refusal_is_not_tried_again() -> None:
     with pytest.raises(Rejected):
         bounded(MilvusSettings(), "a search", refused, 2.0, sleep=lambda _: None)
     assert len(attempts) == 2
+
+
+def test_channels_handed_out_again_are_tried_again_within_the_bound() -> None:
+    # Milvus after a node's restart or hang: healthy, yet no node serves a channel for a while
+    attempts: list[int] = []
+
+    def call(deadline: Deadline) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise MilvusException(code=503, message="channel not available[channel=dml_0v0]")
+        return "answer"
+
+    assert bounded(MilvusSettings(), "a query", call, 2.0, sleep=lambda _: None) == "answer"
+    assert len(attempts) == 3
+    assert unreachable(MilvusException(code=503, message="channel not available"))
+    assert not unreachable(MilvusException(code=500, message="channel not found"))
