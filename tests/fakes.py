@@ -207,6 +207,7 @@ class FakeVectorIndex:
             lambda _name, _images: None
         )
         self.searches = 0
+        self.read_guarantees: list[int | None] = []  # each vectors_of's guarantee_ts
 
     def default_params(self, index_type: str) -> dict[str, Any]:
         return {}
@@ -263,6 +264,7 @@ class FakeVectorIndex:
         guarantee_ts: int | None = None,
         timeout_s: float | None = None,
     ) -> dict[str, np.ndarray]:
+        self.read_guarantees.append(guarantee_ts)
         stored = self.collections[collection or self.alias or ""]
         return {i: stored[i] for i in image_ids if i in stored}
 

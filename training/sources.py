@@ -92,13 +92,16 @@ def from_index(
         return Labelled("the index", fingerprint, features, labels, classes, model_id, origin)
     served = index.served_model() if index is not None else None
     collection = served.collection if served and served.model_id == model_id else None
+    # every indexed row's vector was written by this Milvus timestamp (what the API searches
+    # to): reads guaranteed to it skip a strongly consistent read's wait for a time tick
+    _, written_ts = metadata.index_generation()
     descriptors: dict[int, np.ndarray] = {}
     reused = 0
     chunk_size = STORED_CHUNK if collection else CHUNK
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
         stored = (
-            index.vectors_of([row.image_id for row in chunk], collection)
+            index.vectors_of([row.image_id for row in chunk], collection, written_ts)
             if index is not None and collection
             else {}
         )

@@ -91,11 +91,12 @@ def test_the_served_collection_s_vectors_are_the_descriptors_when_it_holds_the_m
     tmp_path: Path,
 ) -> None:
     metadata, objects = holding(FOUR)
+    metadata.milvus_ts = 4242  # the processors' last write
     embedder = FakeEmbedder("mobilenet", MODEL)
-    found = from_index(
-        metadata, objects, "images", embedder, tmp_path, index=serving(MODEL, list(FOUR))
-    )
+    index = serving(MODEL, list(FOUR))
+    found = from_index(metadata, objects, "images", embedder, tmp_path, index=index)
     assert embedder.calls == 0  # nothing fetched, nothing embedded
+    assert index.read_guarantees == [4242]  # no strongly consistent wait per read
     assert found.origin == "descriptors: 4 read from images__g1, 0 embedded"
     assert found.features.shape == (4, 8) and (found.features[:, 7] == 9.0).all()
     assert sorted(found.labels.tolist()) == [0, 0, 1, 1]
