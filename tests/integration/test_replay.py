@@ -28,7 +28,7 @@ from bench.replay import wipe_index_and_metadata
 from cbir import wiring
 from cbir.settings import Settings, settings_environment
 from cbir.wiring import Adapters
-from domain.errors import ReplayError
+from domain.errors import ReplayError, ServiceUnavailable
 from domain.images import image_id_of
 from embedding_models.export import export_model
 from embedding_models.runtime import Pooling
@@ -40,7 +40,7 @@ from replay.rebuild import ReplayOptions
 from service_adapters import generations, kafka_topics, metadata_store, object_store
 from service_adapters.embedder import TritonEmbedder
 from service_adapters.generations import Generation
-from service_adapters.vector_index import MilvusException, VectorIndex
+from service_adapters.vector_index import VectorIndex
 from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.test_pipeline import unique_png
 
@@ -140,8 +140,8 @@ class Stores:
     def count_if_loaded(self, name: str) -> int:
         """0 while a just-registered generation's collection is still being created."""
         try:
-            return self.index.count(name)
-        except MilvusException:
+            return self.index.count(name, timeout_s=5.0)
+        except ServiceUnavailable:  # the adapter's word for "not loaded yet"
             return 0
 
     def holds(self, name: str, image_ids: set[str]) -> set[str]:
