@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from local_stack.errors import StackError
@@ -20,6 +21,17 @@ from service_adapters import kafka_topics
 
 KAFKA_VERSION = "3.9.1"
 CONTROLLER_PORT = 9093
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, without '-' (an id starting
+    with one reads as an option to the storage tool, which then fails, one time in 64; Kafka's
+    own Uuid.randomUuid draws again in that case, and since KAFKA-20072 whenever a '-'
+    appears)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if "-" not in cluster_id:
+            return cluster_id
 
 
 class KafkaService(LocalService):
@@ -118,7 +130,7 @@ class KafkaService(LocalService):
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
         if not (log_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = new_cluster_id()
             run_checked(
                 self.name,
                 self._java(
