@@ -8,20 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 # every package pyproject.toml lists (tests/unit/test_compose_file.py keeps the two in step)
-COPY bench bench
 COPY cbir cbir
-COPY domain domain
-COPY ports ports
-COPY embedding_models embedding_models
-COPY evaluation evaluation
-COPY local_features local_features
-COPY local_stack local_stack
-COPY service_adapters service_adapters
 COPY producers producers
 COPY processors processors
 COPY query_api query_api
-COPY replay replay
-COPY training training
 COPY schemas schemas
 RUN pip install --no-cache-dir -c constraints.txt . \
     && useradd --system --uid 1000 cbir
@@ -30,7 +20,7 @@ ENTRYPOINT ["cbir"]
 CMD ["--help"]
 
 FROM ${TRITON_IMAGE} AS triton
-COPY local_stack/resources/servers-requirements.txt /tmp/servers-requirements.txt
+COPY cbir/stack/resources/servers-requirements.txt /tmp/servers-requirements.txt
 # only what the models import; the Triton image brings its own server and backends
 RUN grep -E '^(numpy|onnxruntime|opencv-python-headless|pillow)==' /tmp/servers-requirements.txt > /tmp/models.txt \
     && pip install --no-cache-dir --break-system-packages -r /tmp/models.txt

@@ -8,24 +8,24 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
+from cbir.adapters.cache import QueryCache
+from cbir.adapters.embedder import TritonEmbedders
+from cbir.adapters.event_log import KafkaEventLog, KafkaWriter
+from cbir.adapters.generations import MySQLGenerationRegistry
+from cbir.adapters.metadata_store import MySQLMetadataStore
+from cbir.adapters.object_store import MinioObjectStore
+from cbir.adapters.vector_index import VectorIndex
+from cbir.domain.generations import Generation
+from cbir.domain.retry import RetryPolicy
+from cbir.local_features.duplicates import DuplicateFinder, policy_of
+from cbir.local_features.features import Extractor
+from cbir.local_features.store import FeatureStore
+from cbir.replay.rebuild import Rebuilder, Report
 from cbir.settings import Settings
-from domain.generations import Generation
-from domain.retry import RetryPolicy
-from local_features.duplicates import DuplicateFinder, policy_of
-from local_features.features import Extractor
-from local_features.store import FeatureStore
 from processors.stages import DuplicatesStage, EmbedStage, IndexStage, ObjectEventsStage
 from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
 from query_api.engine import QueryEngine
 from query_api.metrics import ApiMetrics
-from replay.rebuild import Rebuilder, Report
-from service_adapters.cache import QueryCache
-from service_adapters.embedder import TritonEmbedders
-from service_adapters.event_log import KafkaEventLog, KafkaWriter
-from service_adapters.generations import MySQLGenerationRegistry
-from service_adapters.metadata_store import MySQLMetadataStore
-from service_adapters.object_store import MinioObjectStore
-from service_adapters.vector_index import VectorIndex
 
 
 def command_policy(settings: Settings) -> RetryPolicy:

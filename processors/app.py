@@ -22,10 +22,10 @@ from typing import Any
 
 import faust
 
+from cbir.domain.log import DeadLettered, LogMessage, Outcome
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
 from cbir.wiring import Adapters
-from domain.log import DeadLettered, LogMessage, Outcome
 from processors import WORKER_INDEX
 from processors.stages import Stage
 from processors.status import indexed_topics

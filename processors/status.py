@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from cbir.adapters import event_log
+from cbir.adapters.event_log import TopicLag
+from cbir.adapters.generations import MySQLGenerationRegistry
+from cbir.adapters.metadata_store import MySQLMetadataStore
+from cbir.adapters.vector_index import VectorIndex
 from cbir.settings import Settings
-from service_adapters import event_log
-from service_adapters.event_log import TopicLag
-from service_adapters.generations import MySQLGenerationRegistry
-from service_adapters.metadata_store import MySQLMetadataStore
-from service_adapters.vector_index import VectorIndex
 
 __all__ = ["TopicLag", "consumer_lag", "dead_letter_count", "indexed_topics"]
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cbir.domain.bucket_events import PRODUCER_MARK
+from cbir.domain.errors import ServiceUnavailable
+from cbir.domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
+from cbir.domain.retry import RetryPolicy
+from cbir.ports import EventWriter, MetadataStore, ObjectStore
 from cbir.settings import Settings
-from domain.bucket_events import PRODUCER_MARK
-from domain.errors import ServiceUnavailable
-from domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
-from domain.retry import RetryPolicy
-from ports import EventWriter, MetadataStore, ObjectStore
 from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
 
 log = logging.getLogger("cbir.ingest")

@@ -19,9 +19,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from cbir.domain.errors import CbirError, ModelMismatch, ModelNotServed, Permanent, Transient
 from cbir.settings import Settings
 from cbir.wiring import api_adapters
-from domain.errors import CbirError, ModelMismatch, ModelNotServed, Permanent, Transient
 from query_api.dependencies import ApiServices
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics

@@ -17,19 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from cbir.domain.breaker import CircuitBreaker
+from cbir.domain.categories import Prediction, predict_labels
+from cbir.domain.deadline import Deadline
+from cbir.domain.errors import CbirError, ModelMismatch
+from cbir.domain.models import ModelId
+from cbir.domain.rows import ImageRow, Served
+from cbir.domain.spatial import SpatialPolicy
+from cbir.domain.vectors import Vectors
+from cbir.local_features.duplicates import DuplicateFinder, Neighbour, policy_of
+from cbir.local_features.features import ImageRejected, LocalFeatures
+from cbir.local_features.store import FeatureStore
+from cbir.ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
 from cbir.settings import Settings
-from domain.breaker import CircuitBreaker
-from domain.categories import Prediction, predict_labels
-from domain.deadline import Deadline
-from domain.errors import CbirError, ModelMismatch
-from domain.models import ModelId
-from domain.rows import ImageRow, Served
-from domain.spatial import SpatialPolicy
-from domain.vectors import Vectors
-from local_features.duplicates import DuplicateFinder, Neighbour, policy_of
-from local_features.features import ImageRejected, LocalFeatures
-from local_features.store import FeatureStore
-from ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
 from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters

@@ -3,7 +3,7 @@ to do. Every error response is `{"error": code, "detail": message}` (`models.Err
 
 from __future__ import annotations
 
-from domain.errors import CbirError
+from cbir.domain.errors import CbirError
 
 
 class ApiError(CbirError):

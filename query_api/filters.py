@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from cbir.adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 from query_api.errors import ApiError
-from service_adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 
 MAX_VALUES = 32
 TagMode = Literal["any", "all"]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from domain.rows import ImageRow
+from cbir.domain.rows import ImageRow
 
 CacheOutcome = Literal["hit", "miss", "bypass", "none"]
 

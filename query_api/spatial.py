@@ -10,10 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from domain.spatial import SpatialPolicy
-from local_features.features import LocalFeatures
-from local_features.geometry import Verifier
-from local_features.store import FeatureStore
+from cbir.domain.spatial import SpatialPolicy
+from cbir.local_features.features import LocalFeatures
+from cbir.local_features.geometry import Verifier
+from cbir.local_features.store import FeatureStore
 from query_api.models import SearchResult, SpatialInfo
 
 # verifications side by side (numpy's products release the GIL)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from domain.images import MIME_TYPES, image_header
+from cbir.domain.images import MIME_TYPES, image_header
 from query_api.errors import ApiError
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from domain.errors import Permanent
+from cbir.domain.errors import Permanent
 
 SCHEMA_DIR = Path(__file__).parent / "avro"
 MAGIC = b"\xc3\x01"

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from domain.vectors import Vectors
+from cbir.domain.vectors import Vectors
 from schemas.codec import EventCodec
 
 

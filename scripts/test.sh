@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 # the web page's browser test drives Debian's chromium (installed once, skipped when present)
-.venv/bin/python -c "from local_stack.install import apt_install as a; \
+.venv/bin/python -c "from cbir.stack.install import apt_install as a; \
 a('browser test', ['chromium', 'chromium-driver'], ['chromium', 'chromedriver'])"
 # the ANN benchmark's DiskANN runs in a venv of its own (diskannpy pins numpy 1.25)
 .venv/bin/cbir bench ann --install-only

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.settings import PROJECT_ROOT
-from embedding_models.shared_mobilenet import export_shared_mobilenet
 
 SHARED = Path(os.environ.get("CBIR_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 

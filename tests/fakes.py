@@ -1,4 +1,4 @@
-"""In-memory fakes of the ports (`ports/`), for unit tests of the logic above them: the
+"""In-memory fakes of the ports (`cbir/ports/`), for unit tests of the logic above them: the
 stages, the query engine, the producer. Named as fakes; the pipeline itself is tested
 against the real servers in tests/integration/."""
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from domain.errors import ModelMismatch
-from domain.generations import Generation, GenerationState, generation_name
-from domain.models import ModelId, ModelIdentity
-from domain.rows import Hit, ImageRow, ImageStatus, Served
+from cbir.domain.errors import ModelMismatch
+from cbir.domain.generations import Generation, GenerationState, generation_name
+from cbir.domain.models import ModelId, ModelIdentity
+from cbir.domain.rows import Hit, ImageRow, ImageStatus, Served
 from schemas.events import ImageMetadata
 
 

@@ -1,6 +1,6 @@
-"""The processors' stages, one module each, written against the ports (`ports/`): what to
+"""The processors' stages, one module each, written against the ports (`cbir/ports/`): what to
 produce for a batch of messages, synchronously. The Faust agents (`processors/app.py`) and
-the replay (`replay/backfill.py`) run them alike; unit tests hand them in-memory fakes.
+the replay (`cbir/replay/backfill.py`) run them alike; unit tests hand them in-memory fakes.
 
 Guarantee: `process` returns only when every message of the batch has its outcome: a message
 forwarded, or a dead letter with the reason (and the image's row marked failed). A service

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Sequence
 from typing import TypeVar
 
-from domain.errors import Permanent
-from domain.images import is_image_id
-from domain.log import DeadLettered, LogMessage, Outcome
-from domain.retry import RetryPolicy
-from ports import MetadataStore, ObjectStore
+from cbir.domain.errors import Permanent
+from cbir.domain.images import is_image_id
+from cbir.domain.log import DeadLettered, LogMessage, Outcome
+from cbir.domain.retry import RetryPolicy
+from cbir.ports import MetadataStore, ObjectStore
 from schemas.events import DeadLetter, EventSerializer
 
 log = logging.getLogger("cbir.processors")

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from domain.errors import Transient
-from domain.generations import Generation
-from domain.log import Forward, LogMessage, Outcome
-from domain.retry import RetryPolicy
-from local_features.duplicates import DuplicateFinder, Neighbour
-from ports import GenerationRegistry, MetadataStore, VectorIndex
+from cbir.domain.errors import Transient
+from cbir.domain.generations import Generation
+from cbir.domain.log import Forward, LogMessage, Outcome
+from cbir.domain.retry import RetryPolicy
+from cbir.local_features.duplicates import DuplicateFinder, Neighbour
+from cbir.ports import GenerationRegistry, MetadataStore, VectorIndex
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import DuplicateLink, DuplicatesFound, EmbeddingComputed, ImageDeleted

@@ -10,14 +10,14 @@ from functools import partial
 
 import numpy as np
 
+from cbir.domain.errors import Permanent
+from cbir.domain.generations import Generation
+from cbir.domain.log import Forward, LogMessage, Outcome
+from cbir.domain.retry import RetryPolicy
+from cbir.domain.vectors import Vectors
+from cbir.local_features.store import FeatureStore
+from cbir.ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
 from cbir.settings import Settings
-from domain.errors import Permanent
-from domain.generations import Generation
-from domain.log import Forward, LogMessage, Outcome
-from domain.retry import RetryPolicy
-from domain.vectors import Vectors
-from local_features.store import FeatureStore
-from ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted, ImageMetadata, ImageUploaded

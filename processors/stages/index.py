@@ -14,16 +14,16 @@ from functools import partial
 
 import numpy as np
 
+from cbir.domain.errors import Permanent
+from cbir.domain.generations import Generation, GenerationState
+from cbir.domain.images import object_key_of
+from cbir.domain.log import LogMessage, Outcome
+from cbir.domain.models import ModelId
+from cbir.domain.plan import plan_index
+from cbir.domain.retry import RetryPolicy
+from cbir.local_features.store import FeatureStore
+from cbir.ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
 from cbir.settings import Settings
-from domain.errors import Permanent
-from domain.generations import Generation, GenerationState
-from domain.images import object_key_of
-from domain.log import LogMessage, Outcome
-from domain.models import ModelId
-from domain.plan import plan_index
-from domain.retry import RetryPolicy
-from local_features.store import FeatureStore
-from ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted

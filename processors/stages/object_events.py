@@ -7,13 +7,13 @@ every image stored under that key. Objects of our own producer are skipped.
 
 from __future__ import annotations
 
+from cbir.domain.bucket_events import ObjectEvent, parse_object_events
+from cbir.domain.errors import Permanent
+from cbir.domain.images import MAX_OBJECT_KEY_BYTES, image_id_of, sniff
+from cbir.domain.log import Forward, LogMessage, Outcome
+from cbir.domain.retry import RetryPolicy
+from cbir.ports import MetadataStore, ObjectStore
 from cbir.settings import Settings
-from domain.bucket_events import ObjectEvent, parse_object_events
-from domain.errors import Permanent
-from domain.images import MAX_OBJECT_KEY_BYTES, image_id_of, sniff
-from domain.log import Forward, LogMessage, Outcome
-from domain.retry import RetryPolicy
-from ports import MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
 from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded
 

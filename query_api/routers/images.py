@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
-from domain.images import image_id_of
+from cbir.domain.images import image_id_of
 from producers.ingest import IngestItem, delete_images
 from query_api.dependencies import (
     LOOKUP_ERRORS,

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cbir.adapters.health import check_all
 from query_api.dependencies import Services
 from query_api.models import DependencyState, Liveness, Readiness
-from service_adapters.health import check_all
 
 router = APIRouter(tags=["operations"])
 

@@ -13,12 +13,12 @@ import pytest
 from pydantic import SecretStr
 
 from cbir import wiring
+from cbir.adapters.embedder import TritonEmbedder
+from cbir.domain.images import image_id_of
+from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.settings import Settings, side_by_side
-from domain.images import image_id_of
-from embedding_models.shared_mobilenet import export_shared_mobilenet
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from producers.ingest import collect
-from service_adapters.embedder import TritonEmbedder
 from tests.integration.helpers import indexed, wait_for
 
 # another offset lets a second suite run beside one already running (at most 12435: Milvus's

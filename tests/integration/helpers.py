@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from cbir.adapters import metadata_store
 from cbir.settings import Settings
-from service_adapters import metadata_store
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

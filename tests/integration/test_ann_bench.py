@@ -10,9 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.ann import ann_markdown, ann_plot, clustered_vectors, exact_neighbours, run_benchmark
-from bench.common import write_results
-from local_stack.launcher import Launcher
+from cbir.bench.ann import (
+    ann_markdown,
+    ann_plot,
+    clustered_vectors,
+    exact_neighbours,
+    run_benchmark,
+)
+from cbir.bench.common import write_results
+from cbir.stack.launcher import Launcher
 
 pytestmark = pytest.mark.integration
 

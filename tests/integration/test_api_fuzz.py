@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from tests.integration.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cbir.adapters.health import check_all
 from cbir.settings import RedisSettings, Settings
-from service_adapters.health import check_all
 
 pytestmark = pytest.mark.integration
 

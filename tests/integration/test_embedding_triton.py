@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cbir.adapters.embedder import ModelNotServed, TritonEmbedder
+from cbir.models.runtime import Embedder
 from cbir.settings import Settings
-from embedding_models.runtime import Embedder
-from local_stack.launcher import Launcher
-from service_adapters.embedder import ModelNotServed, TritonEmbedder
+from cbir.stack.launcher import Launcher
 from tests.images import bad_inputs, reencoded
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cbir.cli import main
+from cbir.cli.main import main
 from cbir.settings import get_settings, settings_environment
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 
 pytestmark = pytest.mark.integration
 CBIR = str(Path(sys.executable).parent / "cbir")

@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from cbir import wiring
+from cbir.adapters import object_store
+from cbir.adapters.event_log import KafkaWriter
+from cbir.domain.images import image_id_of
 from cbir.settings import Settings
-from domain.images import image_id_of
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from producers.ingest import IngestItem
 from schemas.events import DeadLetter, Event, EventSerializer, ImageMetadata, ImageUploaded, now
-from service_adapters import object_store
-from service_adapters.event_log import KafkaWriter
 from tests.hostile_images import Hostile, hostile_corpus
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.helpers import rows, wait_for

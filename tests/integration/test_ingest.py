@@ -9,11 +9,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from cbir import wiring
+from cbir.adapters import metadata_store, object_store
+from cbir.domain.images import image_id_of, object_key_of
 from cbir.settings import Settings
-from domain.images import image_id_of, object_key_of
 from producers.ingest import collect
 from schemas.events import Event, ImageUploaded
-from service_adapters import metadata_store, object_store
 from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration

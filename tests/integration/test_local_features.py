@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cbir.adapters.embedder import TritonEmbedder
+from cbir.adapters.event_log import KafkaEventLog
+from cbir.adapters.object_store import MinioObjectStore
+from cbir.domain.images import image_id_of
+from cbir.local_features.features import Extractor, LocalFeatures, hamming, perceptual_hash
+from cbir.local_features.vlad import train
+from cbir.models.export import export_vlad
+from cbir.models.runtime import LocalSpec
+from cbir.replay.duplicates import read_records
 from cbir.settings import settings_environment
-from domain.images import image_id_of
-from embedding_models.export import export_vlad
-from embedding_models.runtime import LocalSpec
-from local_features.features import Extractor, LocalFeatures, hamming, perceptual_hash
-from local_features.vlad import train
-from local_stack.launcher import Launcher
-from replay.duplicates import read_records
+from cbir.stack.launcher import Launcher
 from schemas.events import DuplicatesFound
-from service_adapters.embedder import TritonEmbedder
-from service_adapters.event_log import KafkaEventLog
-from service_adapters.object_store import MinioObjectStore
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.test_pipeline import wait_for
 from tests.integration.test_query_api import ids_of, search, status_of

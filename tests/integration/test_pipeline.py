@@ -18,16 +18,16 @@ import pytest
 from PIL import Image
 
 from cbir import wiring
+from cbir.adapters import object_store
+from cbir.adapters.embedder import TritonEmbedder
+from cbir.adapters.kafka_topics import admin_client
+from cbir.adapters.vector_index import VectorIndex
+from cbir.domain.images import image_id_of, object_key_of
 from cbir.settings import Settings
-from domain.images import image_id_of, object_key_of
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from processors.status import consumer_lag
 from producers.ingest import collect
 from schemas.events import DeadLetter, Event
-from service_adapters import object_store
-from service_adapters.embedder import TritonEmbedder
-from service_adapters.kafka_topics import admin_client
-from service_adapters.vector_index import VectorIndex
 from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.topics import read_events
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from domain.images import image_id_of
-from local_stack.launcher import Launcher
+from cbir.domain.images import image_id_of
+from cbir.stack.launcher import Launcher
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.test_pipeline import unique_png, wait_for
 

@@ -24,23 +24,23 @@ import numpy as np
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from bench.replay import wipe_index_and_metadata
 from cbir import wiring
+from cbir.adapters import generations, kafka_topics, metadata_store, object_store
+from cbir.adapters.embedder import TritonEmbedder
+from cbir.adapters.generations import Generation
+from cbir.adapters.vector_index import VectorIndex
+from cbir.bench.replay import wipe_index_and_metadata
+from cbir.domain.errors import ReplayError, ServiceUnavailable
+from cbir.domain.images import image_id_of
+from cbir.models.export import export_model
+from cbir.models.runtime import Pooling
+from cbir.replay.gate import Probe
+from cbir.replay.rebuild import ReplayOptions
 from cbir.settings import Settings, settings_environment
+from cbir.stack.launcher import Launcher
+from cbir.stack.services.mariadb import MariaDBService
 from cbir.wiring import Adapters
-from domain.errors import ReplayError, ServiceUnavailable
-from domain.images import image_id_of
-from embedding_models.export import export_model
-from embedding_models.runtime import Pooling
-from local_stack.launcher import Launcher
-from local_stack.services.mariadb import MariaDBService
 from producers.ingest import collect
-from replay.gate import Probe
-from replay.rebuild import ReplayOptions
-from service_adapters import generations, kafka_topics, metadata_store, object_store
-from service_adapters.embedder import TritonEmbedder
-from service_adapters.generations import Generation
-from service_adapters.vector_index import VectorIndex
 from tests.integration.helpers import indexed, rows, wait_for
 from tests.integration.test_pipeline import unique_png
 

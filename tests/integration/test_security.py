@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from tests.integration.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.integration

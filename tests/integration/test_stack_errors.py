@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cbir.settings import PROJECT_ROOT, RedisSettings, Settings, StackSettings
-from local_stack.errors import StackError
-from local_stack.launcher import Launcher, StackErrors
+from cbir.stack.errors import StackError
+from cbir.stack.launcher import Launcher, StackErrors
 from tests.integration.conftest import stack_settings
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, utility
 
-from local_stack.launcher import Launcher
-from service_adapters import metadata_store, object_store, vector_index
+from cbir.adapters import metadata_store, object_store, vector_index
+from cbir.stack.launcher import Launcher
 from tests.integration.test_stack_services import create_topic, unhealthy
 
 pytestmark = pytest.mark.integration

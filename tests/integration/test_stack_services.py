@@ -13,9 +13,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, utility
 
+from cbir.adapters import kafka_topics, metadata_store, object_store, vector_index
 from cbir.settings import Settings
-from local_stack.launcher import Launcher, ServiceState
-from service_adapters import kafka_topics, metadata_store, object_store, vector_index
+from cbir.stack.launcher import Launcher, ServiceState
 
 pytestmark = pytest.mark.integration
 

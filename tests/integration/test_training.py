@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cbir.adapters.embedder import TritonEmbedder
+from cbir.models.runtime import HEAD_FILE, SPEC_FILE, Head, ModelSpec
 from cbir.settings import settings_environment
-from embedding_models.runtime import HEAD_FILE, SPEC_FILE, Head, ModelSpec
-from local_stack.launcher import Launcher
-from service_adapters.embedder import TritonEmbedder
-from training.trainer import embed_with
+from cbir.stack.launcher import Launcher
+from cbir.training.trainer import embed_with
 
 pytestmark = pytest.mark.integration
 CBIR = str(Path(sys.executable).parent / "cbir")

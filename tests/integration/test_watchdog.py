@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cbir.settings import Settings, side_by_side
-from local_stack.launcher import Launcher
+from cbir.stack.launcher import Launcher
 from tests.integration.conftest import TEST_PORT_OFFSET
 from tests.integration.helpers import wait_for
 

@@ -15,8 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from domain.images import image_id_of
-from local_stack.launcher import Launcher
+from cbir.domain.images import image_id_of
+from cbir.stack.launcher import Launcher
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ import json
 import logging
 
 from cbir.logs import JsonFormatter, KeyValueFormatter
-from local_stack.errors import StackError
+from cbir.stack.errors import StackError
 
 
 def test_stack_error_names_service_reason_fix_and_log() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cbir.domain.errors import ServiceUnavailable
+from cbir.domain.images import image_id_of
+from cbir.domain.retry import RetryPolicy
 from cbir.settings import Settings
-from domain.errors import ServiceUnavailable
-from domain.images import image_id_of
-from domain.retry import RetryPolicy
 from producers.ingest import Ingestor, collect
 from schemas.events import EventSerializer, ImageUploaded
 from tests.fakes import FakeMetadataStore, FakeObjectStore, FakeWriter

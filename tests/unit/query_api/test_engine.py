@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cbir.domain.images import image_id_of
+from cbir.domain.rows import Hit
 from cbir.settings import Settings
-from domain.images import image_id_of
-from domain.rows import Hit
 from query_api.engine import QueryEngine
 from query_api.errors import ApiError
 from query_api.filters import SearchFilters
@@ -150,8 +150,8 @@ def test_an_images_bytes_come_from_the_object_store_with_its_type(fx: Fixture) -
 
 
 def test_a_dependency_that_keeps_failing_is_refused_at_once_until_a_probe(fx: Fixture) -> None:
-    from domain.breaker import CircuitOpen
-    from domain.errors import ServiceUnavailable
+    from cbir.domain.breaker import CircuitOpen
+    from cbir.domain.errors import ServiceUnavailable
 
     fx.store(b"\x01a")
     calls: list[int] = []
@@ -247,7 +247,7 @@ def test_an_untagged_image_gets_the_tags_its_neighbours_vote(fx: Fixture) -> Non
 
 
 def test_the_metadata_answers_without_a_prediction_while_the_index_cannot(fx: Fixture) -> None:
-    from domain.errors import ServiceUnavailable
+    from cbir.domain.errors import ServiceUnavailable
 
     untagged = fx.store(b"\x01u", tags=())
 

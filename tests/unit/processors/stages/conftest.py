@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from cbir.domain.images import image_id_of, object_key_of
+from cbir.domain.log import DeadLettered, Forward, LogMessage, Outcome
+from cbir.domain.retry import RetryPolicy
 from cbir.settings import Settings
-from domain.images import image_id_of, object_key_of
-from domain.log import DeadLettered, Forward, LogMessage, Outcome
-from domain.retry import RetryPolicy
 from schemas.events import (
     DeadLetter,
     EmbeddingComputed,

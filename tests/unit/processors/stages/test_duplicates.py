@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from domain.errors import Rejected
-from domain.generations import GenerationState
-from domain.retry import RetryPolicy
-from domain.rows import ImageStatus
-from domain.spatial import DuplicatePolicy
-from local_features.duplicates import DuplicateFinder
-from local_features.features import Extractor
-from local_features.store import FeatureStore
+from cbir.domain.errors import Rejected
+from cbir.domain.generations import GenerationState
+from cbir.domain.retry import RetryPolicy
+from cbir.domain.rows import ImageStatus
+from cbir.domain.spatial import DuplicatePolicy
+from cbir.local_features.duplicates import DuplicateFinder
+from cbir.local_features.features import Extractor
+from cbir.local_features.store import FeatureStore
 from processors.stages import DuplicatesStage
 from schemas.events import DuplicatesFound, EmbeddingComputed, ImageMetadata
 from tests.fakes import FakeCache

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from domain.errors import ServiceUnavailable
-from domain.generations import Generation, GenerationState
-from domain.rows import ImageStatus
-from local_features.features import Extractor, LocalFeatures
-from local_features.store import FeatureStore
+from cbir.domain.errors import ServiceUnavailable
+from cbir.domain.generations import Generation, GenerationState
+from cbir.domain.rows import ImageStatus
+from cbir.local_features.features import Extractor, LocalFeatures
+from cbir.local_features.store import FeatureStore
 from processors.stages import EmbedStage
 from schemas.events import EmbeddingComputed, ImageDeleted
 from tests.unit.processors.stages.conftest import (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from domain.errors import Rejected, ServiceUnavailable
-from domain.generations import GenerationState
-from domain.rows import ImageStatus
+from cbir.domain.errors import Rejected, ServiceUnavailable
+from cbir.domain.generations import GenerationState
+from cbir.domain.rows import ImageStatus
 from processors.stages import IndexStage
 from tests.unit.processors.stages.conftest import (
     MOBILENET,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from domain.bucket_events import PRODUCER_MARK
-from domain.images import image_id_of
+from cbir.domain.bucket_events import PRODUCER_MARK
+from cbir.domain.images import image_id_of
 from processors.stages import ObjectEventsStage
 from schemas.events import ImageDeleted, ImageUploaded
 from tests.unit.processors.stages.conftest import SERIALIZER, World, forwarded, letters, message

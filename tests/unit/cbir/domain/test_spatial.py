@@ -1,0 +1,51 @@
+"""The decisions spatial verification feeds: the re-ranked order and near-duplicate tiers."""
+
+from __future__ import annotations
+
+import pytest
+
+from cbir.domain.spatial import DuplicatePolicy, DuplicateTier, SpatialPolicy
+
+
+def test_verified_candidates_rise_by_inliers_and_the_rest_keep_their_order() -> None:
+    policy = SpatialPolicy(min_inliers=15, saturation=60)
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5]
+    inliers = [3, 40, None, 90, 14]
+    # 90 and 40 inliers verify (90 saturates to 60 > 40); 3, None and 14 keep global order
+    assert policy.order(scores, inliers) == [3, 1, 0, 2, 4]
+
+
+def test_saturated_candidates_are_ordered_by_their_global_score() -> None:
+    policy = SpatialPolicy(min_inliers=15, saturation=60)
+    assert policy.order([0.5, 0.9], [200, 61]) == [1, 0]
+
+
+def test_no_verification_changes_nothing() -> None:
+    assert SpatialPolicy().order([0.9, 0.9, 0.1], [None, 0, 2]) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        SpatialPolicy().order([0.9], [])
+
+
+@pytest.mark.parametrize(
+    ("hamming", "cosine", "inliers", "tier", "asked"),
+    [
+        (2, 0.97, None, DuplicateTier.BOTH, False),  # both tiers: no verification needed
+        (30, 0.40, 500, None, False),  # below the floor geometry is not asked
+        (4, 0.60, None, None, True),  # the hash alone, not yet verified
+        (4, 0.60, 25, DuplicateTier.GEOMETRY, True),
+        (30, 0.95, 19, None, True),
+        (30, 0.95, 20, DuplicateTier.GEOMETRY, True),
+        (30, 0.70, 60, DuplicateTier.GEOMETRY, True),  # neither tier: a crop, verified
+        (None, 0.95, 40, DuplicateTier.GEOMETRY, True),  # no hash known
+    ],
+)
+def test_duplicate_tiers(
+    hamming: int | None,
+    cosine: float,
+    inliers: int | None,
+    tier: DuplicateTier | None,
+    asked: bool,
+) -> None:
+    policy = DuplicatePolicy(max_hamming=10, min_cosine=0.9, min_inliers=20, geometry_floor=0.5)
+    assert policy.decide(hamming, cosine, inliers) == tier
+    assert policy.needs_geometry(hamming, cosine) == asked
