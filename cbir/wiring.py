@@ -8,24 +8,32 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import Any
 
-from cbir.adapters.cache import QueryCache
+from cbir.adapters import event_log
+from cbir.adapters.cache import RedisQueryCache
 from cbir.adapters.embedder import TritonEmbedders
-from cbir.adapters.event_log import KafkaEventLog, KafkaWriter
+from cbir.adapters.event_log import KafkaEventLog, KafkaWriter, TopicLag
 from cbir.adapters.generations import MySQLGenerationRegistry
 from cbir.adapters.metadata_store import MySQLMetadataStore
 from cbir.adapters.object_store import MinioObjectStore
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
+from cbir.domain.errors import CbirError
 from cbir.domain.generations import Generation
 from cbir.domain.retry import RetryPolicy
-from cbir.local_features.duplicates import DuplicateFinder, policy_of
+from cbir.domain.spatial import DuplicatePolicy, SpatialPolicy
+from cbir.local_features.duplicates import DuplicateFinder
 from cbir.local_features.features import Extractor
 from cbir.local_features.store import FeatureStore
-from cbir.replay.rebuild import Rebuilder, Report
+from cbir.replay.backfill import Destinations
+from cbir.replay.rebuild import Rebuilder, ReplayConfig, Report
 from cbir.settings import Settings
 from processors.stages import DuplicatesStage, EmbedStage, IndexStage, ObjectEventsStage
-from producers.ingest import IngestItem, Ingestor, IngestSummary, delete_images
+from processors.stages.embed import EmbedConfig
+from processors.stages.index import IndexConfig
+from producers.ingest import IngestConfig, IngestItem, Ingestor, IngestSummary, delete_images
+from query_api.context import LocalFeatureServices, QueryConfig, QueryContext
 from query_api.engine import QueryEngine
 from query_api.metrics import ApiMetrics
+from query_api.spatial import SpatialReranker
 
 
 def command_policy(settings: Settings) -> RetryPolicy:
@@ -38,6 +46,74 @@ def api_adapters(settings: Settings) -> Adapters:
     answers 503 at once; the caller may retry)."""
     return Adapters(
         settings, RetryPolicy(give_up_after_s=0), timeout_s=settings.api.dependency_timeout_s
+    )
+
+
+# -- the small configs each part of the application gets --
+
+
+def embed_config(settings: Settings) -> EmbedConfig:
+    processors = settings.processors
+    return EmbedConfig(
+        model=processors.model,
+        embeddings_topic=settings.kafka.embeddings_topic,
+        in_flight=processors.embed_in_flight,
+        chunk=processors.embed_chunk,
+    )
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    return IndexConfig(
+        bucket=settings.minio.bucket,
+        alias=settings.milvus.collection,
+        index_type=settings.milvus.index_type,
+    )
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    kafka = settings.kafka
+    return IngestConfig(settings.minio.bucket, kafka.images_topic, kafka.bootstrap_servers)
+
+
+def destinations(settings: Settings) -> Destinations:
+    kafka = settings.kafka
+    return Destinations(kafka.dead_letter_topic, kafka.bootstrap_servers)
+
+
+def replay_config(settings: Settings) -> ReplayConfig:
+    return ReplayConfig(
+        app_id=settings.processors.app_id,
+        images_topic=settings.kafka.images_topic,
+        embeddings_topic=settings.kafka.embeddings_topic,
+        alias=settings.milvus.collection,
+        index_type=settings.milvus.index_type,
+        destinations=destinations(settings),
+    )
+
+
+def duplicate_policy(settings: Settings) -> DuplicatePolicy:
+    lf = settings.local_features
+    return DuplicatePolicy(
+        lf.duplicate_max_hamming,
+        lf.duplicate_min_cosine,
+        lf.duplicate_min_inliers,
+        lf.duplicate_geometry_floor,
+        lf.duplicate_min_coverage,
+    )
+
+
+def query_config(settings: Settings) -> QueryConfig:
+    api = settings.api
+    return QueryConfig(
+        timeout_s=api.dependency_timeout_s,
+        breaker_failures=api.breaker_failures,
+        breaker_open_s=api.breaker_open_s,
+        embedding_cache_ttl_s=api.embedding_cache_ttl_s,
+        result_cache_ttl_s=api.result_cache_ttl_s,
+        default_k=api.default_k,
+        max_k=api.max_k,
+        bucket=settings.minio.bucket,
+        duplicate_candidates=settings.local_features.duplicate_candidates,
     )
 
 
@@ -69,17 +145,19 @@ class Adapters:
         return MySQLGenerationRegistry(self.settings.mysql)
 
     @cached_property
-    def index(self) -> VectorIndex:
+    def index(self) -> MilvusVectorIndex:
         """Raises ServiceUnavailable while Milvus is away (and is made again next time)."""
-        return VectorIndex(self.settings.milvus, self.settings.processors, self.timeout_s or 10.0)
+        return MilvusVectorIndex(
+            self.settings.milvus, self.settings.processors, self.timeout_s or 10.0
+        )
 
     @cached_property
     def embedders(self) -> TritonEmbedders:
         return TritonEmbedders(self.settings.triton, timeout_s=self.timeout_s or 120.0)
 
     @cached_property
-    def cache(self) -> QueryCache:
-        return QueryCache(self.settings.redis, self.settings.api.redis_timeout_s)
+    def cache(self) -> RedisQueryCache:
+        return RedisQueryCache(self.settings.redis, self.settings.api.redis_timeout_s)
 
     @cached_property
     def features(self) -> FeatureStore:
@@ -106,7 +184,7 @@ class Adapters:
 
     def embed_stage(self, replay: Generation | None = None) -> EmbedStage:
         return EmbedStage(
-            self.settings,
+            embed_config(self.settings),
             self.objects,
             self.metadata,
             self.registry,
@@ -120,7 +198,7 @@ class Adapters:
         # a worker started before Milvus waits for it
         index = self.policy.run(lambda: self.index, "connect to Milvus")
         return IndexStage(
-            self.settings,
+            index_config(self.settings),
             index,
             self.metadata,
             self.registry,
@@ -138,19 +216,21 @@ class Adapters:
             index,
             self.metadata,
             self.registry,
-            DuplicateFinder(self.features, policy_of(self.settings.local_features)),
+            DuplicateFinder(self.features, duplicate_policy(self.settings)),
             self.policy,
         )
 
     def object_events_stage(self) -> ObjectEventsStage:
-        return ObjectEventsStage(self.settings, self.objects, self.metadata, self.policy)
+        return ObjectEventsStage(
+            self.settings.minio.bucket, self.objects, self.metadata, self.policy
+        )
 
     def rebuilder(self, report: Report) -> Rebuilder:
         """The replay commands; the tables are made first (a rebuild from nothing starts
         from an empty database)."""
         self.metadata.migrate()
         return Rebuilder(
-            self.settings,
+            replay_config(self.settings),
             report,
             self.registry,
             self.metadata,
@@ -162,20 +242,32 @@ class Adapters:
 
     def query_engine(self, metrics: ApiMetrics) -> QueryEngine:
         """The query engine; Milvus is connected to on the first search."""
-        return QueryEngine(
-            self.settings,
+        lf = self.settings.local_features
+        local = LocalFeatureServices(
+            self.features,
+            SpatialReranker(self.features, SpatialPolicy(lf.min_inliers)),
+            DuplicateFinder(self.features, duplicate_policy(self.settings)),
+        )
+        context = QueryContext(
+            query_config(self.settings),
             metrics,
             self.metadata,
             lambda: self.index,
             self.embedders,
             self.cache,
             self.objects,
-            self.features,
+            local,
         )
+        return QueryEngine(context)
 
     def ingestor(self, source: str = "cli") -> Ingestor:
         return Ingestor(
-            self.settings, self.objects, self.metadata, self.writer, self.policy, source
+            ingest_config(self.settings),
+            self.objects,
+            self.metadata,
+            self.writer,
+            self.policy,
+            source,
         )
 
     def __enter__(self) -> Adapters:
@@ -208,4 +300,45 @@ def delete(
 ) -> None:
     """Send the deletes of these images into the pipeline."""
     with Adapters(settings) as adapters:
-        delete_images(settings, adapters.writer, image_ids, source, reason)
+        delete_images(ingest_config(settings), adapters.writer, image_ids, source, reason)
+
+
+# -- how far the processors are (`cbir process status`, the processors' own subscriptions) --
+
+
+def indexed_topics(settings: Settings) -> list[str] | None:
+    """The embeddings topics of the building and live generations ([] before the first one),
+    or None when the registry cannot be read (MySQL away, or its tables not made yet)."""
+    registry = MySQLGenerationRegistry(settings.mysql)
+    try:
+        return sorted({g.embeddings_topic for g in registry.active()})
+    except CbirError:
+        return None
+    finally:
+        registry.close()
+
+
+def consumer_lag(settings: Settings, topics: list[str]) -> list[TopicLag]:
+    """How far the processors' consumer group is behind each topic."""
+    return event_log.consumer_lag(settings.kafka, settings.processors.app_id, topics)
+
+
+def dead_letter_count(settings: Settings) -> int:
+    return event_log.message_count(settings.kafka, settings.kafka.dead_letter_topic)
+
+
+def indexed_vectors(settings: Settings) -> int:
+    """Vectors in the served collection; 0 before anything is indexed."""
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
+    try:
+        return index.count() if index.served_model() is not None else 0
+    finally:
+        index.close()
+
+
+def image_statuses(settings: Settings) -> dict[str, int]:
+    store = MySQLMetadataStore(settings.mysql, pool_size=1)
+    try:
+        return store.status_counts()
+    finally:
+        store.close()

@@ -25,10 +25,9 @@ import faust
 from cbir.domain.log import DeadLettered, LogMessage, Outcome
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
-from cbir.wiring import Adapters
+from cbir.wiring import Adapters, indexed_topics
 from processors import WORKER_INDEX
 from processors.stages import Stage
-from processors.status import indexed_topics
 
 log = logging.getLogger("cbir.processors")
 

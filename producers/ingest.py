@@ -30,7 +30,6 @@ from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
 from cbir.domain.retry import RetryPolicy
 from cbir.ports import EventWriter, MetadataStore, ObjectStore
-from cbir.settings import Settings
 from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
 
 log = logging.getLogger("cbir.ingest")
@@ -100,13 +99,22 @@ def collect(
     return list(items.values())
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    """What sending images needs of the settings (made by the wiring)."""
+
+    bucket: str  # where the bytes go
+    images_topic: str  # where the events go
+    kafka_address: str  # named in an error when Kafka does not acknowledge
+
+
 class Ingestor:
     """Sends images into the pipeline: bytes to the object store, events to the log, then a
     `pending` row per image the log acknowledged."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: IngestConfig,
         objects: ObjectStore,
         metadata: MetadataStore,
         writer: EventWriter,
@@ -115,7 +123,7 @@ class Ingestor:
     ) -> None:
         """`policy` says how long a service that went away is waited for; past it the
         ServiceUnavailable is raised, and the same command resumes where it stopped."""
-        self.settings = settings
+        self.config = config
         self.objects = objects
         self.metadata = metadata
         self.writer = writer
@@ -182,7 +190,7 @@ class Ingestor:
             else:
                 fresh[image_id] = (item, data)
         stored = list(pool.map(self._store, fresh.items()))  # in order: events keep it
-        topic = self.settings.kafka.images_topic
+        topic = self.config.images_topic
         messages: list[tuple[str, bytes | None, bytes | None]] = [
             (topic, i.image_id.encode(), self.serializer.dumps(ImageUploaded(i))) for i in stored
         ]
@@ -202,7 +210,7 @@ class Ingestor:
         image_id, (item, data) = entry
         content_type, width, height = sniff(data)
         key = object_key_of(image_id)
-        bucket = self.settings.minio.bucket
+        bucket = self.config.bucket
         # content-addressed: putting the same key again writes the same bytes. The mark tells
         # the bucket-notification bridge that this object's event is sent by us.
         self.policy.run(
@@ -245,7 +253,7 @@ def summary_json(summary: IngestSummary) -> str:
 
 
 def delete_images(
-    settings: Settings,
+    config: IngestConfig,
     writer: EventWriter,
     image_ids: Sequence[str],
     source: str = "cli",
@@ -254,7 +262,7 @@ def delete_images(
     """An ImageDeleted event, then a tombstone, per image: the processors remove it from
     Milvus, MySQL and the object store, and compaction later forgets it in the log."""
     serializer = EventSerializer()
-    topic = settings.kafka.images_topic
+    topic = config.images_topic
     messages: list[tuple[str, bytes | None, bytes | None]] = []
     for image_id in image_ids:
         event = ImageDeleted(image_id=image_id, source=source, reason=reason)
@@ -264,7 +272,7 @@ def delete_images(
     if failed:
         raise ServiceUnavailable(
             "Kafka",
-            settings.kafka.bootstrap_servers,
+            config.kafka_address,
             "CBIR_KAFKA__BOOTSTRAP_SERVERS",
             f"{len(failed)} delete events not acknowledged ({failed[0]}); run it again",
         )

@@ -13,14 +13,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Path, Request, Response, UploadFile
 from pydantic import BeforeValidator, StringConstraints
 
-from cbir.adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
+from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 from cbir.ports import EventWriter
 from cbir.settings import Settings
 from producers.ingest import Ingestor
-from query_api.engine import QueryEngine, SearchOutcome
+from query_api.engine import QueryEngine
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
 from query_api.models import CacheInfo, ErrorBody, PredictedLabel, SearchResponse
+from query_api.search import SearchOutcome
 from query_api.uploads import inspect_image
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cbir.adapters.vector_index import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
+from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 from query_api.errors import ApiError
 
 MAX_VALUES = 32

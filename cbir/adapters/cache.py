@@ -22,7 +22,7 @@ T = TypeVar("T")
 RETRY_AFTER_S = 1.0
 
 
-class QueryCache:
+class RedisQueryCache:
     def __init__(self, settings: RedisSettings, timeout_s: float) -> None:
         self.client = redis.Redis.from_url(
             settings.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s

@@ -12,7 +12,7 @@ from cbir.domain.errors import ModelMismatch, ModelNotServed, ServiceUnavailable
 from cbir.domain.models import ModelIdentity
 from cbir.settings import TritonSettings
 
-Protocol = Literal["grpc", "http"]
+WireProtocol = Literal["grpc", "http"]
 # what Triton's client says when the server, not the request, is the problem
 AWAY = ("failed to connect", "unavailable", "deadline exceeded", "connection refused")
 
@@ -24,7 +24,7 @@ class TritonEmbedder:
         self,
         settings: TritonSettings,
         model: str,
-        protocol: Protocol = "grpc",
+        protocol: WireProtocol = "grpc",
         timeout_s: float = 120.0,
     ) -> None:
         self.model = model
@@ -144,7 +144,7 @@ class TritonEmbedders:
     """The `Embedders` port: one Triton client per model, made on first use and kept."""
 
     def __init__(
-        self, settings: TritonSettings, protocol: Protocol = "grpc", timeout_s: float = 120.0
+        self, settings: TritonSettings, protocol: WireProtocol = "grpc", timeout_s: float = 120.0
     ) -> None:
         self.settings = settings
         self.protocol = protocol

@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 import pymysql
 from pymysql.connections import Connection
 
-from cbir.domain.errors import Rejected, ServiceUnavailable
+from cbir.domain.errors import NotProvisioned, Rejected, ServiceUnavailable
 from cbir.domain.rows import ImageRow, ImageStatus
 from cbir.settings import MySQLSettings
 from schemas.events import ImageMetadata
 
 T = TypeVar("T")
+# MySQL's ER_NO_SUCH_TABLE: the tables are not made yet
+NO_SUCH_TABLE = 1146
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -435,3 +437,10 @@ def translated_errors(settings: MySQLSettings) -> Iterator[None]:
         ) from exc
     except (pymysql.err.DataError, pymysql.err.IntegrityError) as exc:
         raise Rejected(f"MySQL refused the row: {exc}") from exc
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args and exc.args[0] == NO_SUCH_TABLE:
+            raise NotProvisioned(
+                f"MySQL has no such table yet ({exc}): `cbir stack up` or the processors' first "
+                "start make the tables"
+            ) from exc
+        raise

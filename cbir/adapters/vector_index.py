@@ -31,6 +31,7 @@ with warnings.catch_warnings():
 from cbir.adapters.milvus_vectors import PackedVectors, install
 from cbir.domain.deadline import Deadline
 from cbir.domain.errors import Rejected, ServiceUnavailable
+from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH, MAX_TAGS
 from cbir.domain.rows import Hit, Served
 from cbir.settings import MilvusSettings, ProcessorsSettings
 from schemas.events import ImageMetadata
@@ -168,16 +169,30 @@ class ScratchCollection:
         )[0]
         return [int(hit.id) for hit in hits]
 
+    def search_batch(self, queries: np.ndarray, limit: int, params: dict[str, Any]) -> np.ndarray:
+        """Ids of the `limit` best per query (-1 where fewer came), in batches of 64, read
+        after every insert."""
+        found = np.full((len(queries), limit), -1, dtype=np.int64)
+        for start in range(0, len(queries), 64):
+            results = self.collection.search(
+                queries[start : start + 64].tolist(),
+                "embedding",
+                {"metric_type": "IP", "params": params},
+                limit=limit,
+                **consistency(self.written),
+            )
+            for row, hits in enumerate(results):
+                ids = [int(hit.id) for hit in hits]
+                found[start + row, : len(ids)] = ids
+        return found
+
     def drop(self) -> None:
         utility.drop_collection(self.name, using=self.alias)
         connections.disconnect(self.alias)
 
 
 # the scalar fields beside each vector, so that a filtered search filters inside Milvus
-# (before the top k is cut, not after); tags beyond these bounds are cut when indexed
-MAX_TAGS = 64
-MAX_TAG_LENGTH = 128
-MAX_SOURCE_LENGTH = 255
+# (before the top k is cut, not after); tags beyond the domain's bounds are cut when indexed
 FIELDS = ("image_id", "source", "uploaded_at", "tags", "embedding")
 
 
@@ -331,7 +346,7 @@ def timestamp_now() -> int:
     return int(utility.mkts_from_unixtime(time.time()))
 
 
-class VectorIndex:
+class MilvusVectorIndex:
     """The generations' collections, and the alias queries search."""
 
     def __init__(

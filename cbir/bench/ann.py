@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cbir.bench.common import PROJECT_ROOT, RESULTS, publish
+from cbir.bench.truth import exact_neighbours
 from cbir.evaluation.report import provenance_line
 from cbir.output import console
 from cbir.settings import Settings, get_settings
@@ -69,17 +70,6 @@ def clustered_vectors(count: int, dim: int, seed: int) -> np.ndarray:
         vectors[start : start + len(part)] = sub_centres[part] + 0.6 * noise
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors
-
-
-def exact_neighbours(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """The true k nearest (inner product) of each query, best first, by brute force."""
-    result = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), 256):
-        scores = queries[start : start + 256] @ base.T
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-        result[start : start + 256] = np.take_along_axis(top, order, 1)
-    return result
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int = K) -> float:

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from cbir.bench.truth import exact_neighbours
 from cbir.domain.images import IMAGE_SUFFIXES
-from cbir.models.runtime import Embedder, decode_image, to_input
+from cbir.models.runtime import OnnxEmbedder, decode_image, to_input
 from cbir.output import console
 
 VERSION = 2
@@ -76,7 +77,7 @@ def augment(image: Image.Image, rng: np.random.Generator, side: int) -> Image.Im
 
 
 def describe(
-    embedder: Embedder, images: list[Image.Image], count: int, seed: int, sources: np.ndarray
+    embedder: OnnxEmbedder, images: list[Image.Image], count: int, seed: int, sources: np.ndarray
 ) -> np.ndarray:
     """`count` descriptors: augmentation i of images[sources[i]] with generator (seed, i).
     The next batch is augmented in a thread while the network runs on this one."""
@@ -110,13 +111,11 @@ def real_dataset(
     cache: Path, model_dir: Path, folders: Sequence[Path], size: int, queries: int, seed: int
 ) -> dict[str, Path]:
     """Base vectors, queries and exact ground truth as .npy files, made once and reused."""
-    from cbir.bench.ann import exact_neighbours
-
     files = source_files(folders)
     digest = hashlib.sha256(f"v{VERSION}".encode())
     for path in files:
         digest.update(f"{path.parent.name}/{path.name}:{path.stat().st_size}\n".encode())
-    embedder = Embedder(model_dir, intra_op_threads=os.cpu_count() or 1)
+    embedder = OnnxEmbedder(model_dir, intra_op_threads=os.cpu_count() or 1)
     digest.update(embedder.spec.model_id.encode())
     folder = cache / f"real-{size}-q{queries}-s{seed}-{digest.hexdigest()[:12]}"
     out = {name: folder / f"{name}.npy" for name in ("base", "queries", "truth")}

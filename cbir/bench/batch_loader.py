@@ -21,7 +21,7 @@ import numpy as np
 
 from cbir.adapters import metadata_store
 from cbir.adapters.embedder import TritonEmbedder
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.domain.images import image_id_of, object_key_of, sniff
 from cbir.settings import Settings
 from schemas.events import ImageMetadata, now
@@ -68,7 +68,7 @@ def _chunks(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 def batch_load(settings: Settings, model: str, paths: Sequence[Path], collection: str) -> Loaded:
     """Every file into `collection` (made here, HNSW) and MySQL's rows (status indexed)."""
     embedder = TritonEmbedder(settings.triton, model)
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     identity = embedder.identity()
     index.create(collection, identity.model_id, identity.dim, "HNSW", index.default_params("HNSW"))
     loaded = Loaded(0, 0)

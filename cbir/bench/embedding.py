@@ -31,7 +31,7 @@ from cbir.bench.common import RESULTS, publish
 from cbir.evaluation.metrics import leave_one_out
 from cbir.evaluation.report import provenance_line
 from cbir.models.export import export_model, image_files
-from cbir.models.runtime import SPEC_FILE, Embedder, ModelSpec, Pooling
+from cbir.models.runtime import SPEC_FILE, ModelSpec, OnnxEmbedder, Pooling
 from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.output import console
 from cbir.settings import PROJECT_ROOT, Settings, get_settings
@@ -122,12 +122,12 @@ def chunks(items: Sequence[Any], size: int, total: int) -> Iterator[list[Any]]:
         sent += count
 
 
-_worker_embedder: Embedder | None = None
+_worker_embedder: OnnxEmbedder | None = None
 
 
 def _start_worker(model_dir: Path) -> None:
     global _worker_embedder
-    _worker_embedder = Embedder(model_dir, intra_op_threads=1)
+    _worker_embedder = OnnxEmbedder(model_dir, intra_op_threads=1)
 
 
 def _worker_embed(images: list[bytes]) -> int:
@@ -141,7 +141,7 @@ def embed_in_processes(pool: ProcessPoolExecutor, images: Sequence[bytes], total
     list(pool.map(_worker_embed, chunks(images, 8, total)))
 
 
-def embed_all(embedder: Embedder, images: Sequence[bytes], total: int) -> None:
+def embed_all(embedder: OnnxEmbedder, images: Sequence[bytes], total: int) -> None:
     for chunk in chunks(images, 32, total):
         embedder.embed(chunk)
 
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     cores = psutil.cpu_count() or 1
     for model in (RESNET, MOBILENET):
-        embedder = Embedder(repository / model / "1", intra_op_threads=cores)
+        embedder = OnnxEmbedder(repository / model / "1", intra_op_threads=cores)
         embedder.embed(sample[:8])  # warm-up
         total = args.images
         result = timed(total, partial(embed_all, embedder, sample, total), client)
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         network = timm.create_model(
             "resnet50", pretrained=False, num_classes=0, global_pool=""
         ).eval()
-        reference = Embedder(repository / RESNET / "1")
+        reference = OnnxEmbedder(repository / RESNET / "1")
 
         def torch_eager() -> None:
             with torch.inference_mode():
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
             **result,
         )
 
-    prepared = [Embedder(repository / RESNET / "1").prepare(b) for b in sample[:64]]
+    prepared = [OnnxEmbedder(repository / RESNET / "1").prepare(b) for b in sample[:64]]
     jpeg_bytes = float(np.mean([len(b) for b in sample]))
     for kind, payload, tensor in (
         ("encoded bytes", sample, False),

@@ -35,7 +35,7 @@ from PIL import Image
 
 from cbir import wiring
 from cbir.adapters.metadata_store import MySQLMetadataStore
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.common import RESULTS, add_stack_arguments, publish
 from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.images import image_id_of
@@ -122,7 +122,7 @@ def vectors(settings: Settings, ids: set[str]) -> int:
     """The vectors stored for the images. Milvus may still be handing its channels out again
     after its fault (healthy a moment ago, 'channel not available' now): the count rides that
     out for up to two minutes."""
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     try:
         ordered = sorted(ids)
         return sum(

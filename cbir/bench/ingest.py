@@ -33,7 +33,7 @@ import psutil
 from cbir import wiring
 from cbir.adapters import metadata_store
 from cbir.adapters.embedder import TritonEmbedder
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.batch_loader import Loaded, batch_load
 from cbir.bench.common import add_stack_arguments, on_fresh_stacks, publish
 from cbir.bench.embedding import CpuMeter
@@ -118,7 +118,7 @@ def per_image(cpu: dict[str, float], images: int) -> dict[str, Any]:
 
 def clear_batch_load(settings: Settings, collection: str) -> None:
     """Forget what the batch loader wrote, so the pipeline starts from the same empty state."""
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     try:
         index.drop(collection)
     finally:

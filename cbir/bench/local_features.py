@@ -43,7 +43,7 @@ from cbir.evaluation.run import load_dataset
 from cbir.local_features.features import Extractor, LocalFeatures, hamming
 from cbir.local_features.geometry import Verifier
 from cbir.local_features.vlad import train as train_vlad
-from cbir.models.runtime import Embedder
+from cbir.models.runtime import OnnxEmbedder
 from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.output import console
 from cbir.settings import get_settings
@@ -393,7 +393,7 @@ def through_the_api(
                     time.sleep(2)
             ingest_s = time.perf_counter() - started
             from cbir.bench.query import settle
-            from processors.status import consumer_lag
+            from cbir.wiring import consumer_lag
 
             # the duplicates agent judges after indexing: measure once it has caught up too
             topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
@@ -493,7 +493,7 @@ def global_embeddings(onnx: Path, datas: Sequence[bytes]) -> np.ndarray:
     """The shared MobileNet's embeddings, computed by the runtime Triton runs (in-process)."""
     with TemporaryDirectory() as scratch:
         spec = export_shared_mobilenet(Path(scratch), onnx)
-        embedder = Embedder(Path(scratch) / spec.name / str(spec.version), intra_op_threads=2)
+        embedder = OnnxEmbedder(Path(scratch) / spec.name / str(spec.version), intra_op_threads=2)
         chunks = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("global embeddings", total=len(datas))

@@ -41,9 +41,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cbir import wiring
 from cbir.adapters import metadata_store
-from cbir.adapters.cache import QueryCache
+from cbir.adapters.cache import RedisQueryCache
 from cbir.adapters.embedder import TritonEmbedder
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.common import add_stack_arguments, publish
 from cbir.bench.embedding import CpuMeter
 from cbir.bench.ingest import MODELS, export_models
@@ -267,7 +267,7 @@ def run_scenarios(
                 figures["milvus_search_ms_by_stage"] = stages
         record(scenario, concurrency, figures)
 
-    cache = QueryCache(settings.redis, timeout_s=5)
+    cache = RedisQueryCache(settings.redis, timeout_s=5)
     ids = [image_id_of(data) for data in images]
     records: list[dict[str, Any]] = []
 
@@ -382,7 +382,7 @@ def render_markdown(document: dict[str, Any]) -> str:
 def settle(settings: Settings) -> None:
     """Let Milvus finish building the index of what was just ingested (it takes the cores
     for a while after the last insert), so that the figures measure the API, not the build."""
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     try:
         served = index.served_model()
         if served is not None:

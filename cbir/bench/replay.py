@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cbir import wiring
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.common import add_stack_arguments, on_fresh_stacks, publish
 from cbir.bench.embedding import CpuMeter
 from cbir.bench.ingest import cpu_by_process, indexed_count
@@ -46,8 +46,7 @@ from cbir.settings import Settings, get_settings, side_by_side
 from cbir.stack.launcher import Launcher
 from cbir.stack.layout import StackLayout
 from cbir.stack.services.mariadb import MariaDBService
-from cbir.wiring import Adapters
-from processors.status import consumer_lag
+from cbir.wiring import Adapters, consumer_lag
 from producers.ingest import collect
 from schemas.events import EmbeddingComputed, EventSerializer, ImageMetadata
 
@@ -57,7 +56,7 @@ T = TypeVar("T")
 def wipe_index_and_metadata(settings: Settings, layout: StackLayout) -> None:
     """Lose Milvus's collections and alias and MySQL's database (made again, empty, as a
     deployment provisions it): what a rebuild from nothing starts from."""
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     try:
         index.drop_everything()
     finally:

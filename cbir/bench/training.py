@@ -12,6 +12,7 @@ epoch). Needs the stack up (`cbir stack up`) for the descriptors.
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rich.progress import Progress
 
+from cbir.adapters.embedder import TritonEmbedder
 from cbir.bench.common import RESULTS, publish
 from cbir.domain.categories import predict_labels
 from cbir.evaluation.report import provenance_line
@@ -49,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.shared / "data" / name)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{name} through {args.model}", total=len(dataset.paths))
-            features, model_id = embed(
-                settings,
-                args.model,
-                dataset,
-                settings.stack.home / "eval-cache",
-                partial(progress.advance, task),
-            )
+            with closing(TritonEmbedder(settings.triton, args.model)) as embedder:
+                features, model_id = embed(
+                    embedder,
+                    dataset,
+                    settings.stack.home / "eval-cache",
+                    partial(progress.advance, task),
+                )
 
         accuracy = category_accuracy(features, dataset.labels, dataset.classes, args.k)
         categories.append({"dataset": name, "model_id": model_id, "k": args.k, **accuracy})

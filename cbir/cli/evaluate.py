@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from cbir.settings import PROJECT_ROOT, get_settings
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from cbir.adapters.embedder import TritonEmbedder
+    from cbir.adapters.vector_index import ScratchCollection
     from cbir.bench.common import RESULTS, publish
     from cbir.evaluation.report import pr_plot, quality_markdown
     from cbir.evaluation.run import (
@@ -43,16 +46,17 @@ def _eval(args: argparse.Namespace) -> int:
     for model in args.model:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"embedding with {model}", total=len(dataset.paths))
-            vectors, model_id = embed(
-                settings, model, dataset, cache_dir, partial(progress.advance, task)
-            )
+            with closing(TritonEmbedder(settings.triton, model)) as embedder:
+                vectors, model_id = embed(
+                    embedder, dataset, cache_dir, partial(progress.advance, task)
+                )
         references[model] = round(exhaustive_map(vectors, dataset.labels), 4)
         console.print(
             f"{model}: {len(vectors)} images, {len(dataset.classes)} classes, "
             f"exhaustive full-ranking mAP {references[model]}"
         )
         for record in evaluate_dataset(
-            settings,
+            lambda dim: ScratchCollection(settings.milvus, "eval", dim),
             vectors,
             dataset.labels,
             specs,

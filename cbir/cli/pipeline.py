@@ -18,25 +18,25 @@ from cbir.settings import get_settings
 
 def _process(args: argparse.Namespace) -> int:
     if args.action == "status":
-        from processors import status
+        from cbir import wiring
 
         settings = get_settings()
-        embeddings = status.indexed_topics(settings) or [settings.kafka.embeddings_topic]
+        embeddings = wiring.indexed_topics(settings) or [settings.kafka.embeddings_topic]
         topics = [settings.kafka.images_topic, *embeddings]
         if args.wait:
             deadline = time.monotonic() + args.wait
-            while any(lag.lag for lag in status.consumer_lag(settings, topics)):
+            while any(lag.lag for lag in wiring.consumer_lag(settings, topics)):
                 if time.monotonic() > deadline:
                     console.print(f"[red]still behind after {args.wait} s[/]")
                     break
                 time.sleep(1)
         table = Table("topic", "end offset", "processed", "lag", box=None)
-        for lag in status.consumer_lag(settings, topics):
+        for lag in wiring.consumer_lag(settings, topics):
             table.add_row(lag.topic, str(lag.end_offset), str(lag.committed), str(lag.lag))
         console.print(table)
-        console.print(f"dead letters: {status.dead_letter_count(settings)}")
-        console.print(f"images by status: {status.image_statuses(settings)}")
-        console.print(f"vectors searchable: {status.indexed_vectors(settings)}")
+        console.print(f"dead letters: {wiring.dead_letter_count(settings)}")
+        console.print(f"images by status: {wiring.image_statuses(settings)}")
+        console.print(f"vectors searchable: {wiring.indexed_vectors(settings)}")
         return 0
     worker = [sys.executable, "-m", "processors.supervisor", "--loglevel", args.loglevel]
     os.execv(sys.executable, worker)
@@ -44,8 +44,8 @@ def _process(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from cbir.wiring import Adapters
-    from query_api.filters import SearchFilters
     from query_api.metrics import ApiMetrics
+    from query_api.search import SearchRequest
     from query_api.spatial import SpatialRequest
 
     settings = get_settings()
@@ -56,9 +56,8 @@ def _search(args: argparse.Namespace) -> int:
     with Adapters(settings) as adapters:
         engine = adapters.query_engine(ApiMetrics())
         # the same path as the API's search, without its result cache
-        outcome = engine.search_image(
-            args.image.read_bytes(), args.k, SearchFilters.parse(), args.effort, False, spatial
-        )
+        request = SearchRequest(args.k, effort=args.effort, use_result_cache=False, spatial=spatial)
+        outcome = engine.search.by_image(args.image.read_bytes(), request)
     columns = ["rank", "score", *(["inliers"] if spatial else []), "image id", "file", "tags"]
     table = Table(*columns, box=None)
     for result in outcome.results:
@@ -90,7 +89,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     with Adapters(get_settings()) as adapters:
         engine = adapters.query_engine(ApiMetrics())
         if args.image_id:
-            found = engine.duplicates(args.image_id)
+            found = engine.duplicates.of(args.image_id)
             table = Table("tier", "cosine", "hamming", "inliers", "image id", "file", box=None)
             for d in found.duplicates:
                 table.add_row(

@@ -12,6 +12,7 @@ Needs the stack up (`cbir stack up`) for the base model's descriptors.
 from __future__ import annotations
 
 import argparse
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def options_of(args: argparse.Namespace) -> Any:
 
 def labelled(args: argparse.Namespace) -> Any:
     """The labelled images' descriptors: a folder per class, or the index's tagged images."""
+    from cbir.adapters.embedder import TritonEmbedder
     from cbir.evaluation.run import EvalError, embed, load_dataset
     from cbir.training.sources import Labelled, from_index
     from cbir.wiring import Adapters
@@ -83,9 +85,10 @@ def labelled(args: argparse.Namespace) -> Any:
         except EvalError as exc:
             raise TrainCommandError(str(exc)) from exc
         task = progress.add_task(f"descriptors from {args.model}", total=len(dataset.paths))
-        features, model_id = embed(
-            settings, args.model, dataset, cache_dir, partial(progress.advance, task)
-        )
+        with closing(TritonEmbedder(settings.triton, args.model)) as embedder:
+            features, model_id = embed(
+                embedder, dataset, cache_dir, partial(progress.advance, task)
+            )
     return Labelled(
         dataset.name, dataset.fingerprint, features, dataset.labels, dataset.classes, model_id
     )

@@ -52,6 +52,11 @@ class InvalidValue(Permanent):
     """An argument or a field that does not parse; the message shows the expected form."""
 
 
+class NotProvisioned(CbirError):
+    """A store's tables or collections are not made yet (`cbir stack up` or the processors'
+    first start make them)."""
+
+
 class ModelNotServed(CbirError):
     """Triton is up but does not serve the model; the message says how to get it there."""
 

@@ -9,6 +9,11 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+# what an image's tags and source may be: the filters and uploads check them, and the vector
+# index keeps them beside each vector (tags beyond these bounds are cut when indexed)
+MAX_TAGS = 64
+MAX_TAG_LENGTH = 128
+MAX_SOURCE_LENGTH = 255
 # what `cbir ingest` picks up below a folder
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 # PIL's format names of what the embedding runtime decodes, as media types

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from cbir.adapters.embedder import TritonEmbedder
 from cbir.domain.images import IMAGE_SUFFIXES
 from cbir.evaluation.metrics import evaluate, exhaustive_rankings, judge
 from cbir.evaluation.rerank import alpha_query_expansion, rescore
-from cbir.settings import Settings
+from cbir.ports import Embedder, ScratchIndex
 
 log = logging.getLogger("cbir.eval")
 
@@ -88,7 +87,7 @@ class IndexSpec:
             params["search_list"] = max(params.get("search_list", 100), depth)
         if self.index_type.startswith("IVF"):
             params.setdefault("nprobe", 16)
-        return {"metric_type": "IP", "params": params}
+        return params
 
     def index_params(self) -> dict[str, Any]:
         build: dict[str, Any] = dict(self.build)
@@ -97,7 +96,7 @@ class IndexSpec:
         if self.index_type == "HNSW":
             build.setdefault("M", 16)
             build.setdefault("efConstruction", 200)
-        return {"index_type": self.index_type, "metric_type": "IP", "params": build}
+        return build
 
 
 @dataclass
@@ -141,18 +140,15 @@ def load_dataset(
 
 
 def embed(
-    settings: Settings,
-    model: str,
+    embedder: Embedder,
     dataset: Dataset,
     cache_dir: Path,
     progress: Callable[[int], None] = lambda _: None,
 ) -> tuple[np.ndarray, str]:
     """The dataset's embeddings through Triton (cached by model id and dataset), its model id."""
-    embedder = TritonEmbedder(settings.triton, model)
     model_id = embedder.identity().model_id
     cache = cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_id)}-{dataset.fingerprint}.npy"
     if cache.exists():
-        embedder.close()
         return np.load(cache), model_id
     vectors = []
     for start in range(0, len(dataset.paths), 32):
@@ -163,44 +159,35 @@ def embed(
             raise EvalError(f"the model could not read {', '.join(bad)}: remove them")
         vectors.append(found)
         progress(len(chunk))
-    embedder.close()
     result = np.concatenate(vectors).astype(np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(cache, result)
     return result, model_id
 
 
-class MilvusIndex:
+# the whole dataset's vectors are indexed at once: a build is given this long
+BUILD_WAIT_S = 1800.0
+# a new scratch index of vectors of this dimension (the wiring makes Milvus's)
+ScratchFactory = Callable[[int], ScratchIndex]
+
+
+class IndexUnderTest:
     """A temporary collection holding the dataset's vectors under one index."""
 
-    def __init__(self, settings: Settings, spec: IndexSpec, vectors: np.ndarray) -> None:
-        from cbir.adapters.vector_index import ScratchCollection
-
+    def __init__(self, scratch: ScratchIndex, spec: IndexSpec, vectors: np.ndarray) -> None:
         self.spec = spec
+        self.scratch = scratch
         started = time.perf_counter()
-        self.scratch = ScratchCollection(settings.milvus, "eval", int(vectors.shape[1]))
-        self.scratch.insert(vectors)
-        self.scratch.collection.create_index("embedding", spec.index_params())
-        self.scratch.collection.load()
+        scratch.insert(vectors)
+        refused = scratch.build_index(spec.index_type, spec.index_params(), BUILD_WAIT_S)
+        if refused:
+            scratch.drop()
+            raise EvalError(f"{spec.index_type}: {refused}")
         self.build_seconds = time.perf_counter() - started
 
     def search(self, queries: np.ndarray, limit: int, depth: int) -> np.ndarray:
         """Ids of the `limit` best per query, -1 where the index returned fewer."""
-        from cbir.adapters.vector_index import consistency
-
-        found = np.full((len(queries), limit), -1, dtype=np.int64)
-        for start in range(0, len(queries), 64):
-            results = self.scratch.collection.search(
-                queries[start : start + 64].tolist(),
-                "embedding",
-                self.spec.search_params(depth),
-                limit=limit,
-                **consistency(self.scratch.written),
-            )
-            for row, hits in enumerate(results):
-                ids = [int(hit.id) for hit in hits]
-                found[start + row, : len(ids)] = ids
-        return found
+        return self.scratch.search_batch(queries, limit, self.spec.search_params(depth))
 
     def drop(self) -> None:
         self.scratch.drop()
@@ -226,7 +213,7 @@ RERANKINGS = ("none", "exact", "qe")
 
 
 def evaluate_dataset(
-    settings: Settings,
+    scratch: ScratchFactory,
     vectors: np.ndarray,
     labels: np.ndarray,
     specs: Sequence[IndexSpec],
@@ -241,14 +228,14 @@ def evaluate_dataset(
     depth = min(depth or count - 1, count - 1, MILVUS_MAX_TOPK - 1)
     records: list[dict[str, Any]] = []
     for spec in specs:
-        index: MilvusIndex | None = None
+        index: IndexUnderTest | None = None
         started = time.perf_counter()
         search: Callable[[np.ndarray], np.ndarray]
         if spec.index_type == "exhaustive":
             search = exhaustive_search(vectors, depth + 1)
             build_seconds = 0.0
         else:
-            index = MilvusIndex(settings, spec, vectors)
+            index = IndexUnderTest(scratch(int(vectors.shape[1])), spec, vectors)
             build_seconds = index.build_seconds
             search = partial(index.search, limit=depth + 1, depth=depth + 1)
 

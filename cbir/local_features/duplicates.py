@@ -12,7 +12,6 @@ from cbir.domain.spatial import DuplicatePolicy
 from cbir.local_features.features import LocalFeatures, hamming
 from cbir.local_features.geometry import Verifier
 from cbir.local_features.store import FeatureStore
-from cbir.settings import LocalFeaturesSettings
 
 
 @dataclass(frozen=True)
@@ -29,16 +28,6 @@ class Found:
     cosine: float
     hamming: int | None
     inliers: int | None
-
-
-def policy_of(settings: LocalFeaturesSettings) -> DuplicatePolicy:
-    return DuplicatePolicy(
-        settings.duplicate_max_hamming,
-        settings.duplicate_min_cosine,
-        settings.duplicate_min_inliers,
-        settings.duplicate_geometry_floor,
-        settings.duplicate_min_coverage,
-    )
 
 
 # the global descriptor (GAP over a CNN's features) barely moves under a mirror: a flipped

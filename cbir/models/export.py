@@ -32,11 +32,11 @@ from cbir.models.runtime import (
     PCA_FILE,
     SPEC_FILE,
     VLAD_FILE,
-    Embedder,
     Head,
     ImageRejected,
     LocalSpec,
     ModelSpec,
+    OnnxEmbedder,
     Pca,
     Pooling,
     Preprocessing,
@@ -158,7 +158,7 @@ def export_timm(
 
 
 def _feature_dim(model_dir: Path) -> int:
-    embedder = Embedder(model_dir)
+    embedder = OnnxEmbedder(model_dir)
     size = embedder.spec.preprocessing.input_size
     layout = embedder.spec.preprocessing.layout
     shape = (1, 3, size, size) if layout == "NCHW" else (1, size, size, 3)
@@ -180,7 +180,7 @@ def _fit_pca(model_dir: Path, options: PcaOptions) -> Pca:
     if not files:
         raise ExportError(f"--pca-images {options.images}: no images found there")
     sample = sorted(random.Random(options.seed).sample(files, min(options.sample, len(files))))
-    embedder = Embedder(model_dir, intra_op_threads=os.cpu_count() or 1)
+    embedder = OnnxEmbedder(model_dir, intra_op_threads=os.cpu_count() or 1)
     descriptors: list[np.ndarray] = []
     for start in range(0, len(sample), MAX_BATCH_SIZE):
         vectors, errors = embedder.embed(

@@ -417,7 +417,7 @@ class VladModel:
             return cls(data["codebook"], data["mean"], data["projection"])
 
 
-class Embedder:
+class OnnxEmbedder:
     """A model entry's version folder, run with ONNX Runtime (or, for VLAD, OpenCV's SIFT)."""
 
     def __init__(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from embedding_runtime import Embedder
+from embedding_runtime import OnnxEmbedder
 
 
 class TritonPythonModel:
@@ -28,7 +28,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.embedder = Embedder(model_dir, int(parameters.get("intra_op_threads", "1")))
+        self.embedder = OnnxEmbedder(model_dir, int(parameters.get("intra_op_threads", "1")))
         self.input_name = config["input"][0]["name"]
 
     def execute(self, requests: list[Any]) -> list[Any]:

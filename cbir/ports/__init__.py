@@ -142,6 +142,22 @@ class Embedder(Protocol):
 Embedders = Callable[[str], Embedder]
 
 
+class ScratchIndex(Protocol):
+    """A throw-away collection of vectors with int ids 0..n-1, for measurements
+    (evaluation, benchmarks): filled, indexed, searched, dropped; never served."""
+
+    def insert(self, vectors: Vectors) -> None: ...
+    def build_index(self, index_type: str, params: dict[str, Any], wait_s: float) -> str:
+        """'' when built and loaded, else why the server refused it."""
+        ...
+
+    def search_batch(self, queries: Vectors, limit: int, params: dict[str, Any]) -> Vectors:
+        """Ids of the `limit` best per query, -1 where fewer came; reads every insert."""
+        ...
+
+    def drop(self) -> None: ...
+
+
 class Cache(Protocol):
     """The query cache (Redis): never fails, a miss when it is away."""
 

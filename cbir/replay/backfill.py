@@ -13,28 +13,36 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.log import DeadLettered, Outcome
 from cbir.ports import EventWriter, TopicReader
 from cbir.replay.progress import Throughput, lag, pause_for_rate
-from cbir.settings import Settings
 from processors.stages import Stage
 
 log = logging.getLogger("cbir.replay")
 
 
+@dataclass(frozen=True)
+class Destinations:
+    """Where a replay's failures go, and the Kafka named when it does not acknowledge."""
+
+    dead_letter_topic: str
+    kafka_address: str
+
+
 class Backfill:
     def __init__(
         self,
-        settings: Settings,
+        destinations: Destinations,
         reader: TopicReader,
         writer: EventWriter,
         stage: Stage,
         batch_size: int,
         max_rate: float = 0.0,
     ) -> None:
-        self.settings = settings
+        self.destinations = destinations
         self.reader = reader
         self.writer = writer
         self.stage = stage
@@ -65,7 +73,7 @@ class Backfill:
         messages: list[tuple[str, bytes | None, bytes | None]] = []
         for outcome in outcomes:
             if isinstance(outcome, DeadLettered):
-                topic = self.settings.kafka.dead_letter_topic
+                topic = self.destinations.dead_letter_topic
             elif outcome.topic is None:
                 raise ValueError("a replay stage produced an outcome without a topic")
             else:
@@ -75,7 +83,7 @@ class Backfill:
         if failures:
             raise ServiceUnavailable(
                 "Kafka",
-                self.settings.kafka.bootstrap_servers,
+                self.destinations.kafka_address,
                 "CBIR_KAFKA__BOOTSTRAP_SERVERS",
                 f"{len(failures)} replayed events not taken ({failures[0]}): nothing was "
                 "committed, run the command again",

@@ -36,9 +36,8 @@ from cbir.domain.generations import Generation, GenerationState, embeddings_topi
 from cbir.domain.models import ModelId
 from cbir.domain.switch import SwitchCheck, switch_verdict
 from cbir.ports import Embedders, EventLog, GenerationRegistry, MetadataStore, VectorIndex
-from cbir.replay.backfill import Backfill
+from cbir.replay.backfill import Backfill, Destinations
 from cbir.replay.gate import Probe, probe_quality
-from cbir.settings import Settings
 from processors.stages import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, EventSerializer
@@ -82,9 +81,20 @@ class StageFactory(Protocol):
     def index_stage(self, replay: Generation | None = None) -> Stage: ...
 
 
-def replay_group(settings: Settings, generation: Generation) -> str:
-    """The consumer group of the replay that fills a generation (a rerun continues it)."""
-    return f"{settings.processors.app_id}.replay.{generation.name}"
+@dataclass(frozen=True)
+class ReplayConfig:
+    """What the replay commands need of the settings (made by the wiring)."""
+
+    app_id: str  # the processors' consumer group; a replay's group is named after it
+    images_topic: str
+    embeddings_topic: str  # the first model's; a re-embed's is named after its model
+    alias: str  # the Milvus alias the API searches
+    index_type: str  # of a first generation's collection
+    destinations: Destinations
+
+    def replay_group(self, generation: Generation) -> str:
+        """The consumer group of the replay that fills a generation (a rerun continues it)."""
+        return f"{self.app_id}.replay.{generation.name}"
 
 
 class Rebuilder:
@@ -92,7 +102,7 @@ class Rebuilder:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ReplayConfig,
         report: Report,
         registry: GenerationRegistry,
         metadata: MetadataStore,
@@ -101,7 +111,7 @@ class Rebuilder:
         events: EventLog,
         stages: StageFactory,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.report = report
         self.registry = registry
         self.metadata = metadata
@@ -137,13 +147,11 @@ class Rebuilder:
                 f"{identity.model_id} is the live model already: to change index parameters "
                 "use `cbir reindex`"
             )
-        topic = embeddings_topic_of(self.settings.kafka.embeddings_topic, identity.model_id)
+        topic = embeddings_topic_of(self.config.embeddings_topic, identity.model_id)
         self.events.ensure_embeddings_topic(topic)
         generation = self._building(options, topic, model, identity.model_id, identity.dim, live)
         stage = self.stages.embed_stage(replay=generation)
-        return self._fill_and_switch(
-            generation, self.settings.kafka.images_topic, stage, options, live
-        )
+        return self._fill_and_switch(generation, self.config.images_topic, stage, options, live)
 
     def prune(self) -> list[str]:
         """Drop the retired generations whose grace period is over (with their replay's
@@ -164,7 +172,7 @@ class Rebuilder:
     def _embeddings_topic(self) -> str:
         """With no registry to say which, the one embeddings topic in Kafka: the configured
         one, or a re-embed's (`<configured>.<model>`), which replaces it."""
-        base = self.settings.kafka.embeddings_topic
+        base = self.config.embeddings_topic
         found = sorted(
             name for name in self.events.topics() if name == base or name.startswith(f"{base}.")
         )
@@ -208,9 +216,7 @@ class Rebuilder:
     ) -> Generation:
         """The generation this command fills from `topic`: a half-built one continued, or
         a new one."""
-        index_type = options.index_type or (
-            live.index_type if live else self.settings.milvus.index_type
-        )
+        index_type = options.index_type or (live.index_type if live else self.config.index_type)
         # the type's defaults, overridden by what was asked (HNSW wants M and efConstruction)
         params = {**self.index.default_params(index_type), **(options.index_params or {})}
         with self.registry.locked():
@@ -237,7 +243,7 @@ class Rebuilder:
                 log.info("continuing", extra={"generation": started.name})
                 return started
             generation = self.registry.register(
-                alias=self.settings.milvus.collection,
+                alias=self.config.alias,
                 model=model,
                 model_id=model_id,
                 dim=dim,
@@ -265,7 +271,7 @@ class Rebuilder:
 
     def _forget_log_of(self, generation: Generation) -> None:
         """The replay's consumer group, and the embeddings topic if nothing else uses it."""
-        self.events.delete_consumer_group(replay_group(self.settings, generation))
+        self.events.delete_consumer_group(self.config.replay_group(generation))
         in_use = {g.embeddings_topic for g in self.registry.all() if g.state.holds_topic}
         if generation.embeddings_topic not in in_use:
             self.events.delete_topic(generation.embeddings_topic)
@@ -280,8 +286,8 @@ class Rebuilder:
         live: Generation | None,
     ) -> Generation:
         backfill = Backfill(
-            self.settings,
-            self.events.reader(source, replay_group(self.settings, generation)),
+            self.config.destinations,
+            self.events.reader(source, self.config.replay_group(generation)),
             self.events.writer(),
             stage,
             options.batch_size,
@@ -361,9 +367,7 @@ class Rebuilder:
     ) -> SwitchCheck:
         processors_lag = 0
         if live is not None:  # the processors feed the new generation too: they must be done
-            processors_lag = self.events.lag(
-                self.settings.processors.app_id, [generation.embeddings_topic]
-            )
+            processors_lag = self.events.lag(self.config.app_id, [generation.embeddings_topic])
         new_count = self.index.count(generation.name)
         if live is not None:
             reference = self.index.count(live.name)

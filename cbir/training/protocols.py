@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cbir.evaluation.metrics import evaluate, exhaustive_rankings, judge
-from cbir.training.splits import Protocol, split
+from cbir.training.splits import SplitProtocol, split
 from cbir.training.trainer import Epoch, TrainOptions, embed_with, train
 
 
@@ -72,7 +72,7 @@ def quality(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def run_protocol(
     features: np.ndarray,
     labels: np.ndarray,
-    protocol: Protocol,
+    protocol: SplitProtocol,
     chosen: Sequence[Variant],
     seed: int = 0,
     on_epoch: Callable[[str, Epoch], None] = lambda _v, _e: None,

@@ -10,11 +10,13 @@ from typing import Literal
 
 import numpy as np
 
-Protocol = Literal["class-disjoint", "same-classes"]
-PROTOCOLS: tuple[Protocol, ...] = ("class-disjoint", "same-classes")
+SplitProtocol = Literal["class-disjoint", "same-classes"]
+PROTOCOLS: tuple[SplitProtocol, ...] = ("class-disjoint", "same-classes")
 
 
-def split(labels: np.ndarray, protocol: Protocol, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split(
+    labels: np.ndarray, protocol: SplitProtocol, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(training indices, evaluation indices)."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)

@@ -17,7 +17,6 @@ from cbir.domain.retry import RetryPolicy
 from cbir.domain.vectors import Vectors
 from cbir.local_features.store import FeatureStore
 from cbir.ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
-from cbir.settings import Settings
 from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted, ImageMetadata, ImageUploaded
@@ -38,6 +37,16 @@ class Route:
     live: bool = True  # its failures mark the image's row failed (a build's do not)
 
 
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What the embed stage needs of the settings (made by the wiring)."""
+
+    model: str  # the Triton model embedded with before any generation exists
+    embeddings_topic: str  # where that model's embeddings go
+    in_flight: int  # Triton requests in flight at once
+    chunk: int  # images per Triton request
+
+
 class EmbedStage(Stage):
     """`replay` is the generation a replay fills: it alone is embedded for, and an upload
     whose object is gone is skipped (a later delete in the log removed it), not
@@ -47,7 +56,7 @@ class EmbedStage(Stage):
 
     def __init__(
         self,
-        settings: Settings,
+        config: EmbedConfig,
         objects: ObjectStore,
         metadata: MetadataStore,
         registry: GenerationRegistry,
@@ -58,13 +67,13 @@ class EmbedStage(Stage):
     ) -> None:
         super().__init__(metadata, policy)
         self.features = features
-        self.settings = settings
+        self.config = config
         self.objects = objects
         self.registry = registry
         self.embedders = embedders
         self.replay = replay
         self.fetches = ThreadPoolExecutor(PARALLEL_FETCHES)
-        self.requests = ThreadPoolExecutor(settings.processors.embed_in_flight)
+        self.requests = ThreadPoolExecutor(config.in_flight)
 
     def routes(self) -> list[Route]:
         """One route per embeddings topic of the generations to embed for; before any
@@ -76,9 +85,7 @@ class EmbedStage(Stage):
             active = self.policy.run(self.registry.active, "read the generation registry")
             chosen = list({g.embeddings_topic: g for g in active}.values())
         if not chosen:
-            return [
-                Route(self.settings.processors.model, self.settings.kafka.embeddings_topic, None)
-            ]
+            return [Route(self.config.model, self.config.embeddings_topic, None)]
         return [Route(g.model, g.embeddings_topic, g.model_id, g.live) for g in chosen]
 
     def _process(self, messages: list[LogMessage]) -> list[Outcome]:
@@ -201,7 +208,7 @@ class EmbedStage(Stage):
 
     def _embed(self, model: str, images: list[bytes]) -> tuple[Vectors, list[str]]:
         """Several Triton requests in flight at once, so that every instance stays busy."""
-        size = self.settings.processors.embed_chunk
+        size = self.config.chunk
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
         embedder = self.embedders(model)
         results = self.policy.run(

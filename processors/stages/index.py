@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -23,13 +24,21 @@ from cbir.domain.plan import plan_index
 from cbir.domain.retry import RetryPolicy
 from cbir.local_features.store import FeatureStore
 from cbir.ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
-from cbir.settings import Settings
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted
 
 log = logging.getLogger("cbir.processors")
 Event = EmbeddingComputed | ImageDeleted | None  # None: a tombstone
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """What the index stage needs of the settings (made by the wiring)."""
+
+    bucket: str  # where the images' bytes are (a delete removes them)
+    alias: str  # the Milvus alias the API searches
+    index_type: str  # of the first generation's collection
 
 
 class IndexStage(Stage):
@@ -41,7 +50,7 @@ class IndexStage(Stage):
 
     def __init__(
         self,
-        settings: Settings,
+        config: IndexConfig,
         index: VectorIndex,
         metadata: MetadataStore,
         registry: GenerationRegistry,
@@ -51,7 +60,7 @@ class IndexStage(Stage):
         features: FeatureStore | None = None,
     ) -> None:
         super().__init__(metadata, policy)
-        self.settings = settings
+        self.config = config
         self.features = features
         self.index = index
         self.registry = registry
@@ -113,9 +122,9 @@ class IndexStage(Stage):
                 self.index.switch_alias(live[0].name)
             if active:
                 return active
-            index_type = self.settings.milvus.index_type
+            index_type = self.config.index_type
             first = self.registry.register(
-                alias=self.settings.milvus.collection,
+                alias=self.config.alias,
                 model=ModelId.parse(model_id).triton_model,
                 model_id=model_id,
                 dim=dim,
@@ -247,7 +256,7 @@ class IndexStage(Stage):
                 )
             return
         rows = self.policy.run(lambda: self.metadata.lookup(image_ids), "look up the images")
-        bucket = self.settings.minio.bucket
+        bucket = self.config.bucket
         for image_id in image_ids:
             key = rows[image_id].object_key if image_id in rows else object_key_of(image_id)
             self.policy.run(partial(self.objects.remove, bucket, key), f"remove {key}")

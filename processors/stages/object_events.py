@@ -13,7 +13,6 @@ from cbir.domain.images import MAX_OBJECT_KEY_BYTES, image_id_of, sniff
 from cbir.domain.log import Forward, LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
 from cbir.ports import MetadataStore, ObjectStore
-from cbir.settings import Settings
 from processors.stages.base import Stage, fetch
 from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded
 
@@ -23,13 +22,13 @@ class ObjectEventsStage(Stage):
 
     def __init__(
         self,
-        settings: Settings,
+        bucket: str,
         objects: ObjectStore,
         metadata: MetadataStore,
         policy: RetryPolicy,
     ) -> None:
         super().__init__(metadata, policy)
-        self.settings = settings
+        self.bucket = bucket  # the images' bucket: its notifications are bridged
         self.objects = objects
 
     def _process(self, messages: list[LogMessage]) -> list[Outcome]:
@@ -42,7 +41,7 @@ class ObjectEventsStage(Stage):
                 outcomes.append(self.dead_letter(message, "decode", reason))
                 continue
             for event in events:
-                if event.ours or event.bucket != self.settings.minio.bucket:
+                if event.ours or event.bucket != self.bucket:
                     continue
                 if event.created:
                     outcomes.extend(self._created(message, event))

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from cbir.domain.images import image_id_of
+from cbir.wiring import ingest_config
 from producers.ingest import IngestItem, delete_images
 from query_api.dependencies import (
     LOOKUP_ERRORS,
@@ -58,7 +59,7 @@ def upload(
             503, "not_accepted", f"the pipeline did not take it: {summary.rejected[0][1]}"
         )
     image_id = image_id_of(data)
-    row = api.engine.row(image_id)
+    row = api.engine.catalogue.row(image_id)
     status = str(row.status) if row else "pending"
     if summary.new:
         detail = "accepted: it is indexed by the pipeline in a few seconds"
@@ -78,14 +79,16 @@ def browse(
     status: Annotated[str | None, Query(pattern="^(pending|indexed|failed)$")] = None,
 ) -> Browse:
     """Stored images, newest first."""
-    return Browse(images=api.engine.browse(limit, offset, status), limit=limit, offset=offset)
+    return Browse(
+        images=api.engine.catalogue.browse(limit, offset, status), limit=limit, offset=offset
+    )
 
 
 @router.get("/{image_id}", response_model=ImageDetail, responses=LOOKUP_ERRORS)
 def metadata(api: Services, image_id: ImageId) -> ImageDetail:
     """One image's metadata and status: pending, indexed, or failed with the reason; an
     indexed image without tags gets the tags its nearest neighbours vote for."""
-    return api.engine.image(image_id)
+    return api.engine.catalogue.image(image_id)
 
 
 @router.get(
@@ -96,7 +99,7 @@ def metadata(api: Services, image_id: ImageId) -> ImageDetail:
 def duplicates(api: Services, image_id: ImageId) -> DuplicatesResponse:
     """Its near-duplicates among its nearest neighbours: perceptual hash and embedding tiers,
     confirmed by spatial verification where only one of them says so."""
-    return api.engine.duplicates(image_id)
+    return api.engine.duplicates.of(image_id)
 
 
 @router.get(
@@ -112,7 +115,7 @@ def duplicates(api: Services, image_id: ImageId) -> DuplicatesResponse:
 )
 def content(api: Services, image_id: ImageId) -> Response:
     """The image's bytes, proxied from the object store."""
-    data, media_type = api.engine.content(image_id)
+    data, media_type = api.engine.catalogue.content(image_id)
     return Response(
         data, media_type=media_type, headers={"Cache-Control": "public, max-age=86400, immutable"}
     )
@@ -127,8 +130,10 @@ def content(api: Services, image_id: ImageId) -> Response:
 )
 def delete(api: Services, image_id: ImageId) -> Accepted:
     """Delete an image everywhere (through the pipeline: an event, then a tombstone)."""
-    api.engine.image(image_id)  # 404 when unknown
-    delete_images(api.settings, api.writer(), [image_id], "api", "deleted through the API")
+    api.engine.catalogue.image(image_id)  # 404 when unknown
+    delete_images(
+        ingest_config(api.settings), api.writer(), [image_id], "api", "deleted through the API"
+    )
     return Accepted(
         image_id=image_id,
         status="deleting",

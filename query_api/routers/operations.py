@@ -28,7 +28,7 @@ def ready(api: Services) -> JSONResponse:
     """Every dependency answers: ready; only Redis missing: degraded (answers, uncached);
     anything else missing: 503."""
     checks = {c.service: c for c in check_all(api.settings)}
-    api.engine.cache.ping()
+    api.engine.context.cache.ping()
     down = [name for name, c in checks.items() if not c.ok]
     status = "ready" if not down else "degraded" if down == ["redis"] else "unavailable"
     body = Readiness(

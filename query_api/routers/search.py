@@ -23,6 +23,7 @@ from query_api.dependencies import (
 )
 from query_api.filters import MAX_VALUES, SearchFilters
 from query_api.models import SearchResponse
+from query_api.search import SearchRequest
 from query_api.spatial import SpatialRequest
 
 TagMode = Literal["any", "all"]
@@ -54,8 +55,18 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         "global order",
     }
 
-    def spatial(rerank: str, depth: int, budget_ms: int) -> SpatialRequest | None:
-        return SpatialRequest(depth, budget_ms) if rerank == "spatial" else None
+    def request(
+        k: int,
+        filters: SearchFilters,
+        effort: int,
+        cache_control: str | None,
+        rerank: str,
+        depth: int,
+        budget_ms: int,
+    ) -> SearchRequest:
+        """What both routes ask, from their parameters."""
+        spatial = SpatialRequest(depth, budget_ms) if rerank == "spatial" else None
+        return SearchRequest(k, filters, effort or None, not no_cache(cache_control), spatial)
 
     @routes.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
     def search(
@@ -76,16 +87,8 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
         computes the result list afresh (the query's embedding may still come from cache)."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        data = read_upload(api, image)
-        outcome = api.engine.search_image(
-            data,
-            k,
-            filters,
-            effort or None,
-            not no_cache(cache_control),
-            spatial(rerank, depth, rerank_budget_ms),
-        )
-        return search_response(outcome, k)
+        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms)
+        return search_response(api.engine.search.by_image(read_upload(api, image), asked), k)
 
     @routes.get(
         "/images/{image_id}/similar",
@@ -112,14 +115,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
     ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        outcome = api.engine.search_similar(
-            image_id,
-            k,
-            filters,
-            effort or None,
-            not no_cache(cache_control),
-            spatial(rerank, depth, rerank_budget_ms),
-        )
-        return search_response(outcome, k)
+        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms)
+        return search_response(api.engine.search.similar(image_id, asked), k)
 
     return routes

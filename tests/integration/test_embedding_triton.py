@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cbir.adapters.embedder import ModelNotServed, TritonEmbedder
-from cbir.models.runtime import Embedder
+from cbir.models.runtime import OnnxEmbedder
 from cbir.settings import Settings
 from cbir.stack.launcher import Launcher
 from tests.images import bad_inputs, reencoded
@@ -41,7 +41,7 @@ def test_triton_equals_the_same_model_in_process(
     settings, version_dir = served
     images = [p.read_bytes() for p in flower_photos]
     through_triton, _ = TritonEmbedder(settings.triton, "mobilenet").embed(images)
-    in_process, _ = Embedder(version_dir).embed(images)
+    in_process, _ = OnnxEmbedder(version_dir).embed(images)
     np.testing.assert_allclose(through_triton, in_process, atol=1e-5)
 
 
@@ -75,7 +75,7 @@ def test_a_mixed_batch_embeds_the_good_and_names_each_bad(
 def test_the_model_identity_is_in_its_metadata(served: tuple[Settings, Path]) -> None:
     settings, version_dir = served
     identity = TritonEmbedder(settings.triton, "mobilenet").identity()
-    spec = Embedder(version_dir).spec
+    spec = OnnxEmbedder(version_dir).spec
     assert identity.model_id == spec.model_id
     assert (identity.dim, identity.pooling) == (1024, "gap")
     assert identity.fingerprint == spec.fingerprint()

@@ -21,11 +21,11 @@ from cbir import wiring
 from cbir.adapters import object_store
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.kafka_topics import admin_client
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.domain.images import image_id_of, object_key_of
 from cbir.settings import Settings
 from cbir.stack.launcher import Launcher
-from processors.status import consumer_lag
+from cbir.wiring import consumer_lag
 from producers.ingest import collect
 from schemas.events import DeadLetter, Event
 from tests.integration.helpers import indexed, rows, wait_for
@@ -43,7 +43,7 @@ def pipeline(launcher: Launcher, mobilenet_served: Path) -> Settings:
 
 def vectors_of(settings: Settings, image_ids: set[str]) -> int:
     """How many entities the searched collection holds for these ids (duplicates counted)."""
-    index = VectorIndex(settings.milvus, settings.processors)
+    index = MilvusVectorIndex(settings.milvus, settings.processors)
     try:
         found = 0
         ordered = sorted(image_ids)
@@ -96,7 +96,7 @@ def test_flowers17_is_indexed_exactly_once_and_each_image_finds_itself(
         [item.path.read_bytes() for item in sample]
     )
     assert not any(errors)
-    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    index = MilvusVectorIndex(pipeline.milvus, pipeline.processors)
     hits = index.search(vectors, k=5)
     index.close()
     for item, found in zip(sample, hits, strict=True):
@@ -176,7 +176,7 @@ def test_a_deleted_image_is_gone_from_every_store_and_from_search(
     wiring.ingest(pipeline, collect([str(tmp_path)]))
     wait_for(lambda: indexed(pipeline, {image_id}) == 1, 120, "the image to be indexed")
     vectors, _ = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed([data])
-    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    index = MilvusVectorIndex(pipeline.milvus, pipeline.processors)
     assert index.search(vectors, k=1)[0][0].image_id == image_id
 
     wiring.delete(pipeline, [image_id])
@@ -260,7 +260,7 @@ def test_an_object_put_by_an_s3_client_is_searchable_and_its_removal_deletes_it(
     row = rows(pipeline, {image_id})[image_id]
     assert (row["object_key"], row["source"], row["file_name"]) == (key, "s3", key.split("/")[1])
     vectors, _ = TritonEmbedder(pipeline.triton, pipeline.processors.model).embed([data])
-    index = VectorIndex(pipeline.milvus, pipeline.processors)
+    index = MilvusVectorIndex(pipeline.milvus, pipeline.processors)
     assert index.search(vectors, k=1)[0][0].image_id == image_id
     index.close()
 

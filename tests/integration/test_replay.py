@@ -28,7 +28,7 @@ from cbir import wiring
 from cbir.adapters import generations, kafka_topics, metadata_store, object_store
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.generations import Generation
-from cbir.adapters.vector_index import VectorIndex
+from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.replay import wipe_index_and_metadata
 from cbir.domain.errors import ReplayError, ServiceUnavailable
 from cbir.domain.images import image_id_of
@@ -132,7 +132,7 @@ class Stores:
     """What Milvus holds, asked with strong consistency."""
 
     def __init__(self, settings: Settings) -> None:
-        self.index = VectorIndex(settings.milvus, settings.processors)
+        self.index = MilvusVectorIndex(settings.milvus, settings.processors)
 
     def count(self, name: str) -> int:
         return self.index.count(name)

@@ -13,6 +13,7 @@ from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.images import image_id_of
 from cbir.domain.retry import RetryPolicy
 from cbir.settings import Settings
+from cbir.wiring import ingest_config
 from producers.ingest import Ingestor, collect
 from schemas.events import EventSerializer, ImageUploaded
 from tests.fakes import FakeMetadataStore, FakeObjectStore, FakeWriter
@@ -33,7 +34,12 @@ class World:
         self.sleeps: list[float] = []
         policy = RetryPolicy(give_up_after_s=wait_s, sleep=self.sleeps.append)
         self.ingestor = Ingestor(
-            Settings(), self.objects, self.metadata, self.writer, policy, source="test"
+            ingest_config(Settings()),
+            self.objects,
+            self.metadata,
+            self.writer,
+            policy,
+            source="test",
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +15,12 @@ import pytest
 from cbir.domain.images import image_id_of
 from cbir.domain.rows import Hit
 from cbir.settings import Settings
+from cbir.wiring import query_config
+from query_api.context import QueryContext
 from query_api.engine import QueryEngine
 from query_api.errors import ApiError
-from query_api.filters import SearchFilters
 from query_api.metrics import ApiMetrics
+from query_api.search import SearchRequest
 from schemas.events import ImageMetadata
 from tests.fakes import (
     FakeCache,
@@ -40,13 +43,15 @@ class Fixture:
         self.objects = FakeObjectStore()
         self.embedder = FakeEmbedder("mobilenet", MODEL)
         self.engine = QueryEngine(
-            Settings(),
-            ApiMetrics(),
-            self.metadata,
-            lambda: self.index,
-            FakeEmbedders(self.embedder),
-            self.cache,
-            self.objects,
+            QueryContext(
+                query_config(Settings()),
+                ApiMetrics(),
+                self.metadata,
+                lambda: self.index,
+                FakeEmbedders(self.embedder),
+                self.cache,
+                self.objects,
+            )
         )
         self.index.create(COLLECTION, MODEL, 8, "FLAT", {})
         self.index.switch_alias(COLLECTION)
@@ -85,7 +90,7 @@ def fx() -> Fixture:
 
 def test_a_search_ranks_by_similarity_and_joins_the_metadata(fx: Fixture) -> None:
     same, other = fx.store(b"\x01same"), fx.store(b"\x02other")
-    outcome = fx.engine.search_image(b"\x01query", 2, SearchFilters.parse(), None)
+    outcome = fx.engine.search.by_image(b"\x01query", SearchRequest(2))
     assert [r.image_id for r in outcome.results] == [same, other]
     assert [r.rank for r in outcome.results] == [1, 2]
     assert outcome.results[0].score == 1.0 and outcome.results[0].tags == ["rose"]
@@ -95,13 +100,13 @@ def test_a_search_ranks_by_similarity_and_joins_the_metadata(fx: Fixture) -> Non
 def test_results_and_embeddings_are_cached_until_the_index_changes(fx: Fixture) -> None:
     fx.store(b"\x01a")
     query = b"\x01q"
-    first = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
-    again = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
+    first = fx.engine.search.by_image(query, SearchRequest(5))
+    again = fx.engine.search.by_image(query, SearchRequest(5))
     assert (first.result_cache, first.embedding_cache) == ("miss", "miss")
     assert again.result_cache == "hit" and again.results == first.results
     assert fx.embedder.calls == 1 and fx.index.searches == 1
     added = fx.store(b"\x01b")  # a write bumps the index generation: the cached list is old
-    fresh = fx.engine.search_image(query, 5, SearchFilters.parse(), None)
+    fresh = fx.engine.search.by_image(query, SearchRequest(5))
     assert (fresh.result_cache, fresh.embedding_cache) == ("miss", "hit")
     assert added in {r.image_id for r in fresh.results}
     assert fx.embedder.calls == 1  # the embedding's key is the model and the bytes alone
@@ -109,43 +114,43 @@ def test_results_and_embeddings_are_cached_until_the_index_changes(fx: Fixture) 
 
 def test_bypassing_the_result_cache_searches_again(fx: Fixture) -> None:
     fx.store(b"\x01a")
-    fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
-    bypass = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None, False)
+    fx.engine.search.by_image(b"\x01q", SearchRequest(5))
+    bypass = fx.engine.search.by_image(b"\x01q", SearchRequest(5, use_result_cache=False))
     assert bypass.result_cache == "bypass" and fx.index.searches == 2
 
 
 def test_more_like_this_uses_the_stored_vector_and_says_why_it_cannot(fx: Fixture) -> None:
     stored = fx.store(b"\x03stored")
-    outcome = fx.engine.search_similar(stored, 1, SearchFilters.parse(), None)
+    outcome = fx.engine.search.similar(stored, SearchRequest(1))
     assert outcome.results[0].image_id == stored and fx.embedder.calls == 0
     pending = fx.store(b"\x04pending", indexed=False)
     with pytest.raises(ApiError) as refused:
-        fx.engine.search_similar(pending, 1, SearchFilters.parse(), None)
+        fx.engine.search.similar(pending, SearchRequest(1))
     assert refused.value.status == 409 and "pending" in str(refused.value)
     with pytest.raises(ApiError) as unknown:
-        fx.engine.search_similar("0" * 64, 1, SearchFilters.parse(), None)
+        fx.engine.search.similar("0" * 64, SearchRequest(1))
     assert unknown.value.status == 404
 
 
 def test_an_unreadable_query_image_is_a_422_with_the_reason(fx: Fixture) -> None:
     fx.store(b"\x01a")
     with pytest.raises(ApiError) as refused:
-        fx.engine.search_image(b"bad image", 5, SearchFilters.parse(), None)
+        fx.engine.search.by_image(b"bad image", SearchRequest(5))
     assert refused.value.status == 422 and "cannot identify" in str(refused.value)
 
 
 def test_nothing_indexed_yet_answers_no_results(fx: Fixture) -> None:
     fx.index.alias = None
-    outcome = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    outcome = fx.engine.search.by_image(b"\x01q", SearchRequest(5))
     assert outcome.results == [] and outcome.result_cache == "none"
 
 
 def test_an_images_bytes_come_from_the_object_store_with_its_type(fx: Fixture) -> None:
     image_id = fx.store(b"\x05bytes")
-    assert fx.engine.content(image_id) == (b"\x05bytes", "image/jpeg")
+    assert fx.engine.catalogue.content(image_id) == (b"\x05bytes", "image/jpeg")
     fx.objects.objects.clear()
     with pytest.raises(ApiError) as gone:
-        fx.engine.content(image_id)
+        fx.engine.catalogue.content(image_id)
     assert gone.value.status == 404
 
 
@@ -163,9 +168,9 @@ def test_a_dependency_that_keeps_failing_is_refused_at_once_until_a_probe(fx: Fi
     fx.metadata.index_generation = down  # type: ignore[method-assign]
     for _ in range(3):  # breaker_failures
         with pytest.raises(ServiceUnavailable):
-            fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+            fx.engine.search.by_image(b"\x01q", SearchRequest(5))
     with pytest.raises(CircuitOpen, match="MySQL failed 3 times in a row"):
-        fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+        fx.engine.search.by_image(b"\x01q", SearchRequest(5))
     assert len(calls) == 3  # the fourth request did not wait on MySQL
 
 
@@ -199,14 +204,14 @@ def slow_fixture(read_s: float, bound_s: float) -> tuple[Fixture, SlowReads]:
     slow.collections, slow.models = fx.index.collections, fx.index.models
     slow.alias = fx.index.alias
     fx.index = slow
-    fx.engine.timeout_s = bound_s
+    fx.engine.context.config = replace(fx.engine.context.config, timeout_s=bound_s)
     return fx, slow
 
 
 def test_a_searchs_milvus_calls_share_one_bound() -> None:
     fx, slow = slow_fixture(read_s=0.2, bound_s=0.5)
     image_id = fx.store(b"\x02a")
-    fx.engine.search_similar(image_id, 5, SearchFilters.parse(), None, use_result_cache=False)
+    fx.engine.search.similar(image_id, SearchRequest(5, use_result_cache=False))
     assert [name for name, _ in slow.bounds] == ["read", "search"]
     (_, read_bound), (_, search_bound) = slow.bounds
     assert read_bound is not None and search_bound is not None
@@ -218,7 +223,7 @@ def test_a_search_whose_bound_is_spent_is_a_503_naming_the_setting() -> None:
     fx, slow = slow_fixture(read_s=0.3, bound_s=0.2)
     image_id = fx.store(b"\x02a")
     with pytest.raises(ApiError, match="CBIR_API__DEPENDENCY_TIMEOUT_S") as raised:
-        fx.engine.search_similar(image_id, 5, SearchFilters.parse(), None)
+        fx.engine.search.similar(image_id, SearchRequest(5))
     assert raised.value.status == 503
     assert [name for name, _ in slow.bounds] == ["read"]  # Milvus was not asked to search
 
@@ -228,7 +233,7 @@ def test_a_search_predicts_the_querys_labels_from_its_neighbours(fx: Fixture) ->
         fx.store(data, tags=("rose",))
     fx.store(b"\x01d", tags=("tulip",))
     fx.store(b"\x02far", tags=("daisy",))  # similarity 0: no vote
-    outcome = fx.engine.search_image(b"\x01q", 5, SearchFilters.parse(), None)
+    outcome = fx.engine.search.by_image(b"\x01q", SearchRequest(5))
     first, second = outcome.predicted()
     assert (first.label, first.confidence, first.neighbours) == ("rose", 0.75, 3)
     assert (second.label, second.confidence) == ("tulip", 0.25)
@@ -239,11 +244,11 @@ def test_an_untagged_image_gets_the_tags_its_neighbours_vote(fx: Fixture) -> Non
         fx.store(data, tags=("rose",))
     fx.store(b"\x01d", tags=("tulip",))
     untagged = fx.store(b"\x01u", tags=())
-    detail = fx.engine.image(untagged)
+    detail = fx.engine.catalogue.image(untagged)
     assert detail.predicted_tags is not None
     # itself left out of the vote: 3 of 4 neighbours, not 3 of 5
     assert (detail.predicted_tags[0].label, detail.predicted_tags[0].confidence) == ("rose", 0.75)
-    assert fx.engine.image(fx.store(b"\x01t", tags=("rose",))).predicted_tags is None
+    assert fx.engine.catalogue.image(fx.store(b"\x01t", tags=("rose",))).predicted_tags is None
 
 
 def test_the_metadata_answers_without_a_prediction_while_the_index_cannot(fx: Fixture) -> None:
@@ -255,5 +260,5 @@ def test_the_metadata_answers_without_a_prediction_while_the_index_cannot(fx: Fi
         raise ServiceUnavailable("Milvus", "127.0.0.1:19530", "CBIR_MILVUS__HOST", "down")
 
     fx.index.vectors_of = down  # type: ignore[method-assign]
-    detail = fx.engine.image(untagged)
+    detail = fx.engine.catalogue.image(untagged)
     assert detail.image_id == untagged and detail.predicted_tags is None

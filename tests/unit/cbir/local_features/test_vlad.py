@@ -11,7 +11,7 @@ import pytest
 from cbir.local_features.features import Extractor, LocalFeatures
 from cbir.local_features.vlad import train
 from cbir.models.export import export_vlad
-from cbir.models.runtime import Embedder, LocalSpec, ModelSpec, vlad_aggregate
+from cbir.models.runtime import LocalSpec, ModelSpec, OnnxEmbedder, vlad_aggregate
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_an_exported_vlad_entry_embeds_as_training_describes(
     assert stored.model_id == spec.model_id and stored.local == LocalSpec(200, 256)
     assert (tmp_path / "vlad" / "config.pbtxt").exists()
     assert (tmp_path / "vlad" / "1" / "model.py").exists()
-    embedder = Embedder(tmp_path / "vlad" / "1")
+    embedder = OnnxEmbedder(tmp_path / "vlad" / "1")
     datas = [p.read_bytes() for p in flower_photos[:3]]
     vectors, errors = embedder.embed([*datas, b"not an image"])
     assert errors[:3] == ["", "", ""] and errors[3]

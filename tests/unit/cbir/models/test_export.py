@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cbir.models.export import ExportError, PcaOptions, export_model
-from cbir.models.runtime import Embedder, Pooling
+from cbir.models.runtime import OnnxEmbedder, Pooling
 from cbir.models.shared_mobilenet import PREPROCESSING as MOBILENET_PREPROCESSING
 from cbir.models.shared_mobilenet import export_shared_mobilenet
 
@@ -63,8 +63,8 @@ def test_cls_and_gem_pooling_give_different_descriptors(
     vit_entries: Path, flower_photos: list[Path]
 ) -> None:
     images = [p.read_bytes() for p in flower_photos]
-    cls_vectors, _ = Embedder(vit_entries / "vit_cls" / "1").embed(images)
-    gem_vectors, _ = Embedder(vit_entries / "vit_gem" / "1").embed(images)
+    cls_vectors, _ = OnnxEmbedder(vit_entries / "vit_cls" / "1").embed(images)
+    gem_vectors, _ = OnnxEmbedder(vit_entries / "vit_gem" / "1").embed(images)
     assert cls_vectors.shape == gem_vectors.shape == (len(images), 192)
     np.testing.assert_allclose(np.linalg.norm(gem_vectors, axis=1), 1.0, rtol=1e-5)
     cosines = np.sum(cls_vectors * gem_vectors, axis=1)
@@ -87,7 +87,7 @@ def test_pca_gives_the_requested_dimension_and_unit_norm(
     )
     assert (spec.feature_dim, spec.dim, spec.pca_whiten) == (1024, 32, True)
     assert spec.model_id.startswith("mobilenet_pca:1:32d:gap:")
-    vectors, errors = Embedder(tmp_path / "mobilenet_pca" / "1").embed(
+    vectors, errors = OnnxEmbedder(tmp_path / "mobilenet_pca" / "1").embed(
         [p.read_bytes() for p in flower_photos]
     )
     assert vectors.shape == (len(flower_photos), 32) and not any(errors)
@@ -137,8 +137,8 @@ def test_a_trained_head_makes_an_entry_of_its_own(tmp_path: Path, mobilenet_onnx
     assert spec.fingerprint() != base.fingerprint()
     photos = sorted((mobilenet_onnx.parents[1] / "data" / "flowers17" / "0").iterdir())[:3]
     images = [p.read_bytes() for p in photos]
-    frozen, _ = Embedder(tmp_path / "mobilenet" / "1").embed(images)
-    trained, errors = Embedder(tmp_path / "mobilenet-trained" / "1").embed(images)
+    frozen, _ = OnnxEmbedder(tmp_path / "mobilenet" / "1").embed(images)
+    trained, errors = OnnxEmbedder(tmp_path / "mobilenet-trained" / "1").embed(images)
     assert not any(errors)
     np.testing.assert_allclose(trained, embed_with(head, frozen), atol=1e-5)
     with pytest.raises(ExportError, match="a name of its own"):

@@ -11,9 +11,9 @@ from PIL import Image
 
 from cbir.domain.models import ModelId
 from cbir.models.runtime import (
-    Embedder,
     ImageRejected,
     ModelSpec,
+    OnnxEmbedder,
     Pca,
     Pooling,
     Preprocessing,
@@ -134,7 +134,7 @@ def test_spec_round_trips_and_its_fingerprint_follows_the_meaning() -> None:
 def test_embedder_rejects_bad_items_and_embeds_the_rest(
     mobilenet_entry: Path, flower_photos: list[Path]
 ) -> None:
-    embedder = Embedder(mobilenet_entry)
+    embedder = OnnxEmbedder(mobilenet_entry)
     bad = bad_inputs(flower_photos[0])
     batch = [flower_photos[0].read_bytes(), *bad.values(), flower_photos[2].read_bytes()]
     vectors, errors = embedder.embed(batch)

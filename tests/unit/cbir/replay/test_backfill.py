@@ -10,6 +10,7 @@ from cbir.domain.log import Forward, LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
 from cbir.replay.backfill import Backfill
 from cbir.settings import Settings
+from cbir.wiring import destinations
 from processors.stages import Stage
 from tests.fakes import FakeMetadataStore, FakeWriter
 
@@ -61,7 +62,7 @@ class RecordingStage(Stage):
 def run(count: int, batch: int) -> tuple[list[str], FakeWriter, Backfill]:
     log: list[str] = []
     reader, writer, stage = FakeReader(count, log), FakeWriter(), RecordingStage(log)
-    backfill = Backfill(Settings(), reader, writer, stage, batch)
+    backfill = Backfill(destinations(Settings()), reader, writer, stage, batch)
     while backfill.step(wait_s=0.0):
         pass
     backfill.close()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cbir.models.export import export_model, timm_model, timm_preprocessing
-from cbir.models.runtime import Embedder, Pooling, decode_image, to_input
+from cbir.models.runtime import OnnxEmbedder, Pooling, decode_image, to_input
 from cbir.training.backbone import split, tail_and_head, trunk_activations
 from cbir.training.trainer import TrainingError, TrainOptions, embedded_by, train
 
@@ -53,7 +53,7 @@ def test_the_last_stage_trains_and_the_entry_computes_what_was_trained(
         pooling=Pooling("gap"), model=model, head=trained.head,
     )  # fmt: skip
     assert spec.dim == 16 and spec.head == "linear 512-16"
-    served, errors = Embedder(tmp_path / "ft" / "1").embed(images[:3])
+    served, errors = OnnxEmbedder(tmp_path / "ft" / "1").embed(images[:3])
     assert not any(errors)
     side = preprocessing.resize_shorter
     with torch.no_grad():

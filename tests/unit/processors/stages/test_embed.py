@@ -11,6 +11,7 @@ from cbir.domain.generations import Generation, GenerationState
 from cbir.domain.rows import ImageStatus
 from cbir.local_features.features import Extractor, LocalFeatures
 from cbir.local_features.store import FeatureStore
+from cbir.wiring import embed_config
 from processors.stages import EmbedStage
 from schemas.events import EmbeddingComputed, ImageDeleted
 from tests.unit.processors.stages.conftest import (
@@ -32,7 +33,7 @@ def stage(
     world: World, replay: Generation | None = None, features: FeatureStore | None = None
 ) -> EmbedStage:
     return EmbedStage(
-        world.settings,
+        embed_config(world.settings),
         world.objects,
         world.metadata,
         world.registry,

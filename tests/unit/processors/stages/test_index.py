@@ -7,6 +7,7 @@ import numpy as np
 from cbir.domain.errors import Rejected, ServiceUnavailable
 from cbir.domain.generations import GenerationState
 from cbir.domain.rows import ImageStatus
+from cbir.wiring import index_config
 from processors.stages import IndexStage
 from tests.unit.processors.stages.conftest import (
     MOBILENET,
@@ -23,7 +24,12 @@ TOPIC = "cbir.embeddings"
 
 def stage(world: World) -> IndexStage:
     return IndexStage(
-        world.settings, world.index, world.metadata, world.registry, world.objects, world.policy
+        index_config(world.settings),
+        world.index,
+        world.metadata,
+        world.registry,
+        world.objects,
+        world.policy,
     )
 
 
@@ -126,7 +132,7 @@ def test_a_replay_writes_its_generation_alone_and_leaves_the_rows_to_the_live_on
     building = world.registry.add(MOBILENET, TOPIC, GenerationState.BUILDING)
     image = world.image(b"\x01replayed")
     replay = IndexStage(
-        world.settings,
+        index_config(world.settings),
         world.index,
         world.metadata,
         world.registry,

@@ -27,7 +27,9 @@ def notification(name: str, key: str, bucket: str = "images", ours: bool = False
 
 
 def stage(world: World) -> ObjectEventsStage:
-    return ObjectEventsStage(world.settings, world.objects, world.metadata, world.policy)
+    return ObjectEventsStage(
+        world.settings.minio.bucket, world.objects, world.metadata, world.policy
+    )
 
 
 def test_an_object_put_by_an_s3_client_enters_the_pipeline_under_its_own_key(

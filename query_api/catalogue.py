@@ -1,0 +1,53 @@
+"""The stored images themselves: one image's metadata (with the tags its neighbours vote
+when it has none), its bytes, and the newest images page by page."""
+
+from __future__ import annotations
+
+from cbir.domain.errors import CbirError
+from cbir.domain.rows import ImageRow
+from query_api.context import QueryContext, unknown_image
+from query_api.errors import ApiError
+from query_api.models import ImageDetail, ImageSummary, PredictedLabel
+from query_api.search import Search, SearchRequest
+
+
+class Catalogue:
+    def __init__(self, context: QueryContext, search: Search) -> None:
+        self.context = context
+        self.search = search
+
+    def row(self, image_id: str) -> ImageRow | None:
+        """The image's metadata row as stored."""
+        return self.context.row(image_id)
+
+    def image(self, image_id: str) -> ImageDetail:
+        """Its metadata; for an indexed image without tags, the tags its neighbours vote."""
+        row = self.context.row(image_id)
+        if row is None:
+            raise unknown_image(image_id)
+        predicted = None
+        if not row.tags and row.status == "indexed":
+            try:
+                outcome = self.search.similar(
+                    image_id, SearchRequest(self.context.config.default_k)
+                )
+                predicted = [PredictedLabel(**vars(p)) for p in outcome.predicted()]
+            except CbirError:  # the metadata still answers while the index cannot
+                predicted = None
+        return ImageDetail(**ImageSummary.of(row).model_dump(), predicted_tags=predicted)
+
+    def content(self, image_id: str) -> tuple[bytes, str]:
+        """The image's bytes and media type, from the object store."""
+        row = self.context.row(image_id)
+        if row is None:
+            raise unknown_image(image_id)
+        objects, bucket = self.context.objects, self.context.config.bucket
+        data = self.context.call("MinIO", "get", lambda: objects.get(bucket, row.object_key))
+        if data is None:
+            raise ApiError(404, "no_bytes", f"the bytes of {image_id} are gone from the store")
+        return data, row.content_type or "application/octet-stream"
+
+    def browse(self, limit: int, offset: int, status: str | None) -> list[ImageSummary]:
+        metadata = self.context.metadata
+        rows = self.context.call("MySQL", "recent", lambda: metadata.recent(limit, offset, status))
+        return [ImageSummary.of(row) for row in rows]

@@ -1,0 +1,277 @@
+"""Search by image and more like a stored image: the query's vector (an upload's through the
+embedding cache, a stored image's from Milvus), the search, the metadata join, optionally
+the top R re-ranked by spatial verification, all through the result cache."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cbir.domain.categories import Prediction, predict_labels
+from cbir.domain.deadline import Deadline
+from cbir.domain.rows import Served
+from cbir.domain.vectors import Vectors
+from cbir.local_features.features import ImageRejected, LocalFeatures
+from query_api.cache_keys import content_hash, embedding_key, result_key
+from query_api.context import IndexView, QueryContext, unknown_image
+from query_api.errors import ApiError
+from query_api.filters import SearchFilters
+from query_api.models import CacheOutcome, ImageSummary, SearchResult, SpatialInfo
+from query_api.spatial import SpatialRequest
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What is asked of a search, whatever the query is."""
+
+    k: int
+    filters: SearchFilters = field(default_factory=SearchFilters.parse)
+    effort: int | None = None  # search_list / ef / nprobe; None: the index's default
+    use_result_cache: bool = True
+    spatial: SpatialRequest | None = None
+
+
+@dataclass
+class SearchOutcome:
+    results: list[SearchResult]
+    collection: str
+    model_id: str
+    generation: int
+    result_cache: CacheOutcome = "miss"
+    embedding_cache: CacheOutcome = "none"
+    query_id: str | None = None  # more-like-this: the stored image searched with
+    spatial: SpatialInfo | None = None  # what spatial re-ranking did, when asked
+
+    def predicted(self) -> list[Prediction]:
+        """The query's likely labels, voted by the results (the query image left out)."""
+        return predict_labels(
+            [(r.tags, r.score) for r in self.results if r.image_id != self.query_id]
+        )
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search's query: its cache name, how its vector is had, how its features are."""
+
+    name: str
+    vector: Callable[[], tuple[Vectors, CacheOutcome]]
+    features: Callable[[], LocalFeatures | None]
+    image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A search's start: its bound and the index it reads (`served` None: nothing indexed)."""
+
+    deadline: Deadline
+    view: IndexView
+
+    @property
+    def served(self) -> Served:
+        assert self.view.served is not None
+        return self.view.served
+
+
+class Search:
+    def __init__(self, context: QueryContext) -> None:
+        self.context = context
+        # the query's local features are extracted while it is embedded and searched
+        self._background = ThreadPoolExecutor(4, thread_name_prefix="query-features")
+
+    def by_image(self, data: bytes, request: SearchRequest) -> SearchOutcome:
+        """The stored images most similar to an uploaded one; none before anything is
+        indexed."""
+        opened = self._open()
+        if opened.view.served is None:
+            return SearchOutcome([], "", "", opened.view.generation, "none", "none")
+        image_hash = content_hash(data)
+        model_id = opened.served.model_id
+
+        def vector() -> tuple[Vectors, CacheOutcome]:
+            context = self.context
+            key = embedding_key(model_id, image_hash)
+            with context.metrics.timed("redis", "get_embedding"):
+                cached = context.cache.get_vector(key)
+            context.metrics.cache_lookup("embedding", cached is not None)
+            if cached is not None:
+                return cached, "hit"
+            embedder = context.embedder(model_id)
+            vectors, errors = context.call("Triton", "embed", lambda: embedder.embed([data]))
+            if errors[0]:
+                raise ApiError(422, "unreadable_image", f"the image cannot be read: {errors[0]}")
+            context.cache.put_vector(key, vectors[0], context.config.embedding_cache_ttl_s)
+            return vectors[0], "miss"
+
+        def features() -> LocalFeatures:
+            try:
+                return self.context.local_features().store.extract(data)
+            except ImageRejected as exc:
+                raise ApiError(422, "unreadable_image", f"the image cannot be read: {exc}") from exc
+
+        return self._answer(Query(f"image:{image_hash}", vector, features), request, opened)
+
+    def similar(self, image_id: str, request: SearchRequest) -> SearchOutcome:
+        """More like this: the images nearest to a stored image's own vector."""
+        opened = self._open()
+        if opened.view.served is None:
+            raise self._not_indexed(image_id)
+        collection, milvus_ts = opened.served.collection, opened.view.milvus_ts
+
+        def vector() -> tuple[Vectors, CacheOutcome]:
+            context = self.context
+            budget_s = context.left(opened.deadline, "Milvus")
+            found = context.call(
+                "Milvus",
+                "get_vector",
+                lambda: context.index.vectors_of([image_id], collection, milvus_ts, budget_s),
+            )
+            if image_id not in found:
+                raise self._not_indexed(image_id)
+            return found[image_id], "none"
+
+        def features() -> LocalFeatures | None:
+            row = self.context.row(image_id)
+            key = row.object_key if row is not None else None
+            store = self.context.local_features().store
+            return self.context.call("MinIO", "get_features", lambda: store.get(image_id, key))
+
+        return self._answer(Query(f"id:{image_id}", vector, features, image_id), request, opened)
+
+    def _open(self) -> Opened:
+        deadline = self.context.deadline()
+        return Opened(deadline, self.context.view(deadline))
+
+    def _answer(self, query: Query, request: SearchRequest, opened: Opened) -> SearchOutcome:
+        """The cached result list, or: the query's vector, the search, the join, (with
+        `spatial`, the top R re-ranked by spatial verification), cached. The Milvus calls
+        share the request's one deadline: together they never wait past it."""
+        served, generation, spatial = opened.served, opened.view.generation, request.spatial
+        asked = query.name if spatial is None else f"{query.name}|{spatial.cache_tag()}"
+        key = result_key(
+            asked,
+            request.k,
+            request.filters.canonical(),
+            request.effort,
+            served.collection,
+            generation,
+        )
+
+        def outcome(
+            results: list[SearchResult],
+            result_cache: CacheOutcome,
+            embedding_cache: CacheOutcome = "none",
+            info: SpatialInfo | None = None,
+        ) -> SearchOutcome:
+            return SearchOutcome(
+                results,
+                served.collection,
+                served.model_id,
+                generation,
+                result_cache,
+                embedding_cache,
+                query.image_id,
+                info,
+            )
+
+        cached = self._cached_results(key) if request.use_result_cache else None
+        if cached is not None:
+            return outcome(*cached[:1], "hit", info=cached[1])
+        local = self.context.local_features() if spatial is not None else None
+        # the candidates' features are read while the query's extraction finishes
+        pending = self._background.submit(query.features) if spatial is not None else None
+        vector, embedding_outcome = query.vector()
+        depth = max(request.k, spatial.depth) if spatial is not None else request.k
+        budget_s = self.context.left(opened.deadline, "Milvus")
+        results, keys = self._search(vector, depth, request, opened.view, served, budget_s)
+        info = None
+        if spatial is not None and pending is not None and local is not None:
+            started = time.perf_counter()  # the budget is verification's
+            features = local.reranker.candidates(results, keys, spatial.depth)
+            query_side = pending.result()
+            if query_side is not None:
+                results, info = local.reranker.rerank(
+                    query_side, results, features, spatial, started
+                )
+            results = results[: request.k]
+        self._store_results(key, results, info)
+        cache_outcome: CacheOutcome = "miss" if request.use_result_cache else "bypass"
+        return outcome(results, cache_outcome, embedding_outcome, info)
+
+    def _not_indexed(self, image_id: str) -> ApiError:
+        row = self.context.row(image_id)
+        if row is None:
+            return unknown_image(image_id)
+        detail = f": {row.error}" if row.status == "failed" and row.error else ""
+        return ApiError(
+            409,
+            "not_indexed",
+            f"image {image_id} is {row.status}{detail}; similar images can be searched once it "
+            f"is indexed (poll GET /images/{image_id})",
+        )
+
+    def _cached_results(self, key: str) -> tuple[list[SearchResult], SpatialInfo | None] | None:
+        metrics = self.context.metrics
+        with metrics.timed("redis", "get_results"):
+            raw = self.context.cache.get(key)
+        metrics.cache_lookup("result", raw is not None)
+        if raw is None:
+            return None
+        body = json.loads(raw)
+        results = [SearchResult.model_validate(item) for item in body["results"]]
+        spatial = body.get("spatial")
+        return results, SpatialInfo.model_validate(spatial) if spatial is not None else None
+
+    def _store_results(
+        self, key: str, results: list[SearchResult], spatial: SpatialInfo | None
+    ) -> None:
+        body = json.dumps(
+            {
+                "results": [r.model_dump() for r in results],
+                "spatial": spatial.model_dump() if spatial is not None else None,
+            }
+        ).encode()
+        with self.context.metrics.timed("redis", "put_results"):
+            self.context.cache.put(key, body, self.context.config.result_cache_ttl_s)
+
+    def _search(
+        self,
+        vector: Vectors,
+        k: int,
+        request: SearchRequest,
+        view: IndexView,
+        served: Served,
+        budget_s: float,
+    ) -> tuple[list[SearchResult], dict[str, str]]:
+        """The results, and each one's object key (where its bytes are)."""
+        context = self.context
+        hits = context.call(
+            "Milvus",
+            "search",
+            lambda: context.index.search(
+                vector[None, :],
+                k,
+                request.effort,
+                request.filters.expression(),
+                collection=served.collection,
+                guarantee_ts=view.milvus_ts,
+                timeout_s=budget_s,
+                index_type=served.index_type,
+            ),
+        )[0]
+        rows = context.rows([h.image_id for h in hits])
+        results = []
+        keys = {}
+        for rank, hit in enumerate(hits, start=1):
+            row = rows.get(hit.image_id)
+            if row is None:  # deleted between the search and the join
+                continue
+            summary = ImageSummary.of(row).model_dump()
+            results.append(SearchResult(rank=rank, score=round(hit.score, 6), **summary))
+            keys[row.image_id] = row.object_key
+        return results, keys
+
+    def close(self) -> None:
+        self._background.shutdown(wait=False)
