@@ -308,7 +308,7 @@ class SettingDoc:
 
 
 def describe_settings() -> list[SettingDoc]:
-    """Every setting as its environment variable, default and description (for the README)."""
+    """Every setting: its environment variable, default and description (docs/CONFIGURATION)."""
     docs = []
     home = str(_default_stack_home())
     for section, field in Settings.model_fields.items():
@@ -386,7 +386,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 def settings_markdown() -> str:
-    """The configuration table of the README."""
+    """The configuration table of docs/CONFIGURATION.md."""
     rows = [f"| `{d.variable}` | `{d.default}` | {d.description} |" for d in describe_settings()]
     return "\n".join(["| variable | default | what it is |", "|---|---|---|", *rows])
 

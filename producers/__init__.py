@@ -1,1 +1,1 @@
-"""Producers: image bytes to MinIO and an Avro event to Kafka (the ingestion issue)."""
+"""Producers: image bytes to MinIO and an Avro event to Kafka."""

@@ -1,1 +1,1 @@
-"""The FastAPI query service and web page (the query API issue)."""
+"""The FastAPI query service and web page."""

@@ -1,1 +1,1 @@
-"""Avro schemas of every event and their codec (the ingestion issue)."""
+"""Avro schemas of every event and their codec."""

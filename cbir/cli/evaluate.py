@@ -11,7 +11,7 @@ from typing import Any
 from rich.progress import Progress
 
 from cbir.output import console
-from cbir.settings import PROJECT_ROOT, get_settings
+from cbir.settings import get_settings
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -99,8 +99,7 @@ def register(areas: Any) -> None:
         "dataset",
         type=Path,
         nargs="?",
-        default=PROJECT_ROOT.parent / "shared" / "data" / "flowers17",
-        help="a folder with one subfolder of images per class (default: flowers17)",
+        help="a folder with one subfolder of images per class (e.g. ../shared/data/flowers17)",
     )
     evaluate.add_argument(
         "--model", nargs="+", default=["mobilenet"], help="Triton models to compare"

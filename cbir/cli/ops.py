@@ -62,5 +62,7 @@ def register(areas: Any) -> None:
     check.set_defaults(run=_check)
 
     config = areas.add_parser("config", help="every setting: its variable, default, meaning")
-    config.add_argument("--markdown", action="store_true", help="as the README's table")
+    config.add_argument(
+        "--markdown", action="store_true", help="as the table in docs/CONFIGURATION.md"
+    )
     config.set_defaults(run=_config)

@@ -21,7 +21,7 @@ from rich.progress import Progress
 
 from cbir.domain.errors import CbirError
 from cbir.output import console
-from cbir.settings import PROJECT_ROOT, get_settings
+from cbir.settings import get_settings
 from cbir.training import need_torch
 
 
@@ -218,8 +218,7 @@ def register(areas: Any) -> None:
         "dataset",
         type=Path,
         nargs="?",
-        default=PROJECT_ROOT.parent / "shared" / "data" / "flowers17",
-        help="a folder with one subfolder of images per class (default: flowers17)",
+        help="a folder with one subfolder of images per class (e.g. ../shared/data/flowers17)",
     )
     parser.add_argument(
         "--from-index",

@@ -115,10 +115,15 @@ class Dataset:
 
 
 def load_dataset(
-    folder: Path, classes: Sequence[str] | None = None, per_class: int | None = None
+    folder: Path | None, classes: Sequence[str] | None = None, per_class: int | None = None
 ) -> Dataset:
     """Images in one subfolder per class (names sorted; `classes` and `per_class` take a
     subset: the first images of each)."""
+    if folder is None:
+        raise EvalError(
+            "no dataset given: name a folder with one subfolder of images per class "
+            "(e.g. ../shared/data/flowers17, the labelled photographs beside the repository)"
+        )
     if not folder.is_dir():
         raise EvalError(f"{folder}: no such folder (a folder with one subfolder per class)")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())

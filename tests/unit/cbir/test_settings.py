@@ -49,8 +49,10 @@ def test_split_host_port(address: str, expected: tuple[str, int]) -> None:
     assert split_host_port(address, 1) == expected
 
 
-def test_the_readme_configuration_table_is_the_settings_table() -> None:
+def test_the_configuration_page_is_the_settings_table() -> None:
     from cbir.settings import PROJECT_ROOT, settings_markdown
 
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    assert settings_markdown() in readme, "README is stale: paste `cbir config --markdown`"
+    readme = (PROJECT_ROOT / "docs" / "CONFIGURATION.md").read_text()
+    assert settings_markdown() in readme, (
+        "docs/CONFIGURATION.md is stale: paste `cbir config --markdown`"
+    )
