@@ -13,6 +13,7 @@ if [ -z "$python" ] || ! "$python" -c 'import sys; sys.exit(sys.version_info[:2]
   exit 1
 fi
 
+uv_version=0.13.9
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv with $python"
   "$python" -m venv .venv
@@ -20,7 +21,15 @@ fi
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.cbir-deps 2>/dev/null)" != "$want" ]; then
   say "installing the project's dependencies (pinned by constraints.txt)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,export]"
+  # uv installs the same pinned set as pip in seconds from its cache (pip: minutes, torch's
+  # CUDA wheels unpacked again each time); pip does it where uv cannot be had
+  if .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$uv_version" \
+    && .venv/bin/uv pip install -q --python .venv/bin/python -c constraints.txt -e ".[dev,export]"
+  then :
+  else
+    say "uv could not install them: pip does"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,export]"
+  fi
   echo "$want" > .venv/.cbir-deps
 fi
 
