@@ -81,6 +81,11 @@ class SpatialInfo(BaseModel):
     verified: int = Field(description="candidates verified within the time budget")
     query_keypoints: int
     ms: float = Field(description="time spatial re-ranking took")
+    expanded_with: int | None = Field(
+        default=None,
+        description="expand: the verified results the query was expanded with (then searched "
+        "again: results past them are ranked by the expanded query); null: not asked",
+    )
 
 
 class Duplicate(ImageSummary):

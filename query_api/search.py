@@ -10,9 +10,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cbir.domain.categories import Prediction, predict_labels
 from cbir.domain.deadline import Deadline
 from cbir.domain.rows import Served
+from cbir.domain.spatial import expanded_query
 from cbir.domain.vectors import Vectors
 from cbir.local_features.features import ImageRejected, LocalFeatures
 from query_api.cache_keys import content_hash, embedding_key, result_key
@@ -195,10 +198,49 @@ class Search:
                 results, info = local.reranker.rerank(
                     query_side, results, features, spatial, started
                 )
+                if spatial.expand:
+                    results, info = self._expand(vector, results, info, request, opened)
             results = results[: request.k]
         self._store_results(key, results, info)
         cache_outcome: CacheOutcome = "miss" if request.use_result_cache else "bypass"
         return outcome(results, cache_outcome, embedding_outcome, info)
+
+    def _expand(
+        self,
+        vector: Vectors,
+        results: list[SearchResult],
+        info: SpatialInfo,
+        request: SearchRequest,
+        opened: Opened,
+    ) -> tuple[list[SearchResult], SpatialInfo]:
+        """Query expansion from the verified results: their stored vectors averaged with the
+        query's and searched again; the verified results stay first, in their re-ranked
+        order, and what the second search finds follows them."""
+        assert request.spatial is not None
+        policy = self.context.local_features().reranker.policy
+        verified = [r for r in results if r.inliers is not None and r.inliers >= policy.min_inliers]
+        if not verified:
+            return results, info.model_copy(update={"expanded_with": 0})
+        context, served, view = self.context, opened.served, opened.view
+        ids = [r.image_id for r in verified]
+        budget_s = context.left(opened.deadline, "Milvus")
+        found = context.call(
+            "Milvus",
+            "get_vector",
+            lambda: context.index.vectors_of(ids, served.collection, view.milvus_ts, budget_s),
+        )
+        stored = [found[i] for i in ids if i in found]
+        if not stored:
+            return results, info.model_copy(update={"expanded_with": 0})
+        expanded = expanded_query(vector, np.stack(stored))
+        depth = max(request.k, request.spatial.depth)
+        budget_s = context.left(opened.deadline, "Milvus")
+        again, _ = self._search(expanded, depth, request, view, served, budget_s)
+        taken = set(ids)
+        merged = verified + [r for r in again if r.image_id not in taken]
+        for rank, result in enumerate(merged, start=1):
+            result.rank = rank
+        return merged, info.model_copy(update={"expanded_with": len(stored)})
 
     def _not_indexed(self, image_id: str) -> ApiError:
         row = self.context.row(image_id)

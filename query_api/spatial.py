@@ -24,9 +24,11 @@ VERIFY_THREADS = 2
 class SpatialRequest:
     depth: int  # R: the candidates to verify
     budget_ms: int
+    # search again with the query expanded by its verified results (query expansion)
+    expand: bool = False
 
     def cache_tag(self) -> str:
-        return f"spatial:{self.depth}:{self.budget_ms}"
+        return f"spatial:{self.depth}:{self.budget_ms}" + (":expand" if self.expand else "")
 
 
 class SpatialReranker:

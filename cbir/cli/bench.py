@@ -6,7 +6,17 @@ from typing import Any
 
 
 def register(areas: Any) -> None:
-    from cbir.bench import ann, embedding, faults, ingest, local_features, query, replay, training
+    from cbir.bench import (
+        ann,
+        embedding,
+        faults,
+        holidays,
+        ingest,
+        local_features,
+        query,
+        replay,
+        training,
+    )
 
     bench = areas.add_parser("bench", help="benchmarks (figures to bench/results/)")
     actions = bench.add_subparsers(dest="action", required=True)
@@ -18,3 +28,4 @@ def register(areas: Any) -> None:
     faults.register(actions)
     training.register(actions)
     local_features.register(actions)
+    holidays.register(actions)

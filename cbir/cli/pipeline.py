@@ -52,7 +52,9 @@ def _search(args: argparse.Namespace) -> int:
     spatial = None
     if args.rerank == "spatial":
         local = settings.local_features
-        spatial = SpatialRequest(args.depth or local.rerank_depth, local.rerank_budget_ms)
+        spatial = SpatialRequest(
+            args.depth or local.rerank_depth, local.rerank_budget_ms, args.expand
+        )
     with Adapters(settings) as adapters:
         engine = adapters.query_engine(ApiMetrics())
         # the same path as the API's search, without its result cache
@@ -77,6 +79,8 @@ def _search(args: argparse.Namespace) -> int:
             f"spatial re-ranking: {info.verified} of {info.depth} candidates verified "
             f"in {info.ms:.0f} ms ({info.query_keypoints} query keypoints)"
         )
+        if info.expanded_with is not None:
+            console.print(f"expanded with {info.expanded_with} verified results, searched again")
     return 0
 
 
@@ -180,6 +184,11 @@ def register(areas: Any) -> None:
         help="spatial: re-rank the top candidates by spatial verification (the same object)",
     )
     search.add_argument("--depth", type=int, help="with --rerank spatial: candidates to verify")
+    search.add_argument(
+        "--expand",
+        action="store_true",
+        help="with --rerank spatial: search again with the query expanded by its verified results",
+    )
     search.set_defaults(run=_search)
 
     duplicates = areas.add_parser(

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+
+from cbir.domain.vectors import Vectors
+
 
 @dataclass(frozen=True)
 class SpatialPolicy:
@@ -83,3 +87,15 @@ class DuplicatePolicy:
         if coverage < self.min_coverage:
             return None
         return DuplicateTier.GEOMETRY
+
+
+def expanded_query(query: Vectors, verified: Vectors) -> Vectors:
+    """Average query expansion from spatially verified results (Chum et al., "Total Recall",
+    2007): the query's vector and those of the results verified as the same object, summed
+    and L2-normalised. Searched again, it finds views of the object the first vector missed
+    (another side, other light); only verified results are added, so a false neighbour
+    cannot drag the query away. No verified result: the query unchanged."""
+    if len(verified) == 0:
+        return query
+    summed = query + verified.sum(axis=0)
+    return np.asarray(summed / max(float(np.linalg.norm(summed)), 1e-12), dtype=np.float32)

@@ -32,6 +32,10 @@ RERANK = (
     "spatial: the top `depth` candidates re-ranked by spatial verification of SIFT local "
     "features (finds the very same object photographed again); none: global similarity alone"
 )
+EXPAND = (
+    "rerank=spatial: also search again with the query's vector averaged with those of its "
+    "verified results (query expansion: finds views of the object the first search missed)"
+)
 # 0: the index type's own default (DISKANN search_list, HNSW ef, IVF nprobe)
 EFFORT = {"ge": 0, "le": 1000, "description": "search_list / ef / nprobe; 0: the default"}
 TAGS = {"max_length": MAX_VALUES, "description": "only images with these tags"}
@@ -63,9 +67,10 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         rerank: str,
         depth: int,
         budget_ms: int,
+        expand: bool,
     ) -> SearchRequest:
         """What both routes ask, from their parameters."""
-        spatial = SpatialRequest(depth, budget_ms) if rerank == "spatial" else None
+        spatial = SpatialRequest(depth, budget_ms, expand) if rerank == "spatial" else None
         return SearchRequest(k, filters, effort or None, not no_cache(cache_control), spatial)
 
     @routes.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
@@ -82,12 +87,13 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         rerank: Annotated[Rerank, Form(description=RERANK)] = "none",
         depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Form(**budget_bounds)] = local.rerank_budget_ms,
+        expand: Annotated[bool, Form(description=EXPAND)] = False,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
         computes the result list afresh (the query's embedding may still come from cache)."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms)
+        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand)
         return search_response(api.engine.search.by_image(read_upload(api, image), asked), k)
 
     @routes.get(
@@ -111,11 +117,12 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         rerank: Annotated[Rerank, Query(description=RERANK)] = "none",
         depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Query(**budget_bounds)] = local.rerank_budget_ms,
+        expand: Annotated[bool, Query(description=EXPAND)] = False,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms)
+        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand)
         return search_response(api.engine.search.similar(image_id, asked), k)
 
     return routes

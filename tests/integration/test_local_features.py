@@ -131,6 +131,26 @@ def test_spatial_reranking_ranks_a_transformed_copys_source_first(
     assert all(r["inliers"] is None for r in plain.json()["results"])
 
 
+def test_expansion_searches_again_from_the_verified_results(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    photo = without_twins(indexed_flowers)[3]
+    query = rotated_crop(photo, angle=12)
+    asked = {"k": 10, "rerank": "spatial", "depth": 200, "rerank_budget_ms": 9000}
+    response = search(client, query, **asked, expand="true")
+    body = response.json()
+    assert ids_of(response)[0] == image_id_of(photo.read_bytes())
+    assert body["spatial"]["expanded_with"] >= 1
+    # the verified results first, then what the expanded query found; each once, ranked
+    verified = [r for r in body["results"] if r["inliers"] is not None and r["inliers"] >= 15]
+    assert body["results"][: len(verified)] == verified
+    assert len(set(ids_of(response))) == len(body["results"]) == 10
+    assert [r["rank"] for r in body["results"]] == list(range(1, 11))
+    # not asked: not expanded, and its own cache entry
+    plain = search(client, query, **asked)
+    assert plain.headers["x-cache"] == "miss" and plain.json()["spatial"]["expanded_with"] is None
+
+
 def test_spatial_reranking_is_cached_and_bounded_and_more_like_this_takes_it(
     client: httpx.Client, indexed_flowers: list[Path]
 ) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from cbir.domain.spatial import DuplicatePolicy, DuplicateTier, SpatialPolicy
+from cbir.domain.spatial import DuplicatePolicy, DuplicateTier, SpatialPolicy, expanded_query
 
 
 def test_verified_candidates_rise_by_inliers_and_the_rest_keep_their_order() -> None:
@@ -49,3 +50,13 @@ def test_duplicate_tiers(
     policy = DuplicatePolicy(max_hamming=10, min_cosine=0.9, min_inliers=20, geometry_floor=0.5)
     assert policy.decide(hamming, cosine, inliers) == tier
     assert policy.needs_geometry(hamming, cosine) == asked
+
+
+def test_expansion_averages_the_query_with_the_verified_results_only() -> None:
+    query = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    verified = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    expanded = expanded_query(query, verified)
+    assert np.allclose(expanded, np.full(3, 1 / np.sqrt(3)), atol=1e-6)
+    assert np.isclose(np.linalg.norm(expanded), 1.0)
+    # nothing verified: the query as it was
+    assert expanded_query(query, np.zeros((0, 3), np.float32)) is query
