@@ -107,16 +107,25 @@ def register(
     left from before the registry was lost) is passed over: the next number is used."""
     columns = (model, model_id, dim, embeddings_topic, index_type, json.dumps(index_params))
     while True:
-        with conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
-                " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s, %s, %s,"
-                " %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
-                (*columns, str(state), str(state)),
-            )
-            number = int(cur.lastrowid)
-            name = generation_name(alias, number, model_id)
-            cur.execute("UPDATE generations SET name = %s WHERE id = %s", (name, number))
+        # the name holds the row's number, known only once it is inserted: the row is written
+        # and named in one transaction, so that no reader (the processors read the registry
+        # every batch) ever sees it under its placeholder, which is no collection name
+        conn.begin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
+                    " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s,"
+                    " %s, %s, %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
+                    (*columns, str(state), str(state)),
+                )
+                number = int(cur.lastrowid)
+                name = generation_name(alias, number, model_id)
+                cur.execute("UPDATE generations SET name = %s WHERE id = %s", (name, number))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
         if not taken(name):
             found = by_id(conn, number)
             assert found is not None
