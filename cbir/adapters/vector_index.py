@@ -256,10 +256,11 @@ def consistency(guarantee_ts: int | None) -> dict[str, Any]:
     return {"consistency_level": "Customized", "guarantee_timestamp": max(guarantee_ts, 1)}
 
 
-# Milvus error codes (common.ErrorCode of 2.3) of a request it refuses as malformed:
-# IllegalArgument, IllegalDimension, IllegalTOPK, IllegalRowRecord, IllegalVectorID; no retry
-# mends them
-REFUSED_CODES = {5, 7, 10, 11, 12}
+# Milvus error codes of a request it refuses as malformed, which no retry mends: 2.3's
+# common.ErrorCode IllegalArgument, IllegalDimension, IllegalTOPK, IllegalRowRecord,
+# IllegalVectorID, and its newer error code for an invalid parameter (1100: an invalid
+# collection name among others, which its proxy refuses before anything is tried)
+REFUSED_CODES = {5, 7, 10, 11, 12, 1100}
 
 
 def translated(

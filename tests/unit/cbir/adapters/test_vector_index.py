@@ -85,7 +85,20 @@ def test_a_timeout_or_a_refusal_is_not_tried_again() -> None:
 
     with pytest.raises(Rejected):
         bounded(MilvusSettings(), "a search", refused, 2.0, sleep=lambda _: None)
-    assert len(attempts) == 2
+
+    def invalid_name(deadline: Deadline) -> str:
+        attempts.append(1)
+        # as a search of a collection named by a UUID was answered (pymilvus's retry message
+        # in front): refused for good, not "did not answer"
+        raise MilvusException(
+            code=1100,
+            message="Retry run out of 0 retry times, message=Invalid collection name: 85d0bc8c"
+            "-f155. the first character of a collection name must be an underscore or letter",
+        )
+
+    with pytest.raises(Rejected, match="Invalid collection name"):
+        bounded(MilvusSettings(), "a search", invalid_name, 2.0, sleep=lambda _: None)
+    assert len(attempts) == 3
 
 
 def test_channels_handed_out_again_are_tried_again_within_the_bound() -> None:
