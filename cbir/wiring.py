@@ -173,6 +173,11 @@ class Adapters:
         )
 
     @cached_property
+    def duplicate_finder(self) -> DuplicateFinder:
+        """Which neighbours are near-duplicates: the processors and the API judge alike."""
+        return DuplicateFinder(self.features, duplicate_policy(self.settings))
+
+    @cached_property
     def writer(self) -> KafkaWriter:
         return KafkaWriter(self.settings.kafka)
 
@@ -216,7 +221,7 @@ class Adapters:
             index,
             self.metadata,
             self.registry,
-            DuplicateFinder(self.features, duplicate_policy(self.settings)),
+            self.duplicate_finder,
             self.policy,
         )
 
@@ -246,7 +251,7 @@ class Adapters:
         local = LocalFeatureServices(
             self.features,
             SpatialReranker(self.features, SpatialPolicy(lf.min_inliers)),
-            DuplicateFinder(self.features, duplicate_policy(self.settings)),
+            self.duplicate_finder,
         )
         context = QueryContext(
             query_config(self.settings),

@@ -89,6 +89,18 @@ def locked(conn: Connection, timeout_s: int = 30) -> Iterator[None]:
             cur.execute("SELECT RELEASE_LOCK(%s)", (LOCK,))
 
 
+@contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """Statements that commit together or not at all (the connection is autocommit)."""
+    conn.begin()
+    try:
+        yield
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 def register(
     conn: Connection,
     *,
@@ -110,22 +122,16 @@ def register(
         # the name holds the row's number, known only once it is inserted: the row is written
         # and named in one transaction, so that no reader (the processors read the registry
         # every batch) ever sees it under its placeholder, which is no collection name
-        conn.begin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
-                    " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s,"
-                    " %s, %s, %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
-                    (*columns, str(state), str(state)),
-                )
-                number = int(cur.lastrowid)
-                name = generation_name(alias, number, model_id)
-                cur.execute("UPDATE generations SET name = %s WHERE id = %s", (name, number))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        with transaction(conn), conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO generations (name, model, model_id, dim, embeddings_topic,"
+                " index_type, index_params, state, live_at) VALUES (UUID(), %s, %s, %s,"
+                " %s, %s, %s, %s, IF(%s = 'live', UTC_TIMESTAMP(6), NULL))",
+                (*columns, str(state), str(state)),
+            )
+            number = int(cur.lastrowid)
+            name = generation_name(alias, number, model_id)
+            cur.execute("UPDATE generations SET name = %s WHERE id = %s", (name, number))
         if not taken(name):
             found = by_id(conn, number)
             assert found is not None
@@ -150,34 +156,28 @@ def make_live(conn: Connection, new: Generation, grace_s: float, milvus_ts: int)
     """In one transaction: `new` live, the live one retired (dropped after `grace_s`), every
     indexed image's row pointing at `new`, the index generation bumped (cached results and the
     API's view of the alias are refreshed). Returns the names of the generations retired."""
-    conn.begin()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT name FROM generations WHERE state = 'live' AND id != %s", (new.id,))
-            retired = [str(row[0]) for row in cur.fetchall()]
-            cur.execute(
-                "UPDATE generations SET state = 'retired', retired_at = UTC_TIMESTAMP(6),"
-                " drop_after = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
-                " WHERE state = 'live' AND id != %s",
-                (int(grace_s), new.id),
-            )
-            cur.execute(
-                "UPDATE generations SET state = 'live', live_at = UTC_TIMESTAMP(6) WHERE id = %s",
-                (new.id,),
-            )
-            cur.execute(
-                "UPDATE images SET model_id = %s, generation = %s WHERE status = 'indexed'",
-                (new.model_id, new.name),
-            )
-            cur.execute(
-                "UPDATE index_state SET generation = generation + 1,"
-                " milvus_ts = GREATEST(milvus_ts, %s) WHERE id = 1",
-                (milvus_ts,),
-            )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute("SELECT name FROM generations WHERE state = 'live' AND id != %s", (new.id,))
+        retired = [str(row[0]) for row in cur.fetchall()]
+        cur.execute(
+            "UPDATE generations SET state = 'retired', retired_at = UTC_TIMESTAMP(6),"
+            " drop_after = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
+            " WHERE state = 'live' AND id != %s",
+            (int(grace_s), new.id),
+        )
+        cur.execute(
+            "UPDATE generations SET state = 'live', live_at = UTC_TIMESTAMP(6) WHERE id = %s",
+            (new.id,),
+        )
+        cur.execute(
+            "UPDATE images SET model_id = %s, generation = %s WHERE status = 'indexed'",
+            (new.model_id, new.name),
+        )
+        cur.execute(
+            "UPDATE index_state SET generation = generation + 1,"
+            " milvus_ts = GREATEST(milvus_ts, %s) WHERE id = 1",
+            (milvus_ts,),
+        )
     return retired
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -36,7 +35,12 @@ from typing import Any
 import numpy as np
 
 from cbir.bench.common import PROJECT_ROOT, RESULTS, publish
-from cbir.bench.local_features import extract_all, global_embeddings, verify_top
+from cbir.bench.local_features import (
+    cached_features,
+    global_embeddings,
+    verify_jobs,
+    verify_top,
+)
 from cbir.domain.spatial import SpatialPolicy, expanded_query
 from cbir.evaluation.metrics import evaluate
 from cbir.evaluation.report import provenance_line
@@ -84,22 +88,6 @@ def cached(path: Path, make: Any) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, value)
     return value
-
-
-def features_of(
-    cache: Path, extractor: Extractor, datas: Sequence[bytes], workers: int
-) -> list[LocalFeatures]:
-    """Every image's local features, extracted once per extractor setting and cached."""
-    path = cache / f"features-{extractor.max_keypoints}-{extractor.max_side}.npz"
-    if path.exists():
-        with np.load(path) as stored:
-            blobs, ends = stored["blobs"].tobytes(), stored["ends"]
-    else:
-        encoded = [f.to_bytes() for f in extract_all(extractor, datas, workers)]
-        blobs, ends = b"".join(encoded), np.cumsum([len(b) for b in encoded])
-        np.savez(path, blobs=np.frombuffer(blobs, np.uint8), ends=ends)
-    starts = np.concatenate([[0], ends[:-1]])
-    return [LocalFeatures.from_bytes(blobs[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
 def quality(rankings: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> dict[str, float]:
@@ -169,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     onnx = args.shared / "models" / "mobilenet_v1_embed.onnx"
     embeddings = cached(cache / "global-mobilenet.npy", lambda: global_embeddings(onnx, datas))
     extractor = Extractor(args.max_keypoints, args.max_side)
-    features = features_of(cache, extractor, datas, args.workers)
+    features = cached_features(cache, extractor, datas, args.workers)
     keypoints = float(np.mean([len(f) for f in features]))
     console.print(f"{keypoints:.0f} keypoints per image on average")
 
@@ -273,24 +261,15 @@ def extraction_ms(extractor: Extractor, datas: Sequence[bytes], queries: np.ndar
     return float(np.median(spent))
 
 
-# the worker processes' view of the features (set before the pool forks)
-_FEATURES: list[LocalFeatures] = []
-
-
-def _verify(job: tuple[int, list[int]]) -> dict[int, int]:
-    query, candidates = job
-    verifier = Verifier()
-    return {c: verifier.verify(_FEATURES[query], _FEATURES[c]).inliers for c in candidates}
-
-
 def verify_pairs(
     features: list[LocalFeatures], jobs: list[tuple[int, list[int]]], workers: int
 ) -> list[dict[int, int]]:
     """Each query's inliers with the candidates named for it."""
-    global _FEATURES
-    _FEATURES = features
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return list(pool.imap(_verify, jobs, chunksize=4))
+    rows, _ = verify_jobs(features, jobs, workers)
+    return [
+        {c: int(inliers) for c, (inliers, _) in zip(candidates, row, strict=True)}
+        for (_, candidates), row in zip(jobs, rows, strict=True)
+    ]
 
 
 def markdown(document: dict[str, Any]) -> str:

@@ -114,20 +114,7 @@ def run(args: argparse.Namespace) -> int:
         embeddings = global_embeddings(args.shared / "models" / "mobilenet_v1_embed.onnx", datas)
         np.save(global_file, embeddings)
     extractor = Extractor(args.max_keypoints, args.max_side)
-    features_file = folder / f"features-{args.max_keypoints}-{args.max_side}.npz"
-    if features_file.exists():
-        with np.load(features_file) as stored:
-            blobs, ends = stored["blobs"].tobytes(), stored["ends"]
-        starts = np.concatenate([[0], ends[:-1]])
-        features = [LocalFeatures.from_bytes(blobs[a:b]) for a, b in zip(starts, ends, strict=True)]
-    else:
-        features = extract_all(extractor, datas, args.workers)
-        encoded = [f.to_bytes() for f in features]
-        np.savez(
-            features_file,
-            blobs=np.frombuffer(b"".join(encoded), np.uint8),
-            ends=np.cumsum([len(b) for b in encoded]),
-        )
+    features = cached_features(folder, extractor, datas, args.workers)
     keypoints = [len(f) for f in features]
     photograph, identical = same_photographs(embeddings[:originals], features[:originals])
     groups = np.concatenate([photograph, photograph[[c.source for c in copies]]])
@@ -522,6 +509,27 @@ def extract_all(extractor: Extractor, datas: Sequence[bytes], workers: int) -> l
     return [LocalFeatures.from_bytes(b) for b in blobs]
 
 
+def cached_features(
+    folder: Path, extractor: Extractor, datas: Sequence[bytes], workers: int
+) -> list[LocalFeatures]:
+    """Every image's local features, extracted once per extractor setting and kept in
+    `folder` as one blob file."""
+    path = folder / f"features-{extractor.max_keypoints}-{extractor.max_side}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            blobs, ends = stored["blobs"].tobytes(), stored["ends"]
+        starts = np.concatenate([[0], ends[:-1]])
+        return [LocalFeatures.from_bytes(blobs[a:b]) for a, b in zip(starts, ends, strict=True)]
+    features = extract_all(extractor, datas, workers)
+    encoded = [f.to_bytes() for f in features]
+    np.savez(
+        path,
+        blobs=np.frombuffer(b"".join(encoded), np.uint8),
+        ends=np.cumsum([len(b) for b in encoded]),
+    )
+    return features
+
+
 def _verify_row(job: tuple[int, list[int]]) -> tuple[list[tuple[int, float]], float]:
     query, candidates = job
     started = time.perf_counter()
@@ -536,13 +544,13 @@ class Verified:
     ms_per_pair: float
 
 
-def verify_top(
-    features: list[LocalFeatures], queries: np.ndarray, candidates: np.ndarray, workers: int
-) -> Verified:
-    """Every query verified against each of its candidates."""
+def verify_jobs(
+    features: list[LocalFeatures], jobs: list[tuple[int, list[int]]], workers: int
+) -> tuple[list[list[tuple[int, float]]], float]:
+    """Each job's query verified against its candidates, in worker processes: per job the
+    (inliers, coverage) of each candidate, and the seconds the verifications took."""
     global _FEATURES
     _FEATURES = features
-    jobs = [(int(q), [int(c) for c in row]) for q, row in zip(queries, candidates, strict=True)]
     rows, seconds = [], 0.0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("spatial verification", total=len(jobs))
@@ -551,6 +559,15 @@ def verify_top(
                 rows.append(found)
                 seconds += spent
                 progress.advance(task)
+    return rows, seconds
+
+
+def verify_top(
+    features: list[LocalFeatures], queries: np.ndarray, candidates: np.ndarray, workers: int
+) -> Verified:
+    """Every query verified against each of its candidates."""
+    jobs = [(int(q), [int(c) for c in row]) for q, row in zip(queries, candidates, strict=True)]
+    rows, seconds = verify_jobs(features, jobs, workers)
     table = np.array(rows, dtype=np.float64).reshape(len(jobs), candidates.shape[1], 2)
     return Verified(
         table[..., 0].astype(int), table[..., 1], 1000 * seconds / max(1, candidates.size)
