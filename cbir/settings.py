@@ -132,6 +132,20 @@ class ProcessorsSettings(BaseModel):
         le=64,
         description="Faust workers in the consumer group, each taking a share of the partitions",
     )
+    feature_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="workers extracting local features, a consumer group of their own "
+        "(APP_ID.features): a backlog there never holds back indexing",
+    )
+    duplicate_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="workers judging near-duplicates, a consumer group of their own "
+        "(APP_ID.duplicates)",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -5,6 +5,7 @@ that needs only Kafka never connects to Milvus) and closed with the container.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -26,7 +27,13 @@ from cbir.local_features.store import FeatureStore
 from cbir.replay.backfill import Destinations
 from cbir.replay.rebuild import Rebuilder, ReplayConfig, Report
 from cbir.settings import Settings
-from processors.stages import DuplicatesStage, EmbedStage, IndexStage, ObjectEventsStage
+from processors.stages import (
+    DuplicatesStage,
+    EmbedStage,
+    FeaturesStage,
+    IndexStage,
+    ObjectEventsStage,
+)
 from processors.stages.embed import EmbedConfig
 from processors.stages.index import IndexConfig
 from producers.ingest import IngestConfig, IngestItem, Ingestor, IngestSummary, delete_images
@@ -117,6 +124,43 @@ def query_config(settings: Settings) -> QueryConfig:
     )
 
 
+CORE, FEATURES, DUPLICATES = "core", "features", "duplicates"
+
+
+@dataclass(frozen=True)
+class ConsumerRole:
+    """One kind of processors worker: the agents it runs, in a consumer group of its own, so
+    that a backlog of derived outputs (local features, near-duplicates) never holds back the
+    indexing group's committed offsets."""
+
+    name: str  # core (bridge, embed, index) | features | duplicates
+    group: str  # its consumer group (the Faust app id)
+    workers: int
+
+
+def consumer_roles(settings: Settings) -> list[ConsumerRole]:
+    """The processors' roles: indexing always; local features and near-duplicates when local
+    features are on."""
+    processors = settings.processors
+    roles = [ConsumerRole(CORE, processors.app_id, processors.workers)]
+    if settings.local_features.enabled:
+        roles += [
+            ConsumerRole(FEATURES, f"{processors.app_id}.features", processors.feature_workers),
+            ConsumerRole(
+                DUPLICATES, f"{processors.app_id}.duplicates", processors.duplicate_workers
+            ),
+        ]
+    return roles
+
+
+def consumer_role(settings: Settings, name: str) -> ConsumerRole:
+    """The role of that name; raises ValueError naming the roles there are."""
+    roles = {role.name: role for role in consumer_roles(settings)}
+    if name not in roles:
+        raise ValueError(f"no processors role {name!r}: the roles are {', '.join(roles)}")
+    return roles[name]
+
+
 class Adapters:
     """The adapters of one process, made from its settings."""
 
@@ -196,7 +240,6 @@ class Adapters:
             self.embedders,
             self.policy,
             replay,
-            self.features if self.settings.local_features.enabled else None,
         )
 
     def index_stage(self, replay: Generation | None = None) -> IndexStage:
@@ -211,6 +254,11 @@ class Adapters:
             self.policy,
             replay,
             self.features,
+        )
+
+    def features_stage(self) -> FeaturesStage:
+        return FeaturesStage(
+            self.settings.minio.bucket, self.objects, self.metadata, self.features, self.policy
         )
 
     def duplicates_stage(self) -> DuplicatesStage:
@@ -323,9 +371,35 @@ def indexed_topics(settings: Settings) -> list[str] | None:
         registry.close()
 
 
-def consumer_lag(settings: Settings, topics: list[str]) -> list[TopicLag]:
-    """How far the processors' consumer group is behind each topic."""
-    return event_log.consumer_lag(settings.kafka, settings.processors.app_id, topics)
+def consumer_lag(settings: Settings, topics: list[str], group: str | None = None) -> list[TopicLag]:
+    """How far a processors' consumer group (the indexing one unless named) is behind each
+    topic."""
+    return event_log.consumer_lag(settings.kafka, group or settings.processors.app_id, topics)
+
+
+def role_topics(settings: Settings, role: ConsumerRole) -> list[str]:
+    """The topics a role's workers consume now."""
+    kafka = settings.kafka
+    embeddings = indexed_topics(settings) or [kafka.embeddings_topic]
+    if role.name == FEATURES:
+        return [kafka.images_topic]
+    if role.name == DUPLICATES:
+        return embeddings
+    return [kafka.object_events_topic, kafka.images_topic, *embeddings]
+
+
+def pipeline_lag(settings: Settings) -> list[tuple[ConsumerRole, TopicLag]]:
+    """Every role's lag on every topic it consumes."""
+    return [
+        (role, lag)
+        for role in consumer_roles(settings)
+        for lag in consumer_lag(settings, role_topics(settings, role), role.group)
+    ]
+
+
+def caught_up(settings: Settings) -> bool:
+    """Whether every consumer group has processed everything (indexing and derived)."""
+    return not any(lag.lag for _, lag in pipeline_lag(settings))
 
 
 def dead_letter_count(settings: Settings) -> int:

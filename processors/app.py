@@ -1,8 +1,17 @@
-"""The Faust app: the `embed` agent (images -> embeddings topics, one per model), the `index`
-agent (embeddings topics -> every building and live generation in Milvus, and MySQL), the
-`duplicates` agent (live embeddings -> each image's near-duplicates on the duplicates topic)
-and the `bridge` agent (MinIO bucket notifications -> images). Run it with `cbir process` (or the
-launcher), which supervises it: the worker restarts itself to follow new embeddings topics.
+"""The Faust apps, one per role (`cbir.wiring.consumer_roles`), each its own consumer group:
+
+- core (the indexing group, `APP_ID`): the `bridge` agent (MinIO bucket notifications ->
+  images), the `embed` agent (images -> embeddings topics, one per model) and the `index`
+  agent (embeddings topics -> every building and live generation in Milvus, and MySQL);
+- features (`APP_ID.features`): images -> each image's SIFT local features in their bucket;
+- duplicates (`APP_ID.duplicates`): live embeddings -> each image's near-duplicates on the
+  duplicates topic.
+
+The derived roles run only with local features on; their backlog never holds back the
+indexing group's offsets, so an image is searchable as soon as it is embedded and indexed.
+Run them with `cbir process` (or the launcher), whose supervisor starts each role's workers
+(`CBIR_PROCESSORS_ROLE` tells a worker its role); a worker restarts itself to follow new
+embeddings topics.
 
 Each agent takes events in batches (size and time bound), hands the batch to its stage in a
 worker thread, produces what the stage returns, waits until Kafka has it, and only then lets
@@ -25,8 +34,8 @@ import faust
 from cbir.domain.log import DeadLettered, LogMessage, Outcome
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
-from cbir.wiring import Adapters, indexed_topics
-from processors import WORKER_INDEX
+from cbir.wiring import CORE, DUPLICATES, FEATURES, Adapters, consumer_role, indexed_topics
+from processors import WORKER_INDEX, WORKER_ROLE
 from processors.stages import Stage
 
 log = logging.getLogger("cbir.processors")
@@ -37,19 +46,21 @@ def _source(event: Any) -> LogMessage:
     return LogMessage(message.topic, message.partition, message.offset, message.key, message.value)
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, role_name: str = CORE) -> faust.App:
     config = settings.processors
+    role = consumer_role(settings, role_name)
     adapters = Adapters(settings)
+    # one folder per worker of each role (the supervisor numbers them)
+    worker = f"worker-{os.environ.get(WORKER_INDEX, '0')}"
     app = faust.App(
-        config.app_id,
+        role.group,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         web_enabled=False,
-        # one folder per worker of the group (the supervisor numbers them)
         datadir=str(
             settings.stack.resolved_data_dir
             / "processors"
-            / f"worker-{os.environ.get(WORKER_INDEX, '0')}"
+            / (worker if role.name == CORE else f"{role.name}-{worker}")
         ),
         topic_replication_factor=1,
         topic_partitions=settings.kafka.partitions,
@@ -104,39 +115,50 @@ def create_app(settings: Settings) -> faust.App:
                 },
             )
 
-    @app.agent(images, name="embed")
-    async def embed(stream: Any) -> None:
-        stage = await asyncio.to_thread(adapters.embed_stage)
-        await run(stream, stage, "embed", embeddings)
+    if role.name == CORE:
 
-    @app.agent(embeddings, name="index")
-    async def index(stream: Any) -> None:
-        stage = await asyncio.to_thread(adapters.index_stage)
-        await run(stream, stage, "index", dead_letters)
+        @app.agent(images, name="embed")
+        async def embed(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.embed_stage)
+            await run(stream, stage, "embed", embeddings)
 
-    if settings.local_features.enabled:
+        @app.agent(embeddings, name="index")
+        async def index(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.index_stage)
+            await run(stream, stage, "index", dead_letters)
+
+        @app.agent(object_events, name="bridge")
+        async def bridge(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.object_events_stage)
+            await run(stream, stage, "bridge", images)
+
+    if role.name == FEATURES:
+
+        @app.agent(images, name="features")
+        async def features(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.features_stage)
+            await run(stream, stage, "features", dead_letters)
+
+    if role.name == DUPLICATES:
 
         @app.agent(embeddings, name="duplicates")
         async def duplicates(stream: Any) -> None:
             stage = await asyncio.to_thread(adapters.duplicates_stage)
             await run(stream, stage, "duplicates", named(settings.kafka.duplicates_topic))
 
-    @app.timer(interval=config.resubscribe_check_s)
-    async def follow_generations() -> None:
-        """A generation filled from another topic was registered, or one retired: stop,
-        so that the supervisor starts the worker again with the new subscriptions."""
-        wanted = await asyncio.to_thread(indexed_topics, settings)
-        # an empty registry (a rebuild from nothing under way) names nothing to follow
-        if wanted and set(wanted) != set(subscribed):
-            log.info("resubscribing", extra={"subscribed": subscribed, "wanted": wanted})
-            os.kill(os.getpid(), signal.SIGTERM)
+    if role.name in (CORE, DUPLICATES):
 
-    @app.agent(object_events, name="bridge")
-    async def bridge(stream: Any) -> None:
-        stage = await asyncio.to_thread(adapters.object_events_stage)
-        await run(stream, stage, "bridge", images)
+        @app.timer(interval=config.resubscribe_check_s)
+        async def follow_generations() -> None:
+            """A generation filled from another topic was registered, or one retired: stop,
+            so that the supervisor starts the worker again with the new subscriptions."""
+            wanted = await asyncio.to_thread(indexed_topics, settings)
+            # an empty registry (a rebuild from nothing under way) names nothing to follow
+            if wanted and set(wanted) != set(subscribed):
+                log.info("resubscribing", extra={"subscribed": subscribed, "wanted": wanted})
+                os.kill(os.getpid(), signal.SIGTERM)
 
     return app
 
 
-app = create_app(get_settings())
+app = create_app(get_settings(), os.environ.get(WORKER_ROLE, CORE))

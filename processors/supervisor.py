@@ -1,7 +1,9 @@
-"""`python -m processors.supervisor`: runs `CBIR_PROCESSORS__WORKERS` Faust workers in one
-consumer group, and starts each again when it exits on its own.
+"""`python -m processors.supervisor`: runs the Faust workers of every role (`cbir.wiring.
+consumer_roles`: `CBIR_PROCESSORS__WORKERS` indexing workers in the indexing group, and with
+local features on `FEATURE_WORKERS` and `DUPLICATE_WORKERS` in groups of their own), and
+starts each again when it exits on its own.
 
-Scale-out: the workers share the partitions of every topic (Kafka assigns them, and moves a
+Scale-out: a role's workers share the partitions of its topics (Kafka assigns them, and moves a
 dead worker's to the others until it is back). Beyond one machine, run this supervisor on
 each with the same settings: the group is the same, so the partitions spread over all of
 them (more partitions than workers, `CBIR_KAFKA__PARTITIONS`, leaves room to grow).
@@ -27,7 +29,8 @@ from types import FrameType
 
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
-from processors import WORKER_INDEX
+from cbir.wiring import consumer_roles
+from processors import WORKER_INDEX, WORKER_ROLE
 
 log = logging.getLogger("cbir.processors.supervisor")
 PR_SET_PDEATHSIG = 1
@@ -41,6 +44,7 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Worker:
+    role: str
     index: int
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
@@ -49,10 +53,13 @@ class Worker:
     restart_at: float = field(default=0.0)
 
     def start(self) -> None:
-        environment = {**os.environ, WORKER_INDEX: str(self.index)}
+        environment = {**os.environ, WORKER_INDEX: str(self.index), WORKER_ROLE: self.role}
         self.process = subprocess.Popen(self.command, env=environment, preexec_fn=_die_with_parent)
         self.started = time.monotonic()
-        log.info("worker started", extra={"worker": self.index, "pid": self.process.pid})
+        log.info(
+            "worker started",
+            extra={"role": self.role, "worker": self.index, "pid": self.process.pid},
+        )
 
     def exited(self, now: float) -> int | None:
         """The exit code if the worker exited since it was looked at (and when to restart)."""
@@ -64,6 +71,7 @@ class Worker:
         log.info(
             "worker exited",
             extra={
+                "role": self.role,
                 "worker": self.index,
                 "code": code,
                 "lived_s": round(lived, 1),
@@ -78,7 +86,11 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     command = [sys.executable, "-m", "processors", "worker", "--without-web", *argv]
-    workers = [Worker(i, command) for i in range(settings.processors.workers)]
+    workers = [
+        Worker(role.name, i, command)
+        for role in consumer_roles(settings)
+        for i in range(role.workers)
+    ]
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -79,6 +79,11 @@ class SearchResult(ImageSummary):
 class SpatialInfo(BaseModel):
     depth: int = Field(description="candidates asked to verify (R)")
     verified: int = Field(description="candidates verified within the time budget")
+    features_missing: int = Field(
+        default=0,
+        description="candidates without stored local features (extraction still behind, the "
+        "store away, or no image SIFT can read): they keep their global order",
+    )
     query_keypoints: int
     ms: float = Field(description="time spatial re-ranking took")
     expanded_with: int | None = Field(

@@ -188,11 +188,11 @@ class Search:
         vector, embedding_outcome = query.vector()
         depth = max(request.k, spatial.depth) if spatial is not None else request.k
         budget_s = self.context.left(opened.deadline, "Milvus")
-        results, keys = self._search(vector, depth, request, opened.view, served, budget_s)
+        results = self._search(vector, depth, request, opened.view, served, budget_s)
         info = None
         if spatial is not None and pending is not None and local is not None:
             started = time.perf_counter()  # the budget is verification's
-            features = local.reranker.candidates(results, keys, spatial.depth)
+            features = local.reranker.candidates(results, spatial.depth)
             query_side = pending.result()
             if query_side is not None:
                 results, info = local.reranker.rerank(
@@ -235,7 +235,7 @@ class Search:
         expanded = expanded_query(vector, np.stack(stored))
         depth = max(request.k, request.spatial.depth)
         budget_s = context.left(opened.deadline, "Milvus")
-        again, _ = self._search(expanded, depth, request, view, served, budget_s)
+        again = self._search(expanded, depth, request, view, served, budget_s)
         taken = set(ids)
         merged = verified + [r for r in again if r.image_id not in taken]
         for rank, result in enumerate(merged, start=1):
@@ -286,8 +286,8 @@ class Search:
         view: IndexView,
         served: Served,
         budget_s: float,
-    ) -> tuple[list[SearchResult], dict[str, str]]:
-        """The results, and each one's object key (where its bytes are)."""
+    ) -> list[SearchResult]:
+        """The results, joined with their rows (one deleted meanwhile is left out)."""
         context = self.context
         hits = context.call(
             "Milvus",
@@ -305,15 +305,13 @@ class Search:
         )[0]
         rows = context.rows([h.image_id for h in hits])
         results = []
-        keys = {}
         for rank, hit in enumerate(hits, start=1):
             row = rows.get(hit.image_id)
             if row is None:  # deleted between the search and the join
                 continue
             summary = ImageSummary.of(row).model_dump()
             results.append(SearchResult(rank=rank, score=round(hit.score, 6), **summary))
-            keys[row.image_id] = row.object_key
-        return results, keys
+        return results
 
     def close(self) -> None:
         self._background.shutdown(wait=False)

@@ -41,11 +41,13 @@ class SpatialReranker:
         self._pool = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
 
     def candidates(
-        self, results: list[SearchResult], object_keys: dict[str, str], depth: int
+        self, results: list[SearchResult], depth: int
     ) -> dict[str, LocalFeatures | None]:
-        """The stored features of the top `depth` results (read in parallel)."""
+        """The stored features of the top `depth` results (read in parallel). Features not
+        stored yet (the features consumer group is behind) are not extracted here: that
+        candidate keeps its global order, and `SpatialInfo.features_missing` counts it."""
         top = results[:depth]
-        return self.store.get_many([(r.image_id, object_keys.get(r.image_id)) for r in top])
+        return self.store.get_many([(r.image_id, None) for r in top])
 
     def rerank(
         self,
@@ -76,6 +78,7 @@ class SpatialReranker:
         info = SpatialInfo(
             depth=request.depth,
             verified=sum(count is not None for count in inliers),
+            features_missing=sum(features.get(r.image_id) is None for r in top),
             query_keypoints=len(query),
             ms=round(1000 * (time.perf_counter() - started), 1),
         )

@@ -380,11 +380,10 @@ def through_the_api(
                     time.sleep(2)
             ingest_s = time.perf_counter() - started
             from cbir.bench.query import settle
-            from cbir.wiring import consumer_lag
+            from cbir.wiring import caught_up
 
             # the duplicates agent judges after indexing: measure once it has caught up too
-            topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
-            while any(lag.lag for lag in consumer_lag(settings, topics)):
+            while not caught_up(settings):
                 if time.perf_counter() - started > 3600:
                     raise RuntimeError("the processors did not catch up in an hour")
                 time.sleep(2)

@@ -46,7 +46,7 @@ from cbir.settings import Settings, get_settings, side_by_side
 from cbir.stack.launcher import Launcher
 from cbir.stack.layout import StackLayout
 from cbir.stack.services.mariadb import MariaDBService
-from cbir.wiring import Adapters, consumer_lag
+from cbir.wiring import Adapters, caught_up
 from producers.ingest import collect
 from schemas.events import EmbeddingComputed, EventSerializer, ImageMetadata
 
@@ -203,8 +203,7 @@ def measure(
             time.sleep(0.2)
         ingest_s = time.perf_counter() - started
         # the replays are timed on a quiet machine: every processor agent has caught up
-        topics = [settings.kafka.images_topic, settings.kafka.embeddings_topic]
-        while any(lag.lag for lag in consumer_lag(settings, topics)):
+        while not caught_up(settings):
             if time.perf_counter() - started > 3600:
                 raise RuntimeError("the processors did not catch up within an hour")
             time.sleep(1)

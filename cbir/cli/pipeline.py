@@ -21,18 +21,23 @@ def _process(args: argparse.Namespace) -> int:
         from cbir import wiring
 
         settings = get_settings()
-        embeddings = wiring.indexed_topics(settings) or [settings.kafka.embeddings_topic]
-        topics = [settings.kafka.images_topic, *embeddings]
         if args.wait:
             deadline = time.monotonic() + args.wait
-            while any(lag.lag for lag in wiring.consumer_lag(settings, topics)):
+            while not wiring.caught_up(settings):
                 if time.monotonic() > deadline:
                     console.print(f"[red]still behind after {args.wait} s[/]")
                     break
                 time.sleep(1)
-        table = Table("topic", "end offset", "processed", "lag", box=None)
-        for lag in wiring.consumer_lag(settings, topics):
-            table.add_row(lag.topic, str(lag.end_offset), str(lag.committed), str(lag.lag))
+        table = Table("role", "consumer group", "topic", "end offset", "processed", "lag", box=None)
+        for role, lag in wiring.pipeline_lag(settings):
+            table.add_row(
+                role.name,
+                role.group,
+                lag.topic,
+                str(lag.end_offset),
+                str(lag.committed),
+                str(lag.lag),
+            )
         console.print(table)
         console.print(f"dead letters: {wiring.dead_letter_count(settings)}")
         console.print(f"images by status: {wiring.image_statuses(settings)}")
@@ -153,13 +158,17 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def register(areas: Any) -> None:
-    process = areas.add_parser("process", help="run the Faust processors (embed, index)")
+    process = areas.add_parser(
+        "process",
+        help="run the Faust processors (indexing; local features and near-duplicates in "
+        "consumer groups of their own)",
+    )
     process.add_argument(
         "action",
         nargs="?",
         choices=["run", "status"],
         default="run",
-        help="run the worker in the foreground (default), or show its status",
+        help="run the workers in the foreground (default), or show every consumer group's lag",
     )
     process.add_argument("--loglevel", default="info", choices=["debug", "info", "warn", "error"])
     process.add_argument(
@@ -167,7 +176,7 @@ def register(areas: Any) -> None:
         type=float,
         default=0,
         metavar="SECONDS",
-        help="with status: first wait (up to SECONDS) until nothing is left",
+        help="with status: first wait (up to SECONDS) until every group has caught up",
     )
     process.set_defaults(run=_process)
 

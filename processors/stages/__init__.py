@@ -12,7 +12,16 @@ upserts).
 from processors.stages.base import Stage
 from processors.stages.duplicates import DuplicatesStage
 from processors.stages.embed import EmbedStage, Route
+from processors.stages.features import FeaturesStage
 from processors.stages.index import IndexStage
 from processors.stages.object_events import ObjectEventsStage
 
-__all__ = ["DuplicatesStage", "EmbedStage", "IndexStage", "ObjectEventsStage", "Route", "Stage"]
+__all__ = [
+    "DuplicatesStage",
+    "EmbedStage",
+    "FeaturesStage",
+    "IndexStage",
+    "ObjectEventsStage",
+    "Route",
+    "Stage",
+]

@@ -1,5 +1,6 @@
 """images topic -> embeddings topics: fetch the bytes, embed them through Triton with the
-model of every building and live generation, one embeddings topic per model."""
+model of every building and live generation, one embeddings topic per model. (Local features
+are another consumer group's work: `features.py`.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from cbir.domain.generations import Generation
 from cbir.domain.log import Forward, LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
 from cbir.domain.vectors import Vectors
-from cbir.local_features.store import FeatureStore
 from cbir.ports import Embedders, GenerationRegistry, MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
@@ -63,10 +63,8 @@ class EmbedStage(Stage):
         embedders: Embedders,
         policy: RetryPolicy,
         replay: Generation | None = None,
-        features: FeatureStore | None = None,
     ) -> None:
         super().__init__(metadata, policy)
-        self.features = features
         self.config = config
         self.objects = objects
         self.registry = registry
@@ -129,31 +127,7 @@ class EmbedStage(Stage):
         return [o for group in outcomes if group for o in group]
 
     def _fetch(self, image: ImageMetadata) -> bytes | str:
-        data = fetch(self.policy, self.objects, image.bucket, image.object_key)
-        if self.features is not None and not isinstance(data, str):
-            self._store_features(image.image_id, data)
-        return data
-
-    def _store_features(self, image_id: str, data: bytes) -> None:
-        """The image's local features, beside its bytes (waiting while the store is away).
-        They are an aid, not the image: one that cannot be made is logged and the image goes
-        on; the query path extracts them again from the bytes when it needs them."""
-        assert self.features is not None
-        store = self.features
-        if self.replay is not None:  # a re-embed: features do not depend on the model
-            try:
-                if self.policy.run(lambda: store.has(image_id), "look for local features"):
-                    return
-            except Exception:  # extracting again is the safe way
-                pass
-        try:
-            self.policy.run(
-                lambda: store.extract_and_put(image_id, data), f"store {image_id}'s local features"
-            )
-        except Exception as exc:  # Permanent or GaveUp: the image itself is unaffected
-            log.warning(
-                "local features not stored", extra={"image_id": image_id, "error": str(exc)}
-            )
+        return fetch(self.policy, self.objects, image.bucket, image.object_key)
 
     def _embed_uploads(
         self,

@@ -93,6 +93,7 @@ def indexed_flowers(launcher: Launcher, mobilenet_served: Path, shared_dir: Path
     items = [item for item in collect([str(folder)]) if item.path.parent.name in FLOWER_CLASSES]
     wiring.ingest(settings, items)
     ids = {image_id_of(item.path.read_bytes()) for item in items}
-    # SIFT local features are extracted at ingest (about 90 ms a photograph here)
     wait_for(lambda: indexed(settings, ids) == len(ids), 420, "three species to be indexed")
+    # SIFT local features and near-duplicates are consumer groups of their own, behind
+    wait_for(lambda: wiring.caught_up(settings), 420, "local features to catch up")
     return [item.path for item in items]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import psutil
+
 from cbir.adapters import metadata_store
 from cbir.settings import Settings
+from cbir.stack.launcher import Launcher
+from processors import WORKER_ROLE
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -25,3 +29,14 @@ def rows(settings: Settings, image_ids: set[str]) -> dict[str, dict[str, object]
 
 def indexed(settings: Settings, image_ids: set[str]) -> int:
     return sum(r["status"] == "indexed" for r in rows(settings, image_ids).values())
+
+
+def role_workers(launcher: Launcher, role: str) -> list[psutil.Process]:
+    """The processors supervisor's workers of one role (`cbir.wiring.consumer_roles`)."""
+    pid = launcher.service("processors").process.pid
+    assert pid is not None, "the processors are not running"
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if child.environ().get(WORKER_ROLE) == role
+    ]

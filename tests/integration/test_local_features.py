@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cbir import wiring
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.event_log import KafkaEventLog
 from cbir.adapters.object_store import MinioObjectStore
@@ -28,9 +29,10 @@ from cbir.models.runtime import LocalSpec
 from cbir.replay.duplicates import read_records
 from cbir.settings import settings_environment
 from cbir.stack.launcher import Launcher
+from cbir.wiring import DUPLICATES, FEATURES
 from schemas.events import DuplicatesFound
 from tests.integration.conftest import TEST_API_KEY
-from tests.integration.test_pipeline import wait_for
+from tests.integration.helpers import role_workers, wait_for
 from tests.integration.test_query_api import ids_of, search, status_of
 
 pytestmark = pytest.mark.integration
@@ -244,3 +246,34 @@ def test_a_vlad_model_is_served_by_triton_as_the_runtime_computes_it(
     assert errors[: len(datas)] == [""] * len(datas) and errors[-1]
     expected = np.stack([model.describe(f.rootsift()) for f in features])
     assert np.allclose(vectors[: len(datas)], expected, atol=1e-5)
+
+
+def test_a_frozen_features_group_never_holds_back_indexing(
+    launcher: Launcher, client: httpx.Client, objects: MinioObjectStore, shared_dir: Path
+) -> None:
+    """The derived consumer groups frozen (SIGSTOP), images uploaded: indexed and searchable
+    all the same; a spatial search leaves the featureless in their order and says so; thawed,
+    the features group catches up and stores them."""
+    settings = launcher.settings
+    frozen = role_workers(launcher, FEATURES) + role_workers(launcher, DUPLICATES)
+    assert len(frozen) == 2
+    photos = sorted((shared_dir / "data" / "flowers17" / "14").glob("*.jpg"))[:3]
+    bucket = settings.local_features.bucket
+    for worker in frozen:
+        worker.suspend()
+    try:
+        uploaded = [upload(client, p.read_bytes(), p.name) for p in photos]  # waits: indexed
+        assert all(objects.get(bucket, image_id) is None for image_id in uploaded)
+        lags = {role.name: lag.lag for role, lag in wiring.pipeline_lag(settings)}
+        assert lags[FEATURES] > 0
+        response = search(client, photos[0].read_bytes(), k=5, rerank="spatial", depth=10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["results"][0]["image_id"] == uploaded[0]  # itself, by its global score
+        assert body["spatial"]["features_missing"] >= 1
+        assert body["results"][0]["inliers"] is None  # not verified: no features yet
+    finally:
+        for worker in frozen:
+            worker.resume()
+    wait_for(lambda: wiring.caught_up(settings), 180, "the derived groups to catch up")
+    assert all(objects.get(bucket, image_id) is not None for image_id in uploaded)

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from PIL import Image
 
@@ -25,10 +24,10 @@ from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.domain.images import image_id_of, object_key_of
 from cbir.settings import Settings
 from cbir.stack.launcher import Launcher
-from cbir.wiring import consumer_lag
+from cbir.wiring import CORE, consumer_lag
 from producers.ingest import IngestItem, collect
 from schemas.events import DeadLetter, Event
-from tests.integration.helpers import indexed, rows, wait_for
+from tests.integration.helpers import indexed, role_workers, rows, wait_for
 from tests.integration.topics import read_events
 
 pytestmark = pytest.mark.integration
@@ -245,15 +244,16 @@ def test_one_of_two_workers_killed_midstream_loses_and_duplicates_nothing(
     ids = {image_id_of(item.path.read_bytes()) for item in items}
     wiring.ingest(pipeline, items)
     wait_for(lambda: indexed(pipeline, ids) >= len(ids) // 5, 300, "a fifth to be indexed")
-    supervisor = psutil.Process(launcher.service("processors").process.pid)
-    workers = supervisor.children()
+    workers = role_workers(launcher, CORE)
     assert len(workers) == 2
     workers[0].kill()  # SIGKILL: the supervisor must start it again, Kafka move its partitions
     assert indexed(pipeline, ids) < len(ids), "killed too late to prove anything"
     wait_for(lambda: indexed(pipeline, ids) == len(ids), 600, "every image to be indexed")
     assert vectors_of(pipeline, ids) == len(ids)  # once each
-    wait_for(lambda: len(supervisor.children()) == 2, 60, "the killed worker to be restarted")
-    assert workers[0].pid not in {p.pid for p in supervisor.children()}
+    wait_for(
+        lambda: len(role_workers(launcher, CORE)) == 2, 60, "the killed worker to be restarted"
+    )
+    assert workers[0].pid not in {p.pid for p in role_workers(launcher, CORE)}
     wait_for(lambda: group_members(pipeline) == 2, 120, "the group to be two workers again")
 
 

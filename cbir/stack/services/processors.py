@@ -6,9 +6,11 @@ import sys
 import time
 
 from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 
 from cbir.adapters.kafka_topics import admin_client
 from cbir.stack.services.base import ApplicationService, NotReady, Port
+from cbir.wiring import consumer_roles
 
 REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 REBALANCE_GRACE_S = 15.0
@@ -27,16 +29,20 @@ class ProcessorsService(ApplicationService):
         return [sys.executable, *WORKER]
 
     def probe(self) -> None:
-        """Healthy when every worker is a member of the consumer group and the group is stable.
-        A rebalance is a normal, passing state (a member joined or left): give it a few
-        seconds to settle before calling the processors unhealthy. Counting the members makes
-        `up` wait for the last worker to join, so no rebalance follows it (a worker that joined
-        alone would otherwise be made to rejoin when the next arrives, while it is busy)."""
-        group = self.settings.processors.app_id
-        expected = self.settings.processors.workers
+        """Healthy when every role's workers are members of its consumer group and each group
+        is stable. A rebalance is a normal, passing state (a member joined or left): give it a
+        few seconds to settle before calling the processors unhealthy. Counting the members
+        makes `up` wait for the last worker to join, so no rebalance follows it (a worker that
+        joined alone would otherwise be made to rejoin when the next arrives, while it is
+        busy)."""
         # librdkafka's own lines go to the project's logging, not raw onto the terminal
         admin = admin_client(self.settings.kafka)
         deadline = time.monotonic() + REBALANCE_GRACE_S
+        for role in consumer_roles(self.settings):
+            self._probe_group(admin, role.group, role.workers, deadline)
+
+    @staticmethod
+    def _probe_group(admin: AdminClient, group: str, expected: int, deadline: float) -> None:
         while True:
             try:
                 description = admin.describe_consumer_groups([group])[group].result(timeout=5)

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
 from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.generations import Generation, GenerationState
 from cbir.domain.rows import ImageStatus
-from cbir.local_features.features import Extractor, LocalFeatures
-from cbir.local_features.store import FeatureStore
 from cbir.wiring import embed_config
 from processors.stages import EmbedStage
 from schemas.events import EmbeddingComputed, ImageDeleted
@@ -29,9 +23,7 @@ from tests.unit.processors.stages.conftest import (
 IMAGES = "cbir.images"
 
 
-def stage(
-    world: World, replay: Generation | None = None, features: FeatureStore | None = None
-) -> EmbedStage:
+def stage(world: World, replay: Generation | None = None) -> EmbedStage:
     return EmbedStage(
         embed_config(world.settings),
         world.objects,
@@ -40,7 +32,6 @@ def stage(
         world.embedders,
         world.policy,
         replay,
-        features,
     )
 
 
@@ -151,28 +142,3 @@ def test_an_event_keyed_by_another_id_is_dead_lettered(world: World) -> None:
     wrong = message(IMAGES, "not-the-id", event.value)
     outcomes = stage(world).process([wrong])
     assert forwarded(outcomes) == [] and "is not the image id" in letters(outcomes)[0].reason
-
-
-def test_local_features_are_stored_beside_the_upload_and_a_re_embed_keeps_them(
-    world: World, flower_photos: list[Path]
-) -> None:
-    world.registry.add(MOBILENET, "cbir.embeddings", GenerationState.LIVE)
-    store = FeatureStore(world.objects, None, "features", Extractor(200, 256))
-    photo, flat = world.image(flower_photos[0].read_bytes()), world.image(b"\x01no image")
-    with_features = stage(world, features=store)
-    outcomes = with_features.process([uploaded(IMAGES, photo), uploaded(IMAGES, flat, 1)])
-    assert len(forwarded(outcomes)) == 2  # bytes SIFT cannot read are still embedded
-    stored = world.objects.objects[("features", photo.image_id)]
-    assert len(LocalFeatures.from_bytes(stored)) > 50
-    assert ("features", flat.image_id) not in world.objects.objects
-    # a re-embed finds them stored and leaves them; the live path writes them again
-    marker = LocalFeatures(
-        np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), 1, 1, 0
-    ).to_bytes()
-    world.objects.objects[("features", photo.image_id)] = marker
-    building = world.registry.add(RESNET, "cbir.embeddings.resnet", GenerationState.BUILDING)
-    replay = stage(world, replay=building, features=store)
-    replay.process([uploaded(IMAGES, photo)])
-    assert world.objects.objects[("features", photo.image_id)] == marker
-    with_features.process([uploaded(IMAGES, photo, 2)])
-    assert world.objects.objects[("features", photo.image_id)] != marker
