@@ -219,7 +219,11 @@ class Adapters:
     @cached_property
     def duplicate_finder(self) -> DuplicateFinder:
         """Which neighbours are near-duplicates: the processors and the API judge alike."""
-        return DuplicateFinder(self.features, duplicate_policy(self.settings))
+        return DuplicateFinder(
+            self.features,
+            duplicate_policy(self.settings),
+            keypoints=self.settings.local_features.duplicate_keypoints,
+        )
 
     @cached_property
     def writer(self) -> KafkaWriter:

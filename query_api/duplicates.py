@@ -25,7 +25,7 @@ class Duplicates:
         query = self.context.call(
             "MinIO",
             "get_features",
-            lambda: local.store.get(image_id, own.object_key if own is not None else None),
+            lambda: local.finder.features_of(image_id, own.object_key if own is not None else None),
         )
         neighbours = [
             Neighbour(

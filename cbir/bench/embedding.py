@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -78,14 +79,22 @@ def ensure_models(settings: Settings, mobilenet_onnx: Path) -> None:
 class CpuMeter:
     """CPU seconds spent by a process tree (the Triton server and its model stubs) or by us."""
 
-    def __init__(self, pid: int | None = None, children: bool = True) -> None:
-        self.process = psutil.Process(pid) if pid else psutil.Process()
+    def __init__(
+        self, pid: int | None = None, children: bool = True, pids: list[int] | None = None
+    ) -> None:
+        """`pids`: several trees, summed (a role's workers)."""
+        roots = pids or [pid or os.getpid()]
+        self.processes = [psutil.Process(p) for p in roots]
         self.children = children
 
     def seconds(self) -> float:
-        processes = [self.process]
+        processes = list(self.processes)
         if self.children:
-            processes += self.process.children(recursive=True)
+            for root in self.processes:
+                try:
+                    processes += root.children(recursive=True)
+                except psutil.Error:
+                    continue
         total = 0.0
         for proc in processes:
             try:

@@ -11,7 +11,9 @@ pipeline's CPU outside the model at most a quarter of the model's own per image,
 throughput at least 90% of the batch loader's. `--workers 1 2` runs the pipeline with each
 number of processor workers (the batch loader with the first); `--profile` samples the
 processors and the producer with py-spy (bench/results/profiles/ingest). Local features
-(SIFT, duplicates) are off unless `--local-features`: the batch loader computes none.
+(SIFT, duplicates) are off unless `--local-features on` (`off on`: both, side by side); with
+them, the run ends when every consumer group has caught up (the indexing group's last image is
+reported too), and the processors' CPU is split by role (indexing, features, duplicates).
 ResNet-50 runs with seeded random weights (speed only; the hub is unreachable here).
 """
 
@@ -45,6 +47,7 @@ from cbir.models.runtime import Pooling
 from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.settings import Settings, get_settings, side_by_side
 from cbir.stack.launcher import Launcher
+from processors import WORKER_ROLE
 from producers.ingest import IngestSummary, collect
 
 MODELS = {
@@ -114,6 +117,21 @@ def per_image(cpu: dict[str, float], images: int) -> dict[str, Any]:
         "outside_cpu_ms_per_image": round(outside_ms, 2),
         "outside_over_model": round(outside_ms / model_ms, 3) if model_ms else None,
     }
+
+
+ROLE = "role:"
+
+
+def role_meters(launcher: Launcher) -> dict[str, CpuMeter]:
+    """A meter per processors role (`cbir.wiring.consumer_roles`), over its workers."""
+    pid = launcher.service("processors").process.pid
+    if pid is None:
+        return {}
+    found: dict[str, list[int]] = {}
+    for worker in psutil.Process(pid).children():
+        role = worker.environ().get(WORKER_ROLE, "core")
+        found.setdefault(role, []).append(worker.pid)
+    return {f"{ROLE}{role}": CpuMeter(pids=pids) for role, pids in found.items()}
 
 
 def clear_batch_load(settings: Settings, collection: str) -> None:
@@ -208,6 +226,9 @@ def measure(
                 profiler.start(f"processors-worker-{number}", worker.pid, subprocesses=False)
             profiler.start("producer", os.getpid(), subprocesses=False)
 
+        marks: dict[str, float] = {}
+        roles = role_meters(launcher)
+
         def pipeline() -> None:
             started = time.perf_counter()
             summaries.append(wiring.ingest(settings, items))
@@ -215,9 +236,16 @@ def measure(
                 if time.perf_counter() - started > 3600:
                     raise RuntimeError("the pipeline did not index everything within an hour")
                 time.sleep(0.2)
+            marks["indexed"] = time.perf_counter() - started
+            # the derived consumer groups (local features, near-duplicates) too
+            while not wiring.caught_up(settings):
+                if time.perf_counter() - started > 3600:
+                    raise RuntimeError("the processors did not catch up within an hour")
+                time.sleep(0.2)
 
         try:
-            elapsed, cpu = cpu_by_process(meters, pipeline)
+            elapsed, cpu = cpu_by_process({**meters, **roles}, pipeline)
+            by_role = {k.removeprefix(ROLE): cpu.pop(k) for k in list(cpu) if k.startswith(ROLE)}
         finally:
             if profiler is not None:
                 profiler.stop(f"{label}, ingesting {unique} images")
@@ -234,6 +262,12 @@ def measure(
         "rejected": len(summaries[0].rejected),
         "end_to_end_seconds": round(elapsed, 1),
         "images_per_s": round(rate, 1),
+        # the last image indexed (searchable); `images_per_s` waits for every consumer group
+        "indexed_seconds": round(marks["indexed"], 1),
+        "indexed_images_per_s": round(unique / marks["indexed"], 1),
+        "processors_cpu_ms_per_image_by_role": {
+            role: round(1000 * seconds / unique, 2) for role, seconds in by_role.items()
+        },
         "triton_alone_images_per_s": round(alone["rate"], 1),
         "triton_alone_cpu_ms_per_image": round(1000 * alone_cpu["triton"] / len(sample), 2),
         "ratio_to_triton": round(rate / alone["rate"], 3),
@@ -276,9 +310,21 @@ def render_markdown(document: dict[str, Any]) -> str:
         cpu = ", ".join(f"{k} {v}" for k, v in r.get("cpu_seconds", {}).items())
         loader = r.get("batch_loader") or {}
         loader_cpu = ", ".join(f"{k} {v}" for k, v in loader.get("cpu_seconds", {}).items())
+        roles = ", ".join(
+            f"{k} {v}" for k, v in r.get("processors_cpu_ms_per_image_by_role", {}).items()
+        )
+        features = "on" if r.get("local_features") else "off"
         lines.append(
-            f"- {r['dataset']}, {r['model']}, {r.get('workers', 1)} worker(s): {cpu}"
+            f"- {r['dataset']}, {r['model']}, {r.get('workers', 1)} worker(s), local features "
+            f"{features}: {cpu}"
             + (f" (batch loader: {loader_cpu})" if loader_cpu else "")
+            + (f"; processors CPU-ms per image by role: {roles}" if roles else "")
+            + (
+                f"; last image indexed at {r['indexed_seconds']} s "
+                f"({r['indexed_images_per_s']} images/s)"
+                if "indexed_seconds" in r
+                else ""
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -291,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         export_models(repository, args.shared, args.models)
         runs = [
             (
-                f"{name} with {model}, {workers} worker(s)",
+                f"{name} with {model}, {workers} worker(s), local features {features}",
                 partial(
                     measure,
                     base,
@@ -300,14 +346,15 @@ def run(args: argparse.Namespace) -> int:
                     model=model,
                     offset=args.port_offset,
                     workers=workers,
-                    local_features=args.local_features,
-                    batch_loader=workers == args.workers[0],
+                    local_features=features == "on",
+                    batch_loader=workers == args.workers[0] and features == "off",
                     profiles=profiles,
                 ),
             )
             for model in args.models
             for name in args.datasets
             for workers in args.workers
+            for features in args.local_features
         ]
         records = on_fresh_stacks(runs, Path(scratch))
     publish(args.name, records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
@@ -325,8 +372,11 @@ def register(actions: Any) -> None:
     )
     ingest.add_argument(
         "--local-features",
-        action="store_true",
-        help="extract SIFT features and judge duplicates too (the batch loader does neither)",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="one run each: without, or with SIFT features and near-duplicates (the batch "
+        "loader computes neither; `off on`: side by side in one run)",
     )
     ingest.add_argument("--profile", action="store_true", help="py-spy the processors, producer")
     ingest.add_argument("--name", default="ingest", help="results file name (bench/results)")

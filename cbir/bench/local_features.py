@@ -344,108 +344,73 @@ def through_the_api(
     query the API uncached (`Cache-Control: no-cache`, each image once, so its embedding is
     computed too), plain and `rerank=spatial` R = 50 interleaved, and ask for their
     duplicates."""
-    from cbir import wiring
     from cbir.adapters.event_log import KafkaEventLog
-    from cbir.bench.ingest import export_models
+    from cbir.bench.indexed_stack import indexed_stack
     from cbir.replay.duplicates import read_records
-    from cbir.settings import side_by_side
-    from cbir.stack.launcher import Launcher
-    from producers.ingest import collect
 
-    base = get_settings()
-    with TemporaryDirectory(prefix="cbir-bench-lf-") as scratch:
-        root = Path(scratch)
-        export_models(root / "models", args.shared, ["mobilenet"])
-        settings = side_by_side(base, args.port_offset, root / "data", root / "models")
-        launcher = Launcher(settings)
-        launcher.up()
-        try:
-            items = collect([str(args.shared / "data" / "flowers17"), str(copies[0].path.parent)])
-            started = time.perf_counter()
-            wiring.ingest(settings, items)
-            ids = [image_id_of(p.read_bytes()) for p in paths]
-            # one photograph: its source, or a photograph flowers17 holds twice
-            groups_of = {image_id: int(groups[i]) for i, image_id in enumerate(ids)}
-            originals_ids = set(ids[:originals])
-            wanted = len(set(ids))
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("indexing through the pipeline", total=wanted)
-                while True:
-                    done = wiring_indexed(settings)
-                    progress.update(task, completed=done)
-                    if done >= wanted:
-                        break
-                    if time.perf_counter() - started > 1800:
-                        raise RuntimeError(f"only {done} of {wanted} indexed in 30 minutes")
-                    time.sleep(2)
-            ingest_s = time.perf_counter() - started
-            from cbir.bench.query import settle
-            from cbir.wiring import caught_up
-
-            # the duplicates agent judges after indexing: measure once it has caught up too
-            while not caught_up(settings):
-                if time.perf_counter() - started > 3600:
-                    raise RuntimeError("the processors did not catch up in an hour")
-                time.sleep(2)
-            drained_s = time.perf_counter() - started
-            settle(settings)
-            rng = np.random.default_rng(args.seed)
-            picked = rng.choice(len(copies), 2 * args.api_queries, replace=False)
-            api = settings.api
-            plain_ms, spatial_ms, first_source, dup_found, dup_ms = [], [], [], [], []
-            with httpx.Client(base_url=f"http://{api.host}:{api.port}", timeout=60) as client:
-                for n, index in enumerate(picked):
-                    copy = copies[index]
-                    data = copy.path.read_bytes()
-                    form = {"k": "10"}
-                    if n % 2:
-                        form |= {"rerank": "spatial", "depth": "50"}
-                    began = time.perf_counter()
-                    response = client.post(
-                        "/search",
-                        files={"image": ("q", data)},
-                        data=form,
-                        headers={"Cache-Control": "no-cache"},
-                    )
-                    spent = 1000 * (time.perf_counter() - began)
-                    response.raise_for_status()
-                    # the copy itself is indexed too: the first other result must be its source
-                    others = [
-                        r["image_id"]
-                        for r in response.json()["results"]
-                        if r["image_id"] != image_id_of(data)
-                    ]
-                    source = ids[copy.source]
-                    hit = bool(others) and groups_of[others[0]] == groups_of[source]
-                    if n % 2:
-                        spatial_ms.append(spent)
-                        first_source.append(hit)
-                    else:
-                        plain_ms.append(spent)
-                    began = time.perf_counter()
-                    listed = client.get(f"/images/{image_id_of(data)}/duplicates")
-                    dup_ms.append(1000 * (time.perf_counter() - began))
-                    listed.raise_for_status()
-                    found = {
-                        groups_of[d["image_id"]]
-                        for d in listed.json()["duplicates"]
-                        if d["image_id"] in originals_ids
-                    }
-                    dup_found.append(groups_of[source] in found)
-            records = read_records(KafkaEventLog(settings.kafka), settings.kafka.duplicates_topic)
-            copy_ids = {image_id_of(c.path.read_bytes()): ids[c.source] for c in copies}
-            on_topic = [
-                groups_of[source]
-                in {
-                    groups_of[link.image_id]
-                    for link in records[copy_id].links
-                    if link.image_id in originals_ids
+    folders = [args.shared / "data" / "flowers17", copies[0].path.parent]
+    with indexed_stack(args.shared, folders, args.port_offset) as stack:
+        settings = stack.settings
+        wanted, ingest_s, drained_s = stack.images, stack.indexed_s, stack.caught_up_s
+        ids = [image_id_of(p.read_bytes()) for p in paths]
+        # one photograph: its source, or a photograph flowers17 holds twice
+        groups_of = {image_id: int(groups[i]) for i, image_id in enumerate(ids)}
+        originals_ids = set(ids[:originals])
+        rng = np.random.default_rng(args.seed)
+        picked = rng.choice(len(copies), 2 * args.api_queries, replace=False)
+        api = settings.api
+        plain_ms, spatial_ms, first_source, dup_found, dup_ms = [], [], [], [], []
+        with httpx.Client(base_url=f"http://{api.host}:{api.port}", timeout=60) as client:
+            for n, index in enumerate(picked):
+                copy = copies[index]
+                data = copy.path.read_bytes()
+                form = {"k": "10"}
+                if n % 2:
+                    form |= {"rerank": "spatial", "depth": "50"}
+                began = time.perf_counter()
+                response = client.post(
+                    "/search",
+                    files={"image": ("q", data)},
+                    data=form,
+                    headers={"Cache-Control": "no-cache"},
+                )
+                spent = 1000 * (time.perf_counter() - began)
+                response.raise_for_status()
+                # the copy itself is indexed too: the first other result must be its source
+                others = [
+                    r["image_id"]
+                    for r in response.json()["results"]
+                    if r["image_id"] != image_id_of(data)
+                ]
+                source = ids[copy.source]
+                hit = bool(others) and groups_of[others[0]] == groups_of[source]
+                if n % 2:
+                    spatial_ms.append(spent)
+                    first_source.append(hit)
+                else:
+                    plain_ms.append(spent)
+                began = time.perf_counter()
+                listed = client.get(f"/images/{image_id_of(data)}/duplicates")
+                dup_ms.append(1000 * (time.perf_counter() - began))
+                listed.raise_for_status()
+                found = {
+                    groups_of[d["image_id"]]
+                    for d in listed.json()["duplicates"]
+                    if d["image_id"] in originals_ids
                 }
-                for copy_id, source in copy_ids.items()
-                if copy_id in records
-            ]
-        finally:
-            launcher.down()
+                dup_found.append(groups_of[source] in found)
+        records = read_records(KafkaEventLog(settings.kafka), settings.kafka.duplicates_topic)
+        copy_ids = {image_id_of(c.path.read_bytes()): ids[c.source] for c in copies}
+        on_topic = [
+            groups_of[source]
+            in {
+                groups_of[link.image_id]
+                for link in records[copy_id].links
+                if link.image_id in originals_ids
+            }
+            for copy_id, source in copy_ids.items()
+            if copy_id in records
+        ]
 
     def pct(values: list[float], q: float) -> float:
         return round(float(np.percentile(values, q)), 1)
@@ -466,13 +431,6 @@ def through_the_api(
         "duplicates_topic_source_found": round(float(np.mean(on_topic)), 3) if on_topic else None,
         "queries_per_mode": args.api_queries,
     }
-
-
-def wiring_indexed(settings: Any) -> int:
-    from cbir.adapters import metadata_store
-
-    with metadata_store.connect(settings.mysql) as conn:
-        return int(metadata_store.status_counts(conn).get("indexed", 0))
 
 
 def global_embeddings(onnx: Path, datas: Sequence[bytes]) -> np.ndarray:

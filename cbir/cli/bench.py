@@ -8,9 +8,11 @@ from typing import Any
 def register(areas: Any) -> None:
     from cbir.bench import (
         ann,
+        duplicates,
         embedding,
         faults,
         holidays,
+        holidays_api,
         ingest,
         local_features,
         query,
@@ -29,3 +31,5 @@ def register(areas: Any) -> None:
     training.register(actions)
     local_features.register(actions)
     holidays.register(actions)
+    duplicates.register(actions)
+    holidays_api.register(actions)

@@ -59,14 +59,19 @@ class DuplicatePolicy:
 
     max_hamming: int = 10
     min_cosine: float = 0.90
-    min_inliers: int = 30
-    geometry_floor: float = 0.5
+    min_inliers: int = 20  # of the 150 strongest keypoints each side (`DuplicateFinder`)
+    geometry_floor: float = 0.6
     # the inliers must span this share of both images (a shared logo, caption or window
     # title bar verifies a few dozen inliers in a sliver of the picture)
-    min_coverage: float = 0.2
+    min_coverage: float = 0.1
 
     def tiers(self, hamming: int | None, cosine: float) -> tuple[bool, bool]:
         return hamming is not None and hamming <= self.max_hamming, cosine >= self.min_cosine
+
+    def may_be_duplicate(self, cosine: float) -> bool:
+        """Whether any tier could call a neighbour this similar a duplicate (below it, its
+        features need not even be read)."""
+        return cosine >= min(self.geometry_floor, self.min_cosine)
 
     def needs_geometry(self, hamming: int | None, cosine: float) -> bool:
         return not all(self.tiers(hamming, cosine)) and cosine >= self.geometry_floor

@@ -8,7 +8,8 @@ as float32 pixels of the working image (its longer side at most `max_side`).
 
 The blob layout (little-endian): magic b"CBLF", version u8, then u16 width, u16 height,
 u64 perceptual hash, u32 n, then n x 2 float32 positions and n x 128 uint8 descriptors.
-About 136 bytes per keypoint: 500 keypoints are 68 KB.
+About 136 bytes per keypoint: 500 keypoints are 68 KB. Version 2 keeps the keypoints
+strongest first (version 1, still read, kept OpenCV's order: its every prefix is arbitrary).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from cbir.models.runtime import (
 )
 
 MAGIC = b"CBLF"
-VERSION = 1
+VERSION = 2  # keypoints strongest first
+READABLE = (1, 2)
 _HEADER = struct.Struct("<4sBHHQI")
 DIM = SIFT_DIM
 _MIRRORED_BINS = (-np.arange(8)) % 8
@@ -50,9 +52,18 @@ class LocalFeatures:
     width: int  # the working image's size
     height: int
     phash: int  # 64-bit DCT perceptual hash of the whole image
+    ranked: bool = True  # keypoints strongest first (a blob of version 1: not)
 
     def __len__(self) -> int:
         return len(self.points)
+
+    def strongest(self, count: int) -> LocalFeatures:
+        """The `count` strongest keypoints (all of them where their order is not known)."""
+        if not self.ranked or len(self) <= count:
+            return self
+        return LocalFeatures(
+            self.points[:count], self.descriptors[:count], self.width, self.height, self.phash
+        )
 
     def rootsift(self) -> np.ndarray:
         """The descriptors as float32 RootSIFT vectors (about unit length)."""
@@ -71,10 +82,12 @@ class LocalFeatures:
             self.width,
             self.height,
             self.phash,
+            self.ranked,
         )
 
     def to_bytes(self) -> bytes:
-        header = _HEADER.pack(MAGIC, VERSION, self.width, self.height, self.phash, len(self))
+        version = VERSION if self.ranked else 1
+        header = _HEADER.pack(MAGIC, version, self.width, self.height, self.phash, len(self))
         points = np.ascontiguousarray(self.points, dtype="<f4").tobytes()
         return header + points + np.ascontiguousarray(self.descriptors, dtype=np.uint8).tobytes()
 
@@ -83,7 +96,7 @@ class LocalFeatures:
         if len(data) < _HEADER.size:
             raise FeaturesUnreadable(f"{len(data)} bytes is shorter than the header")
         magic, version, width, height, phash, n = _HEADER.unpack_from(data)
-        if magic != MAGIC or version != VERSION:
+        if magic != MAGIC or version not in READABLE:
             raise FeaturesUnreadable(f"not local features of version {VERSION}")
         expected = _HEADER.size + n * (8 + DIM)
         if len(data) != expected:
@@ -92,7 +105,7 @@ class LocalFeatures:
         points = np.frombuffer(data, "<f4", n * 2, offset).reshape(n, 2).astype(np.float32)
         offset += n * 8
         descriptors = np.frombuffer(data, np.uint8, n * DIM, offset).reshape(n, DIM)
-        return cls(points, descriptors, width, height, phash)
+        return cls(points, descriptors, width, height, phash, version >= 2)
 
 
 @dataclass(frozen=True)

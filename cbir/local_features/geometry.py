@@ -11,12 +11,13 @@ OpenCV's `estimateAffine2D` with RANSAC and refined on its inliers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from cbir.local_features.features import LocalFeatures
+from cbir.local_features.features import DIM, LocalFeatures
 
 MIN_MATCHES = 4  # fewer cannot confirm anything (3 points fit any affine map exactly)
 
@@ -45,14 +46,21 @@ class Verifier:
     mirror: bool = True
 
     def match(
-        self, query: LocalFeatures, candidate: LocalFeatures
+        self,
+        query: LocalFeatures,
+        candidate: LocalFeatures,
+        similarity: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tentative correspondences: (m, 2) query points and the (m, 2) candidate points."""
+        """Tentative correspondences: (m, 2) query points and the (m, 2) candidate points.
+        `similarity`: their descriptors' inner products, when already computed."""
         empty = np.zeros((0, 2), np.float32)
         if len(query) < 2 or len(candidate) < 2:
             return empty, empty
         # RootSIFT vectors are unit length: squared distance = 2 - 2 x inner product
-        similarity = query.rootsift() @ candidate.rootsift().T
+        if similarity is None:
+            similarity = query.rootsift() @ candidate.rootsift().T
+        else:
+            similarity = similarity.copy()
         rows = np.arange(len(similarity))
         first = similarity.argmax(1)
         best = similarity[rows, first]
@@ -80,8 +88,77 @@ class Verifier:
                 return flipped
         return found
 
-    def _verified(self, query: LocalFeatures, candidate: LocalFeatures) -> Verification:
-        source, target = self.match(query, candidate)
+    def verify_many(
+        self,
+        query: LocalFeatures,
+        candidates: Sequence[LocalFeatures],
+        mirror: Sequence[bool],
+        at_least: int,
+    ) -> list[Verification]:
+        """`verify` of each candidate (with `mirror[i]`), for a caller that only needs to
+        know whether one reaches `at_least` inliers: the descriptors are compared in one
+        product for all candidates, and a candidate whose tentative matches cannot reach
+        `at_least` (inliers are a subset of them) gets its count of matches and no inliers,
+        without RANSAC. Those that can are verified exactly as `verify` does."""
+        found = self._bounded(query, candidates, at_least)
+        retry = [i for i, f in enumerate(found) if mirror[i] and f.inliers < self.min_matches * 4]
+        if retry:
+            flipped = self._bounded(query.mirrored(), [candidates[i] for i in retry], at_least)
+            for i, other in zip(retry, flipped, strict=True):
+                if other.inliers > found[i].inliers:
+                    found[i] = other
+        return found
+
+    def _bounded(
+        self, query: LocalFeatures, candidates: Sequence[LocalFeatures], at_least: int
+    ) -> list[Verification]:
+        if not candidates:
+            return []
+        if len(query) < 2:
+            return [Verification(0, 0, None) for _ in candidates]
+        # the candidates' descriptors side by side, padded to the longest
+        sizes = np.array([len(c) for c in candidates])
+        width = max(int(sizes.max()), 2)
+        padded = np.zeros((len(candidates), width, DIM), np.float32)
+        for i, candidate in enumerate(candidates):
+            padded[i, : sizes[i]] = candidate.rootsift()
+        similarity = (query.rootsift() @ padded.reshape(-1, DIM).T).reshape(
+            len(query), len(candidates), width
+        )
+        similarity[:, np.arange(width)[None, :] >= sizes[:, None]] = -np.inf
+        bound = self._ratio_passes(similarity)
+        bound[sizes < 2] = 0
+        needed = max(at_least, MIN_MATCHES, self.min_matches)
+        out = []
+        for i, candidate in enumerate(candidates):
+            if bound[i] < needed:
+                out.append(Verification(int(bound[i]), 0, None))
+                continue
+            block = similarity[:, i, : sizes[i]]
+            out.append(self._verified(query, candidate, block))
+        return out
+
+    def _ratio_passes(self, similarity: np.ndarray) -> np.ndarray:
+        """Per candidate (axis 1 of the query x candidate x keypoint products), the query
+        keypoints passing the ratio test: an upper bound of its tentative matches (the
+        one-per-candidate-keypoint rule only removes some)."""
+        first = similarity.argmax(axis=2)
+        best = np.take_along_axis(similarity, first[..., None], axis=2)[..., 0]
+        np.put_along_axis(similarity, first[..., None], -np.inf, axis=2)
+        second = similarity.max(axis=2)
+        np.put_along_axis(similarity, first[..., None], best[..., None], axis=2)  # restored
+        d1 = np.sqrt(np.maximum(2 - 2 * best, 0))
+        d2 = np.sqrt(np.maximum(2 - 2 * second, 0))
+        passed: np.ndarray = (d1 < self.ratio * d2).sum(axis=0)
+        return passed
+
+    def _verified(
+        self,
+        query: LocalFeatures,
+        candidate: LocalFeatures,
+        similarity: np.ndarray | None = None,
+    ) -> Verification:
+        source, target = self.match(query, candidate, similarity)
         found, mask = self._fit(source, target, max(candidate.width, candidate.height, 1))
         if mask is None or found.inliers < 3:
             return found

@@ -342,7 +342,7 @@ class Head:
 def sift_features(
     image: Image.Image, spec: LocalSpec
 ) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
-    """SIFT keypoints of an image: positions (n, 2) in the working image, RootSIFT
+    """SIFT keypoints of an image, strongest first: positions (n, 2) in the working image, RootSIFT
     descriptors (n, 128) as bytes, the working image's width and height, and the full-size
     grey image. RootSIFT: each descriptor L1-normalised, then square-rooted, so that
     Euclidean distance is the Hellinger kernel (Arandjelovic and Zisserman, 2012)."""
@@ -362,9 +362,12 @@ def sift_features(
     if found is None or not keypoints:
         empty = np.zeros((0, SIFT_DIM), np.uint8)
         return np.zeros((0, 2), np.float32), empty, width, height, full
-    kept = keypoints[: spec.max_keypoints]
-    points = np.array([k.pt for k in kept], dtype=np.float32)
-    raw = np.asarray(found, np.float32)[: spec.max_keypoints]
+    # strongest first (OpenCV returns them by position): a prefix is the N strongest, which
+    # is what the near-duplicate check reads (`LocalFeatures.strongest`)
+    order = sorted(range(len(keypoints)), key=lambda i: -keypoints[i].response)
+    kept = order[: spec.max_keypoints]
+    points = np.array([keypoints[i].pt for i in kept], dtype=np.float32)
+    raw = np.asarray(found, np.float32)[kept]
     root = np.sqrt(raw / np.maximum(np.abs(raw).sum(axis=1, keepdims=True), 1e-7))
     descriptors = np.clip(np.rint(root * DESCRIPTOR_SCALE), 0, 255).astype(np.uint8)
     return points, descriptors, width, height, full

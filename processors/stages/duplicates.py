@@ -19,6 +19,7 @@ from cbir.domain.generations import Generation
 from cbir.domain.log import Forward, LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
 from cbir.local_features.duplicates import DuplicateFinder, Neighbour
+from cbir.local_features.features import LocalFeatures
 from cbir.ports import GenerationRegistry, MetadataStore, VectorIndex
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
@@ -111,12 +112,12 @@ class DuplicatesStage(Stage):
         rows = self.policy.run(
             lambda: self.metadata.lookup(sorted(others)), "look up the neighbours"
         )
-        out: list[list[DuplicateLink] | None] = []
+        judged: list[tuple[LocalFeatures | None, list[Neighbour]] | None] = []
         for event, row in zip(events, hits, strict=True):
             image = event.image
             try:
                 query = self.policy.run(
-                    lambda image=image: self.finder.store.get(image.image_id, image.object_key),  # type: ignore[misc]
+                    lambda image=image: self.finder.features_of(image.image_id, image.object_key),  # type: ignore[misc]
                     f"read {image.image_id}'s local features",
                 )
             except Exception as exc:  # Permanent, or unexpected past the bound
@@ -124,17 +125,22 @@ class DuplicatesStage(Stage):
                     "duplicates not judged",
                     extra={"image_id": image.image_id, "error": str(exc)},
                 )
-                out.append(None)
+                judged.append(None)
                 continue
             neighbours = [
                 Neighbour(h.image_id, rows[h.image_id].object_key, h.score)
                 for h in row
                 if h.image_id != image.image_id and h.image_id in rows
             ][: self.candidates]
-            out.append(
-                [
-                    DuplicateLink(f.image_id, f.tier, f.cosine, f.hamming, f.inliers)
-                    for f in self.finder.judge(query, neighbours)
-                ]
-            )
-        return out
+            judged.append((query, neighbours))
+        # the batch's distinct neighbours are read once
+        found = iter(self.finder.judge_batch([j for j in judged if j is not None]))
+        return [
+            None
+            if j is None
+            else [
+                DuplicateLink(f.image_id, f.tier, f.cosine, f.hamming, f.inliers)
+                for f in next(found)
+            ]
+            for j in judged
+        ]

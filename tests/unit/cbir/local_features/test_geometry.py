@@ -91,3 +91,28 @@ def test_a_mirrored_copy_verifies_through_the_mirrored_features(
     twice = source.mirrored().mirrored()
     assert np.array_equal(twice.descriptors, source.descriptors)
     assert np.allclose(twice.points, source.points)
+
+
+def test_verifying_many_at_once_decides_as_one_by_one(flower_photos: list[Path]) -> None:
+    """One descriptor product for all candidates, and RANSAC only where the tentative
+    matches can reach the threshold: the same verdicts, and the same counts where it
+    verifies; the mirror tried where asked."""
+    extractor, verifier = Extractor(), Verifier()
+    with Image.open(flower_photos[0]) as opened:
+        photo = opened.convert("RGB")
+    width, height = photo.size
+    crop = photo.crop((width // 6, height // 6, width - width // 6, height - height // 6))
+    query = extractor.extract(jpeg(crop.rotate(12, expand=True), quality=70))
+    flipped = extractor.extract(jpeg(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    candidates = [extractor.extract(p.read_bytes()) for p in flower_photos[1:]]
+    candidates += [extractor.extract(jpeg(photo)), flipped, flipped]
+    mirror = [False] * (len(candidates) - 1) + [True]
+    at_least = 20
+    many = verifier.verify_many(query, candidates, mirror, at_least)
+    one = [verifier.verify(query, c, m) for c, m in zip(candidates, mirror, strict=True)]
+    assert [m.inliers >= at_least for m in many] == [o.inliers >= at_least for o in one]
+    assert [m.inliers >= at_least for m in many][-3:] == [True, False, True]
+    for m, o in zip(many, one, strict=True):
+        if o.inliers >= at_least:
+            assert (m.inliers, m.matches) == (o.inliers, o.matches)
+    assert verifier.verify_many(query, [], [], at_least) == []
