@@ -337,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         export_models(repository, args.shared, args.models)
         runs = [
             (
-                f"{name} with {model}, {workers} worker(s), local features {features}",
+                f"{name} with {model}, {workers}w, features {features}",
                 partial(
                     measure,
                     base,
