@@ -275,7 +275,13 @@ class Adapters:
             self.registry,
             self.duplicate_finder,
             self.policy,
+            self._features_pending,
         )
+
+    def _features_pending(self) -> bool:
+        """Whether the features consumer group has uploads left to extract."""
+        group = consumer_role(self.settings, FEATURES).group
+        return self.events.lag(group, [self.settings.kafka.images_topic]) > 0
 
     def object_events_stage(self) -> ObjectEventsStage:
         return ObjectEventsStage(

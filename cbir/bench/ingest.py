@@ -238,10 +238,10 @@ def measure(
                 time.sleep(0.2)
             marks["indexed"] = time.perf_counter() - started
             # the derived consumer groups (local features, near-duplicates) too
-            while not wiring.caught_up(settings):
+            while not wiring.caught_up(settings):  # each look opens a consumer per group
                 if time.perf_counter() - started > 3600:
                     raise RuntimeError("the processors did not catch up within an hour")
-                time.sleep(0.2)
+                time.sleep(1.0)
 
         try:
             elapsed, cpu = cpu_by_process({**meters, **roles}, pipeline)

@@ -10,7 +10,7 @@ alone: duplicates are judged with the served model, as the API judges them. `cbi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,7 +31,12 @@ log = logging.getLogger("cbir.processors")
 class DuplicatesStage(Stage):
     """Its records are derived: an image whose features cannot be read gets no record (and
     a log line; `cbir duplicates --recompute` fills the gap), and a batch it cannot judge at
-    all is dead-lettered without marking any image failed."""
+    all is dead-lettered without marking any image failed.
+
+    The features are the features group's work (`features.py`): an image whose features are
+    not stored yet while that group still has images to extract (`features_pending`) makes
+    the batch wait and come again, so that SIFT runs once per image; once the group has
+    caught up, features still missing (a lost blob) are extracted here from the bytes."""
 
     name = "duplicates"
     marks_failed = False
@@ -45,6 +50,7 @@ class DuplicatesStage(Stage):
         registry: GenerationRegistry,
         finder: DuplicateFinder,
         policy: RetryPolicy,
+        features_pending: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(metadata, policy)
         self.topic = topic
@@ -52,6 +58,7 @@ class DuplicatesStage(Stage):
         self.index = index
         self.registry = registry
         self.finder = finder
+        self.features_pending = features_pending
 
     def _process(self, messages: list[LogMessage]) -> list[Outcome]:
         live = self.policy.run(self.registry.live, "read the live generation")
@@ -95,6 +102,7 @@ class DuplicatesStage(Stage):
     def _judge(
         self, live: Generation, events: Sequence[EmbeddingComputed]
     ) -> list[list[DuplicateLink] | None]:
+        queries = self._query_features(events)
         vectors = np.stack([e.vector for e in events])
         # every write the index stage has recorded is seen (as the API's searches see them)
         _, written_ts = self.policy.run(self.metadata.index_generation, "read the index generation")
@@ -113,24 +121,14 @@ class DuplicatesStage(Stage):
             lambda: self.metadata.lookup(sorted(others)), "look up the neighbours"
         )
         judged: list[tuple[LocalFeatures | None, list[Neighbour]] | None] = []
-        for event, row in zip(events, hits, strict=True):
-            image = event.image
-            try:
-                query = self.policy.run(
-                    lambda image=image: self.finder.features_of(image.image_id, image.object_key),  # type: ignore[misc]
-                    f"read {image.image_id}'s local features",
-                )
-            except Exception as exc:  # Permanent, or unexpected past the bound
-                log.warning(
-                    "duplicates not judged",
-                    extra={"image_id": image.image_id, "error": str(exc)},
-                )
+        for event, row, query in zip(events, hits, queries, strict=True):
+            if isinstance(query, Exception):
                 judged.append(None)
                 continue
             neighbours = [
                 Neighbour(h.image_id, rows[h.image_id].object_key, h.score)
                 for h in row
-                if h.image_id != image.image_id and h.image_id in rows
+                if h.image_id != event.image.image_id and h.image_id in rows
             ][: self.candidates]
             judged.append((query, neighbours))
         # the batch's distinct neighbours are read once
@@ -144,3 +142,47 @@ class DuplicatesStage(Stage):
             ]
             for j in judged
         ]
+
+    def _query_features(
+        self, events: Sequence[EmbeddingComputed]
+    ) -> list[LocalFeatures | Exception | None]:
+        """Each image's stored features (None: it has none), or the error that kept them from
+        being read (the image gets no record). Raises Transient while the features group
+        has yet to extract some of them."""
+        found: list[LocalFeatures | Exception | None] = []
+        for event in events:
+            image = event.image
+            try:
+                found.append(
+                    self.policy.run(
+                        lambda image=image: self.finder.features_of(image.image_id, None),  # type: ignore[misc]
+                        f"read {image.image_id}'s local features",
+                    )
+                )
+            except Exception as exc:  # Permanent, or unexpected past the bound
+                log.warning(
+                    "duplicates not judged", extra={"image_id": image.image_id, "error": str(exc)}
+                )
+                found.append(exc)
+        missing = [i for i, features in enumerate(found) if features is None]
+        if not missing:
+            return found
+        pending = self.features_pending
+        if pending is not None and self.policy.run(pending, "ask the features group's lag"):
+            raise Transient(
+                f"the local features of {len(missing)} image(s) are not extracted yet: "
+                "waiting for the features consumer group"
+            )
+        for i in missing:  # the group has caught up: lost, or never made; from the bytes
+            image = events[i].image
+            try:
+                found[i] = self.policy.run(
+                    lambda image=image: self.finder.features_of(image.image_id, image.object_key),  # type: ignore[misc]
+                    f"extract {image.image_id}'s local features",
+                )
+            except Exception as exc:
+                log.warning(
+                    "duplicates not judged", extra={"image_id": image.image_id, "error": str(exc)}
+                )
+                found[i] = exc
+        return found

@@ -15,7 +15,7 @@ from cbir.domain.retry import RetryPolicy
 from cbir.domain.rows import ImageStatus
 from cbir.domain.spatial import DuplicatePolicy
 from cbir.local_features.duplicates import DuplicateFinder
-from cbir.local_features.features import Extractor
+from cbir.local_features.features import Extractor, LocalFeatures
 from cbir.local_features.store import FeatureStore
 from processors.stages import DuplicatesStage
 from schemas.events import DuplicatesFound, EmbeddingComputed, ImageMetadata
@@ -42,6 +42,15 @@ def stage(world: World) -> DuplicatesStage:
     return DuplicatesStage(
         OUT, 5, world.index, world.metadata, world.registry, finder, world.policy
     )
+
+
+def half(photo: Path) -> bytes:
+    """The photo at half its size, recompressed: a near-duplicate."""
+    with Image.open(photo) as opened:
+        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=60)
+    return out.getvalue()
 
 
 def unit(vector: list[float]) -> np.ndarray:
@@ -159,3 +168,77 @@ def test_before_the_first_generation_the_stage_waits_for_it(
     (record,) = forwarded(outcomes)
     found = SERIALIZER.loads(record.value)
     assert isinstance(found, DuplicatesFound) and found.links == ()  # alone in the index
+
+
+def test_features_the_features_group_has_yet_to_extract_are_waited_for_not_extracted(
+    world: World, flower_photos: list[Path]
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    source = world.image(flower_photos[0].read_bytes())
+    index(world, live.name, source, unit([1.0]))
+    copy = world.image(half(flower_photos[0]))
+    extractor = Extractor(300, 320)
+    store = FeatureStore(world.objects, None, "features", extractor)
+    store.put(source.image_id, extractor.extract(flower_photos[0].read_bytes()))
+    held = extractor.extract(half(flower_photos[0]))  # what the features group will store
+    asked: list[bool] = []
+
+    def features_pending() -> bool:
+        asked.append(True)
+        if len(asked) == 2:  # the features group gets to the copy
+            store.put(copy.image_id, held)
+        return True
+
+    class NoExtraction(Extractor):
+        def extract(self, data: bytes) -> LocalFeatures:
+            raise AssertionError("the duplicates stage extracted features itself")
+
+    stage_store = FeatureStore(
+        world.objects, None, "features", NoExtraction(300, 320), 60, world.settings.minio.bucket
+    )
+    waiting = DuplicatesStage(
+        OUT,
+        5,
+        world.index,
+        world.metadata,
+        world.registry,
+        DuplicateFinder(stage_store, DuplicatePolicy()),
+        world.policy,
+        features_pending,
+    )
+    outcomes = waiting.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
+    assert len(asked) == 2 and len(world.sleeps) == 2  # waited twice, then found them
+    (record,) = forwarded(outcomes)
+    found = SERIALIZER.loads(record.value)
+    assert isinstance(found, DuplicatesFound)
+    assert [link.image_id for link in found.links] == [source.image_id]
+
+
+def test_once_the_features_group_has_caught_up_missing_features_are_extracted(
+    world: World, flower_photos: list[Path]
+) -> None:
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    source = world.image(flower_photos[0].read_bytes())
+    index(world, live.name, source, unit([1.0]))
+    copy = world.image(half(flower_photos[0]))
+    store = FeatureStore(
+        world.objects, None, "features", Extractor(300, 320), 60, world.settings.minio.bucket
+    )
+    caught_up = DuplicatesStage(
+        OUT,
+        5,
+        world.index,
+        world.metadata,
+        world.registry,
+        DuplicateFinder(store, DuplicatePolicy()),
+        world.policy,
+        lambda: False,
+    )
+    (record,) = forwarded(
+        caught_up.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
+    )
+    assert world.sleeps == []
+    found = SERIALIZER.loads(record.value)
+    assert isinstance(found, DuplicatesFound)
+    assert [link.image_id for link in found.links] == [source.image_id]
+    assert ("features", copy.image_id) in world.objects.objects  # a lost blob, made again
