@@ -146,6 +146,13 @@ class ProcessorsSettings(BaseModel):
         description="workers judging near-duplicates, a consumer group of their own "
         "(APP_ID.duplicates)",
     )
+    derived_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="niceness of the features and duplicates workers: on a busy machine the "
+        "cores go to indexing first",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -1,7 +1,9 @@
 """`python -m processors.supervisor`: runs the Faust workers of every role (`cbir.wiring.
 consumer_roles`: `CBIR_PROCESSORS__WORKERS` indexing workers in the indexing group, and with
 local features on `FEATURE_WORKERS` and `DUPLICATE_WORKERS` in groups of their own), and
-starts each again when it exits on its own.
+starts each again when it exits on its own. The derived roles' workers run at a higher
+niceness (`DERIVED_NICE`): on a busy machine the scheduler gives the cores to indexing first,
+and features and duplicates catch up in what is left.
 
 Scale-out: a role's workers share the partitions of its topics (Kafka assigns them, and moves a
 dead worker's to the others until it is back). Beyond one machine, run this supervisor on
@@ -29,7 +31,7 @@ from types import FrameType
 
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
-from cbir.wiring import consumer_roles
+from cbir.wiring import CORE, consumer_roles
 from processors import WORKER_INDEX, WORKER_ROLE
 
 log = logging.getLogger("cbir.processors.supervisor")
@@ -47,6 +49,7 @@ class Worker:
     role: str
     index: int
     command: list[str]
+    nice: int = 0  # added to its scheduling niceness: a derived role yields the cores
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     pause: float = 1.0
@@ -54,7 +57,14 @@ class Worker:
 
     def start(self) -> None:
         environment = {**os.environ, WORKER_INDEX: str(self.index), WORKER_ROLE: self.role}
-        self.process = subprocess.Popen(self.command, env=environment, preexec_fn=_die_with_parent)
+        nice = self.nice
+
+        def prepare() -> None:  # in the child, before it runs the worker
+            _die_with_parent()
+            if nice:
+                os.nice(nice)
+
+        self.process = subprocess.Popen(self.command, env=environment, preexec_fn=prepare)
         self.started = time.monotonic()
         log.info(
             "worker started",
@@ -87,7 +97,7 @@ def main(argv: list[str]) -> int:
     configure_logging(settings.log_level, settings.log_format)
     command = [sys.executable, "-m", "processors", "worker", "--without-web", *argv]
     workers = [
-        Worker(role.name, i, command)
+        Worker(role.name, i, command, 0 if role.name == CORE else settings.processors.derived_nice)
         for role in consumer_roles(settings)
         for i in range(role.workers)
     ]

@@ -29,7 +29,7 @@ from cbir.models.runtime import LocalSpec
 from cbir.replay.duplicates import read_records
 from cbir.settings import settings_environment
 from cbir.stack.launcher import Launcher
-from cbir.wiring import DUPLICATES, FEATURES
+from cbir.wiring import CORE, DUPLICATES, FEATURES
 from schemas.events import DuplicatesFound
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.helpers import role_workers, wait_for
@@ -257,6 +257,9 @@ def test_a_frozen_features_group_never_holds_back_indexing(
     settings = launcher.settings
     frozen = role_workers(launcher, FEATURES) + role_workers(launcher, DUPLICATES)
     assert len(frozen) == 2
+    # and they yield the cores to indexing
+    assert {w.nice() for w in frozen} == {settings.processors.derived_nice} != {0}
+    assert {w.nice() for w in role_workers(launcher, CORE)} == {0}
     photos = sorted((shared_dir / "data" / "flowers17" / "14").glob("*.jpg"))[:3]
     bucket = settings.local_features.bucket
     for worker in frozen:
