@@ -16,8 +16,10 @@ from cbir.local_features.geometry import Verifier
 from cbir.local_features.store import FeatureStore
 from query_api.models import SearchResult, SpatialInfo
 
-# verifications side by side (numpy's products release the GIL)
+# verifications side by side (numpy's products release the GIL), a chunk of candidates at a
+# time: one descriptor product each, and the time budget looked at between chunks
 VERIFY_THREADS = 2
+VERIFY_CHUNK = 10
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,27 @@ class SpatialReranker:
         (perf_counter) is when the budget began to run."""
         deadline = started + request.budget_ms / 1000
         top = results[: request.depth]
+        present = [i for i, r in enumerate(top) if features.get(r.image_id) is not None]
+        chunks = [present[at : at + VERIFY_CHUNK] for at in range(0, len(present), VERIFY_CHUNK)]
 
-        def verify(result: SearchResult) -> int | None:
-            candidate = features.get(result.image_id)
-            if candidate is None or time.perf_counter() > deadline:
-                return None
-            return self.verifier.verify(query, candidate).inliers
+        def verify(chunk: list[int]) -> list[int | None]:
+            """A chunk's candidates compared with the query in one product; RANSAC only
+            where the matches can reach the threshold (the others report 0 inliers)."""
+            if time.perf_counter() > deadline:
+                return [None] * len(chunk)
+            candidates = [features[top[i].image_id] for i in chunk]
+            found = self.verifier.verify_many(
+                query,
+                [c for c in candidates if c is not None],
+                [self.verifier.mirror] * len(chunk),
+                self.policy.min_inliers,
+            )
+            return [v.inliers for v in found]
 
-        inliers = list(self._pool.map(verify, top))
+        inliers: list[int | None] = [None] * len(top)
+        for chunk, counts in zip(chunks, self._pool.map(verify, chunks), strict=True):
+            for i, count in zip(chunk, counts, strict=True):
+                inliers[i] = count
         order = self.policy.order([r.score for r in top], inliers)
         reranked = [top[i].model_copy(update={"inliers": inliers[i]}) for i in order]
         merged = reranked + results[request.depth :]

@@ -125,8 +125,11 @@ class DuplicatesStage(Stage):
             if isinstance(query, Exception):
                 judged.append(None)
                 continue
+            # a neighbour's features are read, never extracted here: one without them yet was
+            # uploaded after this image (the features group works in upload order), and the
+            # pair is judged when that image's turn comes, with this one as its neighbour
             neighbours = [
-                Neighbour(h.image_id, rows[h.image_id].object_key, h.score)
+                Neighbour(h.image_id, None, h.score)
                 for h in row
                 if h.image_id != event.image.image_id and h.image_id in rows
             ][: self.candidates]

@@ -44,6 +44,10 @@ def stage(world: World) -> DuplicatesStage:
     )
 
 
+def extract(data: bytes) -> LocalFeatures:
+    return Extractor(300, 320).extract(data)
+
+
 def half(photo: Path) -> bytes:
     """The photo at half its size, recompressed: a near-duplicate."""
     with Image.open(photo) as opened:
@@ -80,18 +84,21 @@ def test_a_copy_is_recorded_with_its_source_and_an_unrelated_image_is_not(
     out = io.BytesIO()
     small.save(out, "JPEG", quality=60)
     copy = world.image(out.getvalue(), name="copy.jpg")
+    judging = stage(world)
+    # the features group stored the source's; the other's are not there yet
+    judging.finder.store.put(source.image_id, extract(flower_photos[0].read_bytes()))  # type: ignore[union-attr]
 
-    outcomes = stage(world).process(
-        [message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))]
-    )
+    outcomes = judging.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
     (record,) = forwarded(outcomes)
     assert record.topic == OUT and record.key == copy.image_id.encode()
     found = SERIALIZER.loads(record.value)
     assert isinstance(found, DuplicatesFound) and found.model_id == MOBILENET
     assert [link.image_id for link in found.links] == [source.image_id]
     assert found.links[0].tier == "both" and found.links[0].hamming is not None
-    # the features missing from the store were extracted from the bytes and kept
-    assert ("features", source.image_id) in world.objects.objects
+    # the copy's own missing features were extracted (no features group to wait for) and
+    # kept; a neighbour's never are: it is judged when its own turn comes
+    assert ("features", copy.image_id) in world.objects.objects
+    assert ("features", other.image_id) not in world.objects.objects
 
 
 def test_deletes_and_tombstones_become_tombstones_and_other_models_are_left_alone(
@@ -224,6 +231,7 @@ def test_once_the_features_group_has_caught_up_missing_features_are_extracted(
     store = FeatureStore(
         world.objects, None, "features", Extractor(300, 320), 60, world.settings.minio.bucket
     )
+    store.put(source.image_id, extract(flower_photos[0].read_bytes()))
     caught_up = DuplicatesStage(
         OUT,
         5,
