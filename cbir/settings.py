@@ -239,7 +239,7 @@ class LocalFeaturesSettings(BaseModel):
         description="time spatial verification may take: past it, the rest keeps its order",
     )
     min_inliers: int = Field(
-        default=15, ge=4, description="inliers that make a candidate the same object"
+        default=10, ge=4, description="inliers that make a candidate the same object"
     )
     duplicate_candidates: int = Field(
         default=50, ge=1, le=99, description="nearest neighbours checked as near-duplicates"
