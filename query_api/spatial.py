@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from cbir.domain.spatial import SpatialPolicy
+from cbir.domain.spatial import MIRROR_MIN_COSINE, SpatialPolicy
 from cbir.local_features.features import LocalFeatures
 from cbir.local_features.geometry import Verifier
 from cbir.local_features.store import FeatureStore
@@ -76,7 +76,8 @@ class SpatialReranker:
             found = self.verifier.verify_many(
                 query,
                 [c for c in candidates if c is not None],
-                [self.verifier.mirror] * len(chunk),
+                # a mirrored copy keeps a high global similarity: only then is it tried
+                [self.verifier.mirror and top[i].score >= MIRROR_MIN_COSINE for i in chunk],
                 self.policy.min_inliers,
             )
             return [v.inliers for v in found]

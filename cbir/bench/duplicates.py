@@ -36,10 +36,10 @@ import numpy as np
 from cbir.bench.common import RESULTS, publish
 from cbir.bench.local_features import cached_features, global_embeddings, same_photographs
 from cbir.bench.same_object import TRANSFORMS, make_copies
-from cbir.domain.spatial import DuplicatePolicy
+from cbir.domain.spatial import MIRROR_MIN_COSINE, DuplicatePolicy
 from cbir.evaluation.report import provenance_line
 from cbir.evaluation.run import load_dataset
-from cbir.local_features.duplicates import MIRROR_MIN_COSINE, DuplicateFinder, Neighbour
+from cbir.local_features.duplicates import DuplicateFinder, Neighbour
 from cbir.local_features.features import Extractor, LocalFeatures, hamming
 from cbir.local_features.geometry import Verifier
 from cbir.output import console

@@ -12,6 +12,11 @@ import numpy as np
 
 from cbir.domain.vectors import Vectors
 
+# the global descriptor (GAP over a CNN's features) barely moves under a mirror: a flipped
+# copy of the benchmark scores at least 0.9 with its source (bench/results/local_features),
+# so the mirrored match (twice the cost) is tried only for candidates at least this similar
+MIRROR_MIN_COSINE = 0.8
+
 
 @dataclass(frozen=True)
 class SpatialPolicy:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cbir.domain.spatial import DuplicatePolicy
+from cbir.domain.spatial import MIRROR_MIN_COSINE, DuplicatePolicy
 from cbir.local_features.features import LocalFeatures, hamming
 from cbir.local_features.geometry import Verifier
 from cbir.local_features.store import FeatureStore
@@ -28,11 +28,6 @@ class Found:
     cosine: float
     hamming: int | None
     inliers: int | None
-
-
-# the global descriptor (GAP over a CNN's features) barely moves under a mirror: a flipped
-# copy of the benchmark scores at least 0.9 with its source (bench/results/local_features)
-MIRROR_MIN_COSINE = 0.8
 
 
 class DuplicateFinder:
