@@ -21,6 +21,13 @@ def reencoded(photo: Path, fmt: str, **options: object) -> bytes:
         return encode(image.convert("RGB"), fmt, **options)
 
 
+def half_size(photo: Path, quality: int = 60) -> bytes:
+    """The photo at half its size, recompressed as JPEG: a near-duplicate of it."""
+    with Image.open(photo) as opened:
+        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
+    return encode(small, "JPEG", quality=quality)
+
+
 def png_claiming_size(width: int, height: int) -> bytes:
     """A valid little PNG whose header claims another size: a decompression bomb's shape."""
     data = bytearray(encode(Image.new("RGB", (8, 8), "red"), "PNG"))

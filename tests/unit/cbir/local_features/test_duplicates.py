@@ -14,6 +14,7 @@ from cbir.local_features.duplicates import DuplicateFinder, Neighbour
 from cbir.local_features.features import Extractor, LocalFeatures
 from cbir.local_features.store import FeatureStore
 from tests.fakes import FakeObjectStore
+from tests.images import half_size
 
 
 class CountingStore(FeatureStore):
@@ -26,14 +27,6 @@ class CountingStore(FeatureStore):
         return super().get(image_id, object_key)
 
 
-def half(photo: Path) -> bytes:
-    with Image.open(photo) as opened:
-        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=60)
-    return out.getvalue()
-
-
 def test_a_batch_reads_each_neighbour_once_and_none_below_the_floor(
     flower_photos: list[Path],
 ) -> None:
@@ -41,7 +34,7 @@ def test_a_batch_reads_each_neighbour_once_and_none_below_the_floor(
     for name, photo in (("source", flower_photos[0]), ("other", flower_photos[4])):
         store.put(name, store.extract(photo.read_bytes()))
     store.put("far", store.extract(flower_photos[2].read_bytes()))
-    copy = store.extract(half(flower_photos[0]))
+    copy = store.extract(half_size(flower_photos[0]))
     unrelated = store.extract(flower_photos[5].read_bytes())
     policy = DuplicatePolicy()  # geometry floor 0.5
     neighbours: Sequence[Neighbour] = [

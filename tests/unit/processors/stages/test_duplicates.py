@@ -3,11 +3,9 @@ with real local features (extracted from the photos' bytes by the feature store)
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cbir.domain.errors import Rejected
 from cbir.domain.generations import GenerationState
@@ -20,6 +18,7 @@ from cbir.local_features.store import FeatureStore
 from processors.stages import DuplicatesStage
 from schemas.events import DuplicatesFound, EmbeddingComputed, ImageMetadata
 from tests.fakes import FakeCache
+from tests.images import half_size
 from tests.unit.processors.stages.conftest import (
     MOBILENET,
     RESNET,
@@ -44,17 +43,16 @@ def stage(world: World) -> DuplicatesStage:
     )
 
 
+def source_indexed_and_copy(world: World, photo: Path) -> tuple[ImageMetadata, ImageMetadata]:
+    """A photo indexed in the live generation, and a half-size copy of it (not indexed)."""
+    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
+    source = world.image(photo.read_bytes())
+    index(world, live.name, source, unit([1.0]))
+    return source, world.image(half_size(photo))
+
+
 def extract(data: bytes) -> LocalFeatures:
     return Extractor(300, 320).extract(data)
-
-
-def half(photo: Path) -> bytes:
-    """The photo at half its size, recompressed: a near-duplicate."""
-    with Image.open(photo) as opened:
-        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=60)
-    return out.getvalue()
 
 
 def unit(vector: list[float]) -> np.ndarray:
@@ -79,11 +77,7 @@ def test_a_copy_is_recorded_with_its_source_and_an_unrelated_image_is_not(
     other = world.image(flower_photos[4].read_bytes(), name="other.jpg")
     index(world, live.name, source, unit([1.0]))
     index(world, live.name, other, unit([0.3, 1.0]))
-    with Image.open(flower_photos[0]) as opened:
-        small = opened.convert("RGB").resize((opened.width // 2, opened.height // 2))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=60)
-    copy = world.image(out.getvalue(), name="copy.jpg")
+    copy = world.image(half_size(flower_photos[0]), name="copy.jpg")
     judging = stage(world)
     # the features group stored the source's; the other's are not there yet
     judging.finder.store.put(source.image_id, extract(flower_photos[0].read_bytes()))  # type: ignore[union-attr]
@@ -180,14 +174,11 @@ def test_before_the_first_generation_the_stage_waits_for_it(
 def test_features_the_features_group_has_yet_to_extract_are_waited_for_not_extracted(
     world: World, flower_photos: list[Path]
 ) -> None:
-    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
-    source = world.image(flower_photos[0].read_bytes())
-    index(world, live.name, source, unit([1.0]))
-    copy = world.image(half(flower_photos[0]))
+    source, copy = source_indexed_and_copy(world, flower_photos[0])
     extractor = Extractor(300, 320)
     store = FeatureStore(world.objects, None, "features", extractor)
     store.put(source.image_id, extractor.extract(flower_photos[0].read_bytes()))
-    held = extractor.extract(half(flower_photos[0]))  # what the features group will store
+    held = extractor.extract(half_size(flower_photos[0]))  # what the features group will store
     asked: list[bool] = []
 
     def features_pending() -> bool:
@@ -224,10 +215,7 @@ def test_features_the_features_group_has_yet_to_extract_are_waited_for_not_extra
 def test_once_the_features_group_has_caught_up_missing_features_are_extracted(
     world: World, flower_photos: list[Path]
 ) -> None:
-    live = world.registry.add(MOBILENET, TOPIC, GenerationState.LIVE)
-    source = world.image(flower_photos[0].read_bytes())
-    index(world, live.name, source, unit([1.0]))
-    copy = world.image(half(flower_photos[0]))
+    source, copy = source_indexed_and_copy(world, flower_photos[0])
     store = FeatureStore(
         world.objects, None, "features", Extractor(300, 320), 60, world.settings.minio.bucket
     )
