@@ -157,11 +157,18 @@ def inject(launcher: Launcher, part: str, fault: str) -> None:
 
 def wait_healthy(launcher: Launcher, timeout_s: float) -> float:
     started = time.monotonic()
+    unhealthy: list[str] = []
     while time.monotonic() - started < timeout_s:
-        if all(s.health == "healthy" for s in launcher.status()):
+        states = launcher.status()
+        unhealthy = [
+            f"{s.name}: {s.health} {s.detail}".strip() for s in states if s.health != "healthy"
+        ]
+        if not unhealthy:
             return time.monotonic() - started
         time.sleep(1.0)
-    raise RuntimeError(f"the stack was not healthy again within {timeout_s:.0f} s")
+    raise RuntimeError(
+        f"the stack was not healthy again within {timeout_s:.0f} s ({'; '.join(unhealthy)})"
+    )
 
 
 def one_fault(
