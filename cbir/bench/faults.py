@@ -39,6 +39,7 @@ from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.common import RESULTS, add_stack_arguments, publish
 from cbir.domain.errors import ServiceUnavailable
 from cbir.domain.images import image_id_of
+from cbir.domain.retry import RetryPolicy
 from cbir.evaluation.report import provenance_line
 from cbir.models.shared_mobilenet import export_shared_mobilenet
 from cbir.output import console
@@ -211,7 +212,11 @@ def one_fault(
     healthy_s = wait_healthy(launcher, 300)
     searches.stop()
     searcher.join()
-    stored = vectors(settings, ids)
+    # Milvus can still drop out after the stack looked healthy (a frozen Milvus outlives its
+    # session and restarts): the count waits for it rather than ending the benchmark
+    stored = RetryPolicy(give_up_after_s=300).run(
+        lambda: vectors(settings, ids), "count the vectors in Milvus"
+    )
     record = {
         "part": part,
         "fault": fault,
