@@ -62,7 +62,7 @@ class DuplicateFinder:
             return []
         asked = [n for n in neighbours if self.policy.may_be_duplicate(n.cosine)]
         if features is None:
-            features = self._store().get_many([(n.image_id, n.object_key) for n in asked])
+            features = self.features_store().get_many([(n.image_id, n.object_key) for n in asked])
         distances: dict[str, int] = {}
         geometry: list[tuple[Neighbour, LocalFeatures]] = []
         for neighbour in asked:
@@ -106,14 +106,15 @@ class DuplicateFinder:
             for n in neighbours
             if self.policy.may_be_duplicate(n.cosine)
         }
-        features = self._store().get_many(list(wanted.items()))
+        features = self.features_store().get_many(list(wanted.items()))
         return [self.judge(query, neighbours, features) for query, neighbours in batch]
 
     def features_of(self, image_id: str, object_key: str | None) -> LocalFeatures | None:
         """An image's stored features (extracted from its bytes when missing)."""
-        return self._store().get(image_id, object_key)
+        return self.features_store().get(image_id, object_key)
 
-    def _store(self) -> FeatureStore:
+    def features_store(self) -> FeatureStore:
+        """Its store; raises ValueError for a finder made without one."""
         if self.store is None:
             raise ValueError("this finder has no feature store: hand it the features")
         return self.store

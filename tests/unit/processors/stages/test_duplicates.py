@@ -3,6 +3,7 @@ with real local features (extracted from the photos' bytes by the feature store)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,22 @@ TOPIC = "cbir.embeddings"
 OUT = "cbir.duplicates"
 
 
-def stage(world: World) -> DuplicatesStage:
+def stage(
+    world: World,
+    extractor: Extractor | None = None,
+    features_pending: Callable[[], bool] | None = None,
+) -> DuplicatesStage:
     store = FeatureStore(
-        world.objects, FakeCache(), "features", Extractor(300, 320), 60, world.settings.minio.bucket
+        world.objects,
+        FakeCache(),
+        "features",
+        extractor or Extractor(300, 320),
+        60,
+        world.settings.minio.bucket,
     )
     finder = DuplicateFinder(store, DuplicatePolicy())
     return DuplicatesStage(
-        OUT, 5, world.index, world.metadata, world.registry, finder, world.policy
+        OUT, 5, world.index, world.metadata, world.registry, finder, world.policy, features_pending
     )
 
 
@@ -80,7 +90,7 @@ def test_a_copy_is_recorded_with_its_source_and_an_unrelated_image_is_not(
     copy = world.image(half_size(flower_photos[0]), name="copy.jpg")
     judging = stage(world)
     # the features group stored the source's; the other's are not there yet
-    judging.finder.store.put(source.image_id, extract(flower_photos[0].read_bytes()))  # type: ignore[union-attr]
+    judging.finder.features_store().put(source.image_id, extract(flower_photos[0].read_bytes()))
 
     outcomes = judging.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
     (record,) = forwarded(outcomes)
@@ -191,19 +201,7 @@ def test_features_the_features_group_has_yet_to_extract_are_waited_for_not_extra
         def extract(self, data: bytes) -> LocalFeatures:
             raise AssertionError("the duplicates stage extracted features itself")
 
-    stage_store = FeatureStore(
-        world.objects, None, "features", NoExtraction(300, 320), 60, world.settings.minio.bucket
-    )
-    waiting = DuplicatesStage(
-        OUT,
-        5,
-        world.index,
-        world.metadata,
-        world.registry,
-        DuplicateFinder(stage_store, DuplicatePolicy()),
-        world.policy,
-        features_pending,
-    )
+    waiting = stage(world, NoExtraction(300, 320), features_pending)
     outcomes = waiting.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
     assert len(asked) == 2 and len(world.sleeps) == 2  # waited twice, then found them
     (record,) = forwarded(outcomes)
@@ -216,20 +214,8 @@ def test_once_the_features_group_has_caught_up_missing_features_are_extracted(
     world: World, flower_photos: list[Path]
 ) -> None:
     source, copy = source_indexed_and_copy(world, flower_photos[0])
-    store = FeatureStore(
-        world.objects, None, "features", Extractor(300, 320), 60, world.settings.minio.bucket
-    )
-    store.put(source.image_id, extract(flower_photos[0].read_bytes()))
-    caught_up = DuplicatesStage(
-        OUT,
-        5,
-        world.index,
-        world.metadata,
-        world.registry,
-        DuplicateFinder(store, DuplicatePolicy()),
-        world.policy,
-        lambda: False,
-    )
+    caught_up = stage(world, features_pending=lambda: False)
+    caught_up.finder.features_store().put(source.image_id, extract(flower_photos[0].read_bytes()))
     (record,) = forwarded(
         caught_up.process([message(TOPIC, copy.image_id, embedding(copy, unit([1.0, 0.2])))])
     )
