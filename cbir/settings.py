@@ -151,7 +151,12 @@ class ProcessorsSettings(BaseModel):
         ge=0,
         le=19,
         description="niceness of the features and duplicates workers: on a busy machine the "
-        "cores go to indexing first",
+        "cores go to indexing first (where derived_idle is off)",
+    )
+    derived_idle: bool = Field(
+        default=True,
+        description="run the features and duplicates workers under Linux's SCHED_IDLE "
+        "policy: a core only when indexing and the servers leave one free",
     )
 
 
@@ -240,6 +245,13 @@ class LocalFeaturesSettings(BaseModel):
     )
     min_inliers: int = Field(
         default=10, ge=4, description="inliers that make a candidate the same object"
+    )
+    inlier_evidence: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="re-ranking: added to an unverified candidate's cosine per inlier beyond "
+        "3 (0: fewer than min_inliers change nothing)",
     )
     duplicate_candidates: int = Field(
         default=50, ge=1, le=99, description="nearest neighbours checked as near-duplicates"

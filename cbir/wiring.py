@@ -308,7 +308,9 @@ class Adapters:
         lf = self.settings.local_features
         local = LocalFeatureServices(
             self.features,
-            SpatialReranker(self.features, SpatialPolicy(lf.min_inliers)),
+            SpatialReranker(
+                self.features, SpatialPolicy(lf.min_inliers, evidence=lf.inlier_evidence)
+            ),
             self.duplicate_finder,
         )
         context = QueryContext(

@@ -72,8 +72,8 @@ class SearchResult(ImageSummary):
     inliers: int | None = Field(
         default=None,
         description="with rerank=spatial: local-feature matches one geometric transform "
-        "explains (many: the same object; 0 where too few descriptors match to reach the "
-        "threshold, which is then not tried); null when not re-ranked, not verified in time "
+        "explains (many: the same object; 0 where too few descriptors match for a transform "
+        "to be tried); null when not re-ranked, not verified in time "
         "or without stored features",
     )
 

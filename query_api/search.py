@@ -215,7 +215,8 @@ class Search:
     ) -> tuple[list[SearchResult], SpatialInfo]:
         """Query expansion from the verified results: their stored vectors averaged with the
         query's and searched again; the verified results stay first, in their re-ranked
-        order, and what the second search finds follows them."""
+        order, and what the second search finds follows them (ordered by the policy, with
+        the inliers the first pass found)."""
         assert request.spatial is not None
         policy = self.context.local_features().reranker.policy
         verified = [r for r in results if r.inliers is not None and r.inliers >= policy.min_inliers]
@@ -236,8 +237,18 @@ class Search:
         depth = max(request.k, request.spatial.depth)
         budget_s = context.left(opened.deadline, "Milvus")
         again = self._search(expanded, depth, request, view, served, budget_s)
+        # the first pass's inliers go with the results found again: verified ones stay
+        # first, and a few inliers still tip the expanded search's close scores
+        known = {r.image_id: r.inliers for r in results if r.inliers is not None}
         taken = set(ids)
-        merged = verified + [r for r in again if r.image_id not in taken]
+        found_again = [
+            r.model_copy(update={"inliers": known.get(r.image_id)})
+            for r in again
+            if r.image_id not in taken
+        ]
+        candidates = verified + found_again
+        order = policy.order([r.score for r in candidates], [r.inliers for r in candidates])
+        merged = [candidates[i] for i in order]
         for rank, result in enumerate(merged, start=1):
             result.rank = rank
         return merged, info.model_copy(update={"expanded_with": len(stored)})

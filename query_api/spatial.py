@@ -69,7 +69,7 @@ class SpatialReranker:
 
         def verify(chunk: list[int]) -> list[int | None]:
             """A chunk's candidates compared with the query in one product; RANSAC only
-            where the matches can reach the threshold (the others report 0 inliers)."""
+            where the matches can reach inliers that count (the others report 0)."""
             if time.perf_counter() > deadline:
                 return [None] * len(chunk)
             candidates = [features[top[i].image_id] for i in chunk]
@@ -78,7 +78,7 @@ class SpatialReranker:
                 [c for c in candidates if c is not None],
                 # a mirrored copy keeps a high global similarity: only then is it tried
                 [self.verifier.mirror and top[i].score >= MIRROR_MIN_COSINE for i in chunk],
-                self.policy.min_inliers,
+                self.policy.fewest_that_count(),
             )
             return [v.inliers for v in found]
 

@@ -151,6 +151,11 @@ def test_expansion_searches_again_from_the_verified_results(
     # not asked: not expanded, and its own cache entry
     plain = search(client, query, **asked)
     assert plain.headers["x-cache"] == "miss" and plain.json()["spatial"]["expanded_with"] is None
+    # what the expanded search finds again keeps the inliers the first pass found for it
+    first_pass = {r["image_id"]: r["inliers"] for r in plain.json()["results"]}
+    again = [r for r in body["results"] if r["image_id"] in first_pass]
+    assert len(again) >= 2
+    assert all(r["inliers"] == first_pass[r["image_id"]] for r in again)
 
 
 def test_spatial_reranking_is_cached_and_bounded_and_more_like_this_takes_it(
@@ -257,9 +262,10 @@ def test_a_frozen_features_group_never_holds_back_indexing(
     settings = launcher.settings
     frozen = role_workers(launcher, FEATURES) + role_workers(launcher, DUPLICATES)
     assert len(frozen) == 2
-    # and they yield the cores to indexing
-    assert {w.nice() for w in frozen} == {settings.processors.derived_nice} != {0}
-    assert {w.nice() for w in role_workers(launcher, CORE)} == {0}
+    # and they yield the cores to indexing (SCHED_IDLE: a core only when nothing else wants it)
+    assert settings.processors.derived_idle
+    assert {os.sched_getscheduler(w.pid) for w in frozen} == {os.SCHED_IDLE}
+    assert {os.sched_getscheduler(w.pid) for w in role_workers(launcher, CORE)} == {os.SCHED_OTHER}
     # a species no other test ingests (test_pipeline checks its species' folder tags)
     photos = sorted((shared_dir / "data" / "flowers17" / "16").glob("*.jpg"))[:3]
     bucket = settings.local_features.bucket

@@ -9,11 +9,22 @@ from cbir.domain.spatial import DuplicatePolicy, DuplicateTier, SpatialPolicy, e
 
 
 def test_verified_candidates_rise_by_inliers_and_the_rest_keep_their_order() -> None:
-    policy = SpatialPolicy(min_inliers=15, saturation=60)
+    policy = SpatialPolicy(min_inliers=15, saturation=60, evidence=0.0)
     scores = [0.9, 0.8, 0.7, 0.6, 0.5]
     inliers = [3, 40, None, 90, 14]
     # 90 and 40 inliers verify (90 saturates to 60 > 40); 3, None and 14 keep global order
     assert policy.order(scores, inliers) == [3, 1, 0, 2, 4]
+
+
+def test_inliers_below_the_threshold_tip_close_global_scores() -> None:
+    policy = SpatialPolicy(min_inliers=10, evidence=0.04)  # 9 inliers: +0.24
+    scores = [0.80, 0.78, 0.70, 0.60, 0.50]
+    # 9 inliers (6 beyond chance: +0.24) lift 0.60 over 0.80 but stay below a verified one;
+    # 3 inliers are what any affine map fits: no evidence; None was not checked
+    inliers: list[int | None] = [3, None, 0, 9, 10]
+    assert policy.order(scores, inliers) == [4, 3, 0, 1, 2]
+    assert policy.adjusted(0.6, 9) == pytest.approx(0.84)
+    assert policy.adjusted(0.6, None) == policy.adjusted(0.6, 2) == 0.6
 
 
 def test_saturated_candidates_are_ordered_by_their_global_score() -> None:
@@ -22,7 +33,7 @@ def test_saturated_candidates_are_ordered_by_their_global_score() -> None:
 
 
 def test_no_verification_changes_nothing() -> None:
-    assert SpatialPolicy().order([0.9, 0.9, 0.1], [None, 0, 2]) == [0, 1, 2]
+    assert SpatialPolicy().order([0.9, 0.9, 0.1], [None, 0, 3]) == [0, 1, 2]
     with pytest.raises(ValueError):
         SpatialPolicy().order([0.9], [])
 
