@@ -244,7 +244,7 @@ class LocalFeaturesSettings(BaseModel):
         description="time spatial verification may take: past it, the rest keeps its order",
     )
     min_inliers: int = Field(
-        default=10, ge=4, description="inliers that make a candidate the same object"
+        default=8, ge=4, description="inliers that make a candidate the same object"
     )
     inlier_evidence: float = Field(
         default=0.02,
