@@ -151,12 +151,7 @@ class ProcessorsSettings(BaseModel):
         ge=0,
         le=19,
         description="niceness of the features and duplicates workers: on a busy machine the "
-        "cores go to indexing first (where derived_idle is off)",
-    )
-    derived_idle: bool = Field(
-        default=True,
-        description="run the features and duplicates workers under Linux's SCHED_IDLE "
-        "policy: a core only when indexing and the servers leave one free",
+        "cores go to indexing first",
     )
 
 

@@ -1,10 +1,9 @@
 """`python -m processors.supervisor`: runs the Faust workers of every role (`cbir.wiring.
 consumer_roles`: `CBIR_PROCESSORS__WORKERS` indexing workers in the indexing group, and with
 local features on `FEATURE_WORKERS` and `DUPLICATE_WORKERS` in groups of their own), and
-starts each again when it exits on its own. The derived roles' workers run under Linux's
-SCHED_IDLE policy (`DERIVED_IDLE`; else at a higher niceness, `DERIVED_NICE`): on a busy
-machine the scheduler gives the cores to indexing and the servers first, and features and
-duplicates catch up in what is left.
+starts each again when it exits on its own. The derived roles' workers run at a higher
+niceness (`DERIVED_NICE`): on a busy machine the scheduler gives the cores to indexing first,
+and features and duplicates catch up in what is left.
 
 Scale-out: a role's workers share the partitions of its topics (Kafka assigns them, and moves a
 dead worker's to the others until it is back). Beyond one machine, run this supervisor on
@@ -51,7 +50,6 @@ class Worker:
     index: int
     command: list[str]
     nice: int = 0  # added to its scheduling niceness: a derived role yields the cores
-    idle: bool = False  # SCHED_IDLE: a core only when no other process wants it
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     pause: float = 1.0
@@ -59,13 +57,11 @@ class Worker:
 
     def start(self) -> None:
         environment = {**os.environ, WORKER_INDEX: str(self.index), WORKER_ROLE: self.role}
-        nice, idle = self.nice, self.idle
+        nice = self.nice
 
         def prepare() -> None:  # in the child, before it runs the worker
             _die_with_parent()
-            if idle:
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            elif nice:
+            if nice:
                 os.nice(nice)
 
         self.process = subprocess.Popen(self.command, env=environment, preexec_fn=prepare)
@@ -100,11 +96,8 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     command = [sys.executable, "-m", "processors", "worker", "--without-web", *argv]
-    processors = settings.processors
     workers = [
-        Worker(role.name, i, command)
-        if role.name == CORE
-        else Worker(role.name, i, command, processors.derived_nice, processors.derived_idle)
+        Worker(role.name, i, command, 0 if role.name == CORE else settings.processors.derived_nice)
         for role in consumer_roles(settings)
         for i in range(role.workers)
     ]
