@@ -78,8 +78,15 @@ def _options(args: argparse.Namespace) -> Any:
     from cbir.replay.gate import Probe
     from cbir.replay.rebuild import ReplayOptions
 
-    replay = get_settings().replay
+    settings = get_settings()
+    replay = settings.replay
     probe = Probe.from_folder(args.probe, args.tolerance, args.probe_k) if args.probe else None
+    if probe is not None and args.area == "re-embed":
+        from cbir.models.export import trained_on
+
+        trained = trained_on(settings.triton.model_repository, args.model)
+        if trained is not None:
+            probe.refuse_trained(args.model, trained)
     return ReplayOptions(
         probe=probe,
         index_type=args.index_type,

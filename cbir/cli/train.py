@@ -90,8 +90,20 @@ def labelled(args: argparse.Namespace) -> Any:
                 embedder, dataset, cache_dir, partial(progress.advance, task)
             )
     return Labelled(
-        dataset.name, dataset.fingerprint, features, dataset.labels, dataset.classes, model_id
+        dataset.name,
+        dataset.fingerprint,
+        features,
+        dataset.labels,
+        dataset.classes,
+        model_id,
+        image_ids=content_ids(dataset.paths),
     )
+
+
+def content_ids(paths: Any) -> tuple[str, ...]:
+    from cbir.domain.images import image_id_of
+
+    return tuple(image_id_of(path.read_bytes()) for path in paths)
 
 
 def backbone_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -121,7 +133,13 @@ def backbone_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         )
     base = f"timm:{args.timm} weights={source}, last {args.unfreeze} stage(s) trained"
     data = Labelled(
-        dataset.name, dataset.fingerprint, activations, dataset.labels, dataset.classes, base
+        dataset.name,
+        dataset.fingerprint,
+        activations,
+        dataset.labels,
+        dataset.classes,
+        base,
+        image_ids=content_ids(dataset.paths),
     )
     return data, model, cut
 
@@ -130,7 +148,14 @@ def _train(args: argparse.Namespace) -> int:
     need_torch()
     import numpy as np
 
-    from cbir.models.export import ExportError, export_model, export_with_head
+    from cbir.domain.gate import TrainedOn
+    from cbir.models.export import (
+        TRAINED_ON_FILE,
+        ExportError,
+        export_model,
+        export_with_head,
+        record_trained_on,
+    )
     from cbir.models.runtime import Pooling
     from cbir.training.backbone import tail_and_head
     from cbir.training.splits import split
@@ -199,11 +224,26 @@ def _train(args: argparse.Namespace) -> int:
             )
     except ExportError as exc:
         raise TrainCommandError(str(exc)) from exc
+    trained_on = TrainedOn(
+        data.name,
+        tuple(data.classes[int(c)] for c in np.unique(labels[fit])),
+        frozenset(data.image_ids[i] for i in fit),
+        0 if held is None else len(held),
+    )
+    record_trained_on(repository, args.name, spec.version, trained_on)
     console.print(f"exported {spec.model_id} to {repository / args.name}")
     from cbir.cli.model import _load_if_served
 
     _load_if_served(args.name)
-    console.print(f"switch the live index to it, with zero downtime: cbir re-embed {args.name}")
+    console.print(
+        f"trained on {trained_on.describe()}.\n"
+        f"switch the live index to it, with zero downtime: cbir re-embed {args.name}; with "
+        f"--probe FOLDER (labelled images of the classes it learned) the switch happens only "
+        f"if its mAP@10 on them is not below the live model's by more than --tolerance. The "
+        f"images it was trained on are refused as probes (kept in {TRAINED_ON_FILE}): give "
+        f"it images it never saw"
+        + (" (the ones --validation held out are such images)" if held is not None else "")
+    )
     return 0
 
 

@@ -47,3 +47,40 @@ def gate(
         f"{verb}: {metric} {value:.4f} against the live generation's {live_value:.4f} "
         f"(at least {floor:.4f} needed, tolerance {tolerance})",
     )
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a trained model learned from, kept beside it: the content ids of the images its
+    training fitted (validation images held out are not among them). A probe set that holds
+    any of them would gate the switch on the model's memory, not on its quality."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    images: frozenset[str]
+    held_out: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "classes": list(self.classes),
+            "images": sorted(self.images),
+            "held_out": self.held_out,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainedOn:
+        return cls(
+            str(data["dataset"]),
+            tuple(str(c) for c in data["classes"]),
+            frozenset(str(i) for i in data["images"]),
+            int(data.get("held_out", 0)),
+        )
+
+    def describe(self) -> str:
+        shown = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        held = f"; {self.held_out} held out for validation" if self.held_out else ""
+        return (
+            f"{len(self.images)} images of {self.dataset} in {len(self.classes)} classes "
+            f"({shown}){held}"
+        )

@@ -12,6 +12,7 @@ The same inputs give the same entry, byte for byte.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cbir.domain.errors import CbirError
+from cbir.domain.gate import TrainedOn
 from cbir.models.runtime import (
     HEAD_FILE,
     ONNX_FILE,
@@ -46,6 +48,9 @@ from cbir.models.runtime import (
 
 log = logging.getLogger("cbir.export")
 
+# beside a trained entry's spec: the content ids of the images it was trained on (Triton
+# ignores it; the probe gate of `cbir re-embed` reads it)
+TRAINED_ON_FILE = "trained_on.json"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BATCH_SIZE = 32
 
@@ -367,6 +372,32 @@ def with_head(staged: Path, spec: ModelSpec, head: Head, source: str) -> ModelSp
     )
     (staged / SPEC_FILE).write_text(spec.to_json())
     return spec
+
+
+def record_trained_on(repository: Path, name: str, version: int, trained: TrainedOn) -> Path:
+    """Keep what an exported entry's version was trained on beside its spec."""
+    path = repository / name / str(version) / TRAINED_ON_FILE
+    staged = path.with_suffix(".tmp")
+    staged.write_text(json.dumps(trained.as_json()))
+    staged.replace(path)
+    return path
+
+
+def trained_on(repository: Path, name: str) -> TrainedOn | None:
+    """What the version an entry serves was trained on; None for a model not trained here
+    (an export of pretrained weights) or an entry that does not exist."""
+    try:
+        path = served_version(repository / name) / TRAINED_ON_FILE
+    except ExportError:
+        return None
+    if not path.exists():
+        return None
+    try:
+        return TrainedOn.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ExportError(
+            f"{path} is unreadable ({exc}): export the model again with cbir train"
+        ) from exc
 
 
 def served_version(entry: Path) -> Path:

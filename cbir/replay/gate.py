@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cbir.domain.errors import ReplayError
+from cbir.domain.gate import TrainedOn
 from cbir.domain.generations import Generation
 from cbir.domain.images import image_id_of
 from cbir.domain.vectors import Vectors
@@ -53,6 +54,19 @@ class Probe:
     @property
     def metric(self) -> str:
         return f"mAP@{self.k}"
+
+    def refuse_trained(self, model: str, trained: TrainedOn) -> None:
+        """Raise ReplayError when any probe image is one `model` was trained on: a gate on
+        them measures what the model memorised, and would pass a model that is worse on
+        everything else."""
+        seen = [image_id_of(data) in trained.images for _, data in self.images]
+        if any(seen):
+            raise ReplayError(
+                f"--probe: {sum(seen)} of the {len(seen)} probe images are images {model} was "
+                f"trained on ({trained.describe()}); a gate on them measures its memory, not "
+                "its quality. Probe with labelled images it never saw: the images `cbir train "
+                "--validation` held out, or another folder of the same classes"
+            )
 
 
 def probe_quality(

@@ -37,6 +37,7 @@ class Labelled:
     classes: list[str]
     model_id: str
     origin: str = ""  # where the descriptors came from, when it is worth saying
+    image_ids: tuple[str, ...] = ()  # each row's content id (what the model is trained on)
 
 
 def tagged_rows(metadata: MetadataStore, page: int = 1000) -> list[ImageRow]:
@@ -85,11 +86,18 @@ def from_index(
     cache = cache_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model_id)}-index-{fingerprint}.npz"
     labels = np.array([classes.index(row.tags[0]) for row in rows])
     if cache.exists():
-        progress(len(rows))
         with np.load(cache) as stored:
-            features, labels = stored["features"], stored["labels"]
-        origin = f"descriptors: from the cache ({cache})"
-        return Labelled("the index", fingerprint, features, labels, classes, model_id, origin)
+            cached = (
+                (stored["features"], stored["labels"], stored["ids"]) if "ids" in stored else None
+            )
+        if cached is not None:  # a cache without ids is from an older version: made again
+            progress(len(rows))
+            origin = f"descriptors: from the cache ({cache})"
+            features, labels, ids = cached
+            return Labelled(
+                "the index", fingerprint, features, labels, classes, model_id, origin,
+                tuple(str(i) for i in ids),
+            )  # fmt: skip
     served = index.served_model() if index is not None else None
     collection = served.collection if served and served.model_id == model_id else None
     # every indexed row's vector was written by this Milvus timestamp (what the API searches
@@ -118,14 +126,15 @@ def from_index(
     kept = sorted(descriptors)
     features = np.stack([descriptors[i] for i in kept]).astype(np.float32)
     labels = labels[kept]
+    ids = tuple(rows[i].image_id for i in kept)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, features=features, labels=labels)
+    np.savez(cache, features=features, labels=labels, ids=np.array(ids))
     origin = (
         f"descriptors: {reused} read from {collection}, {len(kept) - reused} embedded"
         if collection
         else f"descriptors: {len(kept)} embedded (no served collection holds this model's)"
     )
-    return Labelled("the index", fingerprint, features, labels, classes, model_id, origin)
+    return Labelled("the index", fingerprint, features, labels, classes, model_id, origin, ids)
 
 
 def embedded(

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from cbir.adapters.embedder import TritonEmbedder
+from cbir.domain.images import image_id_of
+from cbir.models.export import trained_on
 from cbir.models.runtime import HEAD_FILE, SPEC_FILE, Head, ModelSpec
 from cbir.settings import settings_environment
 from cbir.stack.launcher import Launcher
@@ -54,6 +56,19 @@ def test_cbir_train_exports_a_model_triton_serves(
     served, errors = trained.embed(images)
     assert not any(errors)
     np.testing.assert_allclose(served, embed_with(head, frozen), atol=1e-5)
+
+    # what it was trained on is kept beside it: the fitted half of each species, not the
+    # images validation held out; as a probe set they are refused, saying why
+    kept = trained_on(settings.triton.model_repository, "trained")
+    assert kept is not None and kept.classes == ("0", "1", "2") and kept.held_out == 18
+    every = {image_id_of(p.read_bytes()) for p in dataset.rglob("*.jpg")}
+    assert kept.images < every and 0 < len(kept.images) <= 18  # (flowers17 repeats a few)
+    assert f"trained on {len(kept.images)} images of three-species" in " ".join(run.stdout.split())
+    probe = [CBIR, "re-embed", "trained", "--probe", str(dataset)]
+    refused = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=120)
+    said = " ".join((refused.stdout + refused.stderr).split())
+    found = re.search(r"(\d+) of the 36 probe images are images trained was trained on", said)
+    assert refused.returncode != 0 and found is not None and int(found[1]) >= 18, said
 
     # the same command again resumes from the finished checkpoint: no epoch is redone
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-from cbir.domain.gate import gate
+from cbir.domain.gate import TrainedOn, gate
 
 
 def test_a_candidate_within_the_tolerance_passes() -> None:
@@ -15,3 +15,11 @@ def test_a_candidate_worse_than_live_by_more_than_the_tolerance_is_refused() -> 
 def test_with_nothing_live_any_candidate_passes_and_is_recorded() -> None:
     verdict = gate("mAP@10", 0.10, 40, None, 0.02)
     assert verdict.passed and verdict.as_json()["value"] == 0.10
+
+
+def test_what_a_model_was_trained_on_survives_its_json_and_says_itself() -> None:
+    trained = TrainedOn("flowers17", tuple("abcdefg"), frozenset({"x", "y"}), held_out=3)
+    assert TrainedOn.from_json(trained.as_json()) == trained
+    assert trained.describe() == (
+        "2 images of flowers17 in 7 classes (a, b, c, d, e, ...); 3 held out for validation"
+    )

@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbir.models.export import ExportError, PcaOptions, export_model
+from cbir.domain.gate import TrainedOn
+from cbir.models.export import (
+    TRAINED_ON_FILE,
+    ExportError,
+    PcaOptions,
+    export_model,
+    record_trained_on,
+    trained_on,
+)
 from cbir.models.runtime import OnnxEmbedder, Pooling
 from cbir.models.shared_mobilenet import PREPROCESSING as MOBILENET_PREPROCESSING
 from cbir.models.shared_mobilenet import export_shared_mobilenet
@@ -145,3 +153,17 @@ def test_a_trained_head_makes_an_entry_of_its_own(tmp_path: Path, mobilenet_onnx
         export_with_head(tmp_path, "mobilenet", "mobilenet", 1, head, "a test")
     with pytest.raises(ExportError, match="already has a trained head"):
         export_with_head(tmp_path, "mobilenet-trained", "again", 1, head, "a test")
+
+
+def test_what_an_entry_was_trained_on_is_kept_beside_its_served_version(tmp_path: Path) -> None:
+    trained = TrainedOn("flowers17", ("a", "b"), frozenset({"x"}), held_out=1)
+    assert trained_on(tmp_path, "flv1") is None  # no such entry
+    (tmp_path / "flv1" / "1").mkdir(parents=True)
+    assert trained_on(tmp_path, "flv1") is None  # not trained here
+    record_trained_on(tmp_path, "flv1", 1, trained)
+    assert trained_on(tmp_path, "flv1") == trained
+    (tmp_path / "flv1" / "2").mkdir()  # a newer version serves: trained on nothing known
+    assert trained_on(tmp_path, "flv1") is None
+    (tmp_path / "flv1" / "2" / TRAINED_ON_FILE).write_text("{")
+    with pytest.raises(ExportError, match="export the model again"):
+        trained_on(tmp_path, "flv1")

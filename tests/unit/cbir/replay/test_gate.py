@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cbir.domain.errors import ReplayError
+from cbir.domain.gate import TrainedOn
 from cbir.domain.generations import GenerationState
 from cbir.domain.images import image_id_of
 from cbir.replay.gate import Probe, probe_quality
@@ -58,3 +59,11 @@ def test_a_collection_that_ranks_by_class_scores_higher() -> None:
 def test_a_probe_folder_needs_classes(tmp_path: Path) -> None:
     with pytest.raises(ReplayError, match="--probe"):
         Probe.from_folder(tmp_path / "missing")
+
+
+def test_probe_images_the_model_was_trained_on_are_refused() -> None:
+    seen, unseen = bytes([1, 1]), bytes([1, 2])
+    trained = TrainedOn("flowers", ("a", "b"), frozenset({image_id_of(seen)}), held_out=1)
+    with pytest.raises(ReplayError, match=r"1 of the 2 probe images are images flv1 was trained"):
+        Probe((("a", seen), ("a", unseen))).refuse_trained("flv1", trained)
+    Probe((("a", unseen),)).refuse_trained("flv1", trained)  # never seen: accepted
