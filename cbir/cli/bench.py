@@ -15,6 +15,7 @@ def register(areas: Any) -> None:
         holidays_api,
         ingest,
         local_features,
+        models,
         query,
         replay,
         training,
@@ -33,3 +34,4 @@ def register(areas: Any) -> None:
     holidays.register(actions)
     duplicates.register(actions)
     holidays_api.register(actions)
+    models.register(actions)

