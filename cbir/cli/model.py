@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ from rich.table import Table
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.domain.images import IMAGE_SUFFIXES
 from cbir.models.export import ExportError, PcaOptions, export_model
-from cbir.models.runtime import SPEC_FILE, ModelSpec, Pooling, Preprocessing
+from cbir.models.runtime import (
+    PROVIDER_CHOICES,
+    RUNTIME_STATE_FILE,
+    SPEC_FILE,
+    ModelSpec,
+    Pooling,
+    Preprocessing,
+)
 from cbir.output import console
 from cbir.settings import get_settings
 
@@ -71,6 +79,7 @@ def _export(args: argparse.Namespace) -> int:
             pca=pca,
             instances=args.instances,
             input_kind="TENSOR" if args.tensor_input else "IMAGE",
+            provider=args.provider,
         )
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
@@ -168,18 +177,28 @@ def _list(args: argparse.Namespace) -> int:
         states = {m["name"]: m.get("state", "") for m in index.json()}
     except httpx.HTTPError:
         pass
-    table = Table("model", "model id", "dim", "source", "in Triton", box=None)
+    table = Table("model", "model id", "dim", "source", "in Triton", "runs on", box=None)
     for spec_file in sorted(repository.glob(f"*/*/{SPEC_FILE}")):
         spec = ModelSpec.from_json(spec_file.read_text())
+        state = states.get(spec.name, "not running" if not states else "not loaded")
         table.add_row(
             spec.name,
             spec.model_id,
             str(spec.dim),
             spec.source,
-            states.get(spec.name, "not running" if not states else "not loaded"),
+            state,
+            _provider(spec_file.parent) if state == "READY" else "-",
         )
     console.print(table)
     return 0
+
+
+def _provider(version_dir: Path) -> str:
+    """The execution provider the loaded entry said it runs on, when it loaded."""
+    try:
+        return str(json.loads((version_dir / RUNTIME_STATE_FILE).read_text())["provider"])
+    except (OSError, ValueError, KeyError):
+        return "unknown (loaded before it said)"
 
 
 def _load(args: argparse.Namespace) -> int:
@@ -252,6 +271,13 @@ def register(areas: Any) -> None:
     export.add_argument("--pca-images", type=Path, help="folder of images to fit the PCA on")
     export.add_argument("--pca-sample", type=int, default=1000)
     export.add_argument("--instances", type=int, help="Triton instances (default: one per core)")
+    export.add_argument(
+        "--provider",
+        choices=PROVIDER_CHOICES,
+        default="auto",
+        help="ONNX Runtime's execution provider inside Triton: auto takes the GPU where "
+        "onnxruntime-gpu finds one (cbir model list says which runs)",
+    )
     export.add_argument(
         "--tensor-input",
         action="store_true",

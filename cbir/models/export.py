@@ -33,6 +33,8 @@ from cbir.models.runtime import (
     HEAD_FILE,
     ONNX_FILE,
     PCA_FILE,
+    PROVIDER_CHOICES,
+    RUNTIME_STATE_FILE,
     SPEC_FILE,
     VLAD_FILE,
     Head,
@@ -207,7 +209,9 @@ def _fit_pca(model_dir: Path, options: PcaOptions) -> Pca:
         raise ExportError(str(exc)) from exc
 
 
-def config_pbtxt(spec: ModelSpec, instances: int, input_kind: str = "IMAGE") -> str:
+def config_pbtxt(
+    spec: ModelSpec, instances: int, input_kind: str = "IMAGE", provider: str = "auto"
+) -> str:
     size = spec.preprocessing.input_size
     if input_kind == "IMAGE":
         model_input = '{ name: "IMAGE", data_type: TYPE_STRING, dims: [ 1 ] }'
@@ -219,6 +223,7 @@ def config_pbtxt(spec: ModelSpec, instances: int, input_kind: str = "IMAGE") -> 
         "pooling": spec.pooling.kind,
         "fingerprint": spec.fingerprint(),
         "intra_op_threads": "1",
+        "provider": provider,  # ONNX Runtime's: auto (the GPU where there is one), cpu, cuda
     }
     rendered_parameters = ",\n".join(
         f'  {{ key: "{k}", value: {{ string_value: "{v}" }} }}' for k, v in parameters.items()
@@ -258,10 +263,12 @@ def export_model(
     input_kind: str = "IMAGE",
     model: Any = None,
     head: Head | None = None,
+    provider: str = "auto",
 ) -> ModelSpec:
     """Write `repository/name/` (config.pbtxt, version folder); returns the entry's spec.
     `model`: a built (fine-tuned) timm model of `timm_arch`; `head`: a trained projection
-    head, applied after pooling and PCA."""
+    head, applied after pooling and PCA; `provider`: ONNX Runtime's inside Triton (auto:
+    the GPU where onnxruntime-gpu finds one, else the CPU; cpu; cuda)."""
     if (onnx_file is None) == (timm_arch is None):
         raise ExportError("give exactly one source: --onnx FILE or --timm ARCH")
     entry = repository / name
@@ -312,7 +319,7 @@ def export_model(
             (staged / SPEC_FILE).write_text(spec.to_json())
         if head is not None:
             spec = with_head(staged, spec, head, spec.source)
-        install(staged, entry, spec, instances, input_kind)
+        install(staged, entry, spec, instances, input_kind, provider)
     return spec
 
 
@@ -351,14 +358,21 @@ def export_vlad(
 
 
 def install(
-    staged: Path, entry: Path, spec: ModelSpec, instances: int | None, input_kind: str = "IMAGE"
+    staged: Path,
+    entry: Path,
+    spec: ModelSpec,
+    instances: int | None,
+    input_kind: str = "IMAGE",
+    provider: str = "auto",
 ) -> None:
     """The staged version folder, with this version of the Triton model and the runtime
     (never a copy's older ones), moved into `entry` beside its config."""
     package = resources.files("cbir.models")
     (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
     (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
-    config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind)
+    if provider not in PROVIDER_CHOICES:
+        raise ExportError(f"--provider {provider}: say one of {', '.join(PROVIDER_CHOICES)}")
+    config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind, provider)
     entry.mkdir(exist_ok=True)
     target = entry / str(spec.version)
     if target.exists():
@@ -448,7 +462,8 @@ def export_with_head(
     entry = repository / name
     with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}-") as scratch:
         staged = Path(scratch) / str(version)
-        shutil.copytree(source_dir, staged)
+        # what the base's loading wrote is the base's, not the new entry's
+        shutil.copytree(source_dir, staged, ignore=shutil.ignore_patterns(RUNTIME_STATE_FILE))
         spec = with_head(
             staged,
             replace(base_spec, name=name, version=version),

@@ -29,6 +29,11 @@ ONNX_FILE = "model.onnx"
 PCA_FILE = "pca.npz"
 HEAD_FILE = "head.npz"
 VLAD_FILE = "vlad.npz"
+# written by the Triton model when it loads: the execution provider it runs on
+RUNTIME_STATE_FILE = "runtime_state.json"
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 SIFT_DIM = 128
 DESCRIPTOR_SCALE = 512.0  # RootSIFT components x 512, clipped to a byte
 
@@ -420,11 +425,35 @@ class VladModel:
             return cls(data["codebook"], data["mean"], data["projection"])
 
 
+def execution_providers(available: list[str], wanted: str = "auto") -> list[str]:
+    """ONNX Runtime's providers to run with, first choice first. `wanted`: "auto" takes the
+    GPU (CUDA) where this ONNX Runtime has it (the onnxruntime-gpu package on a machine with
+    a GPU) and the CPU otherwise; "cpu" the CPU only; "cuda" the GPU or an error."""
+    if wanted not in PROVIDER_CHOICES:
+        raise ValueError(f"provider {wanted!r}: say one of {', '.join(PROVIDER_CHOICES)}")
+    if wanted == "cpu":
+        return [CPU_PROVIDER]
+    if CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    if wanted == "cuda":
+        raise ValueError(
+            f"provider cuda asked, but this ONNX Runtime offers {', '.join(available)}: "
+            "install onnxruntime-gpu in its place on a machine with an NVIDIA GPU and CUDA, "
+            "or export with --provider auto or cpu"
+        )
+    return [CPU_PROVIDER]
+
+
 class OnnxEmbedder:
-    """A model entry's version folder, run with ONNX Runtime (or, for VLAD, OpenCV's SIFT)."""
+    """A model entry's version folder, run with ONNX Runtime (or, for VLAD, OpenCV's SIFT).
+    `provider`: see `execution_providers`; `self.provider` is the one that runs."""
 
     def __init__(
-        self, model_dir: Path, intra_op_threads: int = 1, limits: Limits = Limits()
+        self,
+        model_dir: Path,
+        intra_op_threads: int = 1,
+        limits: Limits = Limits(),
+        provider: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
@@ -433,14 +462,18 @@ class OnnxEmbedder:
         self.vlad: VladModel | None = None
         if self.spec.pooling.kind == "vlad":
             self.vlad = VladModel.load(model_dir / VLAD_FILE)
+            self.provider = "OpenCV (CPU)"
             return
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(
-            str(model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+            str(model_dir / ONNX_FILE),
+            options,
+            providers=execution_providers(ort.get_available_providers(), provider),
         )
+        self.provider = self.session.get_providers()[0]
         pca_path = model_dir / PCA_FILE
         self.pca = Pca.load(pca_path) if self.spec.pca_whiten is not None else None
         self.head = Head.load(model_dir / HEAD_FILE) if self.spec.head is not None else None

@@ -15,12 +15,13 @@ batch, and a bad item fails alone.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from embedding_runtime import OnnxEmbedder
+from embedding_runtime import RUNTIME_STATE_FILE, OnnxEmbedder
 
 
 class TritonPythonModel:
@@ -28,8 +29,22 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         model_dir = Path(args["model_repository"]) / args["model_version"]
-        self.embedder = OnnxEmbedder(model_dir, int(parameters.get("intra_op_threads", "1")))
+        self.embedder = OnnxEmbedder(
+            model_dir,
+            int(parameters.get("intra_op_threads", "1")),
+            provider=parameters.get("provider", "auto"),
+        )
         self.input_name = config["input"][0]["name"]
+        # which provider runs, for `cbir model list` (Triton's API does not say it); a
+        # read-only repository (the compose file mounts it so) keeps it to Triton's log
+        print(f"{args['model_name']}: ONNX Runtime on {self.embedder.provider}", flush=True)
+        state = model_dir / RUNTIME_STATE_FILE
+        staged = state.with_name(f".{state.name}.{os.getpid()}")
+        try:
+            staged.write_text(json.dumps({"provider": self.embedder.provider, "pid": os.getpid()}))
+            staged.replace(state)
+        except OSError:
+            pass
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [

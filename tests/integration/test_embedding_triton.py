@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cbir.adapters.embedder import ModelNotServed, TritonEmbedder
-from cbir.models.runtime import OnnxEmbedder
-from cbir.settings import Settings
+from cbir.models.runtime import RUNTIME_STATE_FILE, OnnxEmbedder
+from cbir.settings import Settings, settings_environment
 from cbir.stack.launcher import Launcher
 from tests.images import bad_inputs, reencoded
 
@@ -79,6 +83,29 @@ def test_the_model_identity_is_in_its_metadata(served: tuple[Settings, Path]) ->
     assert identity.model_id == spec.model_id
     assert (identity.dim, identity.pooling) == (1024, "gap")
     assert identity.fingerprint == spec.fingerprint()
+
+
+def test_cbir_model_list_says_which_provider_the_served_model_runs_on(
+    served: tuple[Settings, Path],
+) -> None:
+    settings, version_dir = served
+    # this machine's ONNX Runtime has no GPU provider: the default (auto) runs on the CPU
+    assert json.loads((version_dir / RUNTIME_STATE_FILE).read_text())["provider"] == (
+        "CPUExecutionProvider"
+    )
+    env = {**os.environ, **settings_environment(settings), "COLUMNS": "400"}
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "cbir"), "model", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    row = next((r for r in rows if r and r[0] == "mobilenet"), None)
+    assert row is not None, listed.stdout
+    assert "READY" in row and row[-1] == "CPUExecutionProvider", listed.stdout
 
 
 def test_a_model_not_served_says_how_to_serve_it(stack: Settings) -> None:

@@ -167,3 +167,22 @@ def test_what_an_entry_was_trained_on_is_kept_beside_its_served_version(tmp_path
     (tmp_path / "flv1" / "2" / TRAINED_ON_FILE).write_text("{")
     with pytest.raises(ExportError, match="export the model again"):
         trained_on(tmp_path, "flv1")
+
+
+def test_the_provider_goes_into_the_entry_config(tmp_path: Path, mobilenet_onnx: Path) -> None:
+    export_shared_mobilenet(tmp_path, mobilenet_onnx)
+    assert 'key: "provider", value: { string_value: "auto" }' in (
+        (tmp_path / "mobilenet" / "config.pbtxt").read_text()
+    )
+    export_model(
+        tmp_path,
+        "vit_cpu",
+        1,
+        timm_arch=VIT,
+        weights="random",
+        pooling=Pooling("cls"),
+        provider="cpu",
+    )
+    assert 'string_value: "cpu"' in (tmp_path / "vit_cpu" / "config.pbtxt").read_text()
+    with pytest.raises(ExportError, match="--provider tpu: say one of auto, cpu, cuda"):
+        export_model(tmp_path, "vit_tpu", 1, timm_arch=VIT, weights="random", provider="tpu")

@@ -18,6 +18,7 @@ from cbir.models.runtime import (
     Pooling,
     Preprocessing,
     decode_image,
+    execution_providers,
     l2_normalise,
     pool,
     to_input,
@@ -144,3 +145,28 @@ def test_embedder_rejects_bad_items_and_embeds_the_rest(
     assert not vectors[1:-1].any()
     alone, _ = embedder.embed([flower_photos[0].read_bytes()])
     np.testing.assert_allclose(alone[0], vectors[0], atol=1e-6)
+
+
+def test_the_provider_is_the_gpu_where_there_is_one_and_the_cpu_otherwise() -> None:
+    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
+    with_gpu, without = [cuda, cpu], ["AzureExecutionProvider", cpu]
+    assert execution_providers(with_gpu) == [cuda, cpu]
+    assert execution_providers(without) == [cpu]
+    assert execution_providers(with_gpu, "cpu") == [cpu]
+    assert execution_providers(with_gpu, "cuda") == [cuda, cpu]
+    with pytest.raises(ValueError, match="install onnxruntime-gpu"):
+        execution_providers(without, "cuda")
+    with pytest.raises(ValueError, match="say one of auto, cpu, cuda"):
+        execution_providers(without, "tpu")
+
+
+def test_the_embedder_says_which_provider_runs(mobilenet_entry: Path) -> None:
+    import onnxruntime as ort
+
+    embedder = OnnxEmbedder(mobilenet_entry)
+    expected = execution_providers(ort.get_available_providers())[0]
+    assert embedder.provider == expected
+    assert OnnxEmbedder(mobilenet_entry, provider="cpu").provider == "CPUExecutionProvider"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ValueError, match="provider cuda asked"):
+            OnnxEmbedder(mobilenet_entry, provider="cuda")
