@@ -299,6 +299,13 @@ def test_a_killed_reindex_continues_and_never_goes_live_half_built(
             slow.kill()
 
 
+def species_probe(flowers: dict[str, Path]) -> Probe:
+    """Probes of the five indexed species (80 of their photographs, indexed themselves: each
+    is left out of its own list), mAP@10, the default tolerance."""
+    chosen = [path for path in sorted(flowers.values()) if path.stem[-1] in "05"]
+    return Probe(tuple((path.parent.name, path.read_bytes()) for path in chosen), 0.02, 10)
+
+
 def test_a_real_second_model_goes_live_through_the_gate_and_back(
     replay_apps: Launcher, flowers: dict[str, Path]
 ) -> None:
@@ -318,18 +325,9 @@ def test_a_real_second_model_goes_live_through_the_gate_and_back(
     TritonEmbedder(settings.triton, "efficientnet-lite0", protocol="http").load()
     old = live_one(settings)
     assert old.model_id.startswith("mobilenet:")
-    probe = Probe(
-        tuple(
-            (path.parent.name, path.read_bytes())
-            for path in sorted(flowers.values())
-            if path.stem[-1] in "05"
-        ),
-        # the default: on these probes the two score 0.975 and 0.973 (measured in-process),
-        # within it either way
-        tolerance=0.02,
-        k=10,
-    )
-    options = ReplayOptions(index_type="FLAT", grace_s=0, probe=probe)
+    # the default tolerance: on these probes the two score 0.975 and 0.973 (measured
+    # in-process), within it either way
+    options = ReplayOptions(index_type="FLAT", grace_s=0, probe=species_probe(flowers))
     with Adapters(settings) as adapters:
         lite = adapters.rebuilder(lambda _status: None).re_embed("efficientnet-lite0", options)
     live = live_one(settings)
@@ -371,15 +369,7 @@ def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
 
     # a gate that must refuse: ResNet-50 with random weights against the trained MobileNet,
     # on probes of five species (indexed themselves: each is left out of its own list)
-    probe = Probe(
-        tuple(
-            (path.parent.name, path.read_bytes())
-            for path in sorted(flowers.values())
-            if path.stem[-1] in "05"
-        ),
-        tolerance=0.02,
-        k=10,
-    )
+    probe = species_probe(flowers)
     with Adapters(settings) as adapters, pytest.raises(ReplayError, match="not switched live"):
         adapters.rebuilder(lambda _status: None).re_embed(
             "resnet50", ReplayOptions(index_type="FLAT", grace_s=0, probe=probe)
