@@ -23,6 +23,7 @@ from cbir.domain.errors import CbirError, ModelMismatch, ModelNotServed, Permane
 from cbir.settings import Settings
 from cbir.wiring import api_adapters
 from query_api.dependencies import ApiServices
+from query_api.docs import add_offline_docs
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
 from query_api.middleware import BodyLimit, RequestTimer, api_error
@@ -88,7 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
         responses=ERRORS,
+        docs_url=None,  # served with their assets from here, offline too (query_api/docs.py)
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.services = api
     app.state.engine = engine
     app.state.metrics = metrics

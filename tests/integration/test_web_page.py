@@ -105,3 +105,19 @@ def test_search_then_click_a_result_to_search_with_it(
     screenshots = os.environ.get("CBIR_TEST_SCREENSHOTS")
     if screenshots:  # to look at the page: CBIR_TEST_SCREENSHOTS=/some/folder
         browser.save_screenshot(str(Path(screenshots) / "web_page_phone.png"))
+
+
+def test_the_api_docs_list_the_operations_offline(browser: WebDriver, launcher: Launcher) -> None:
+    """This machine reaches no CDN: the page renders only if its assets come from the API."""
+    api = launcher.settings.api
+    browser.get(f"http://{api.host}:{api.port}/docs")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) >= 5)
+    summaries = {
+        element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    }
+    assert {"/search", "/images/{image_id}/similar"} <= summaries, summaries
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; })"
+    )
+    assert loaded and all(f"{api.host}:{api.port}/" in url for url in loaded), loaded
