@@ -29,30 +29,71 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
 )
 PHONE = (390, 844)
+DESKTOP = (1280, 900)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
+def chromium(phone: bool) -> WebDriver:
+    chromium_path, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium_path or not driver:
         pytest.fail(
             "chromium and chromium-driver are needed: `apt-get install chromium "
             "chromium-driver` (scripts/test.sh installs them)"
         )
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = chromium_path
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    # a phone's viewport (a headless window has a minimum width wider than a phone)
-    options.add_experimental_option(
-        "mobileEmulation",
-        {"deviceMetrics": {"width": PHONE[0], "height": PHONE[1], "pixelRatio": 2}},
-    )
-    session = webdriver.Chrome(service=Service(driver), options=options)
+    if phone:  # a phone's viewport (a headless window has a minimum width wider than a phone)
+        options.add_experimental_option(
+            "mobileEmulation",
+            {"deviceMetrics": {"width": PHONE[0], "height": PHONE[1], "pixelRatio": 2}},
+        )
+    else:
+        options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    session = chromium(phone=True)
     try:
         yield session
     finally:
         session.quit()
+
+
+@pytest.fixture(scope="module")
+def desktop() -> Iterator[WebDriver]:
+    session = chromium(phone=False)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+CUT_OFF = """
+return Array.from(document.querySelectorAll('#results .result')).flatMap(function (card) {
+  var box = card.getBoundingClientRect();
+  return Array.from(card.querySelectorAll('button')).filter(function (button) {
+    var r = button.getBoundingClientRect();
+    return r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5
+      || button.scrollWidth > button.clientWidth + 1;
+  }).map(function (button) { return card.dataset.imageId + ': ' + button.textContent; });
+});
+"""
+
+
+def actions_cut_off(browser: WebDriver) -> list[str]:
+    """The result cards' buttons not wholly inside their card, or their text clipped."""
+    cut: list[str] = browser.execute_script(CUT_OFF)
+    return cut
+
+
+def screenshot(browser: WebDriver, folder: Path, name: str) -> None:
+    browser.save_screenshot(str(folder / name))
+    extra = os.environ.get("CBIR_TEST_SCREENSHOTS")  # to look at the page: a folder
+    if extra:
+        browser.save_screenshot(str(Path(extra) / name))
 
 
 def result_ids(browser: WebDriver) -> list[str]:
@@ -63,7 +104,7 @@ def result_ids(browser: WebDriver) -> list[str]:
 
 
 def test_search_then_click_a_result_to_search_with_it(
-    browser: WebDriver, launcher: Launcher, indexed_flowers: list[Path]
+    browser: WebDriver, launcher: Launcher, indexed_flowers: list[Path], tmp_path: Path
 ) -> None:
     api = launcher.settings.api
     browser.get(f"http://{api.host}:{api.port}/")
@@ -102,9 +143,27 @@ def test_search_then_click_a_result_to_search_with_it(
     browser.find_element(By.CSS_SELECTOR, "#results .result .actions button").click()
     wait.until(lambda b: "near-duplicate" in b.find_element(By.ID, "status").text)
     assert "error" not in (browser.find_element(By.ID, "status").get_attribute("class") or "")
-    screenshots = os.environ.get("CBIR_TEST_SCREENSHOTS")
-    if screenshots:  # to look at the page: CBIR_TEST_SCREENSHOTS=/some/folder
-        browser.save_screenshot(str(Path(screenshots) / "web_page_phone.png"))
+    assert not actions_cut_off(browser)
+    screenshot(browser, tmp_path, "web_page_phone.png")
+
+
+def test_no_card_action_is_cut_off_on_a_desktop_screen(
+    desktop: WebDriver, launcher: Launcher, indexed_flowers: list[Path], tmp_path: Path
+) -> None:
+    """At 1280 px the grid's columns are at their narrowest (150 px): the longest label (a
+    score with its inliers) and both buttons must fit, the buttons wrapping below it."""
+    api = launcher.settings.api
+    desktop.get(f"http://{api.host}:{api.port}/")
+    wait = WebDriverWait(desktop, 30)
+    wait.until(lambda b: len(result_ids(b)) > 0)
+    assert desktop.execute_script("return window.innerWidth") >= DESKTOP[0] - 20
+    assert not actions_cut_off(desktop)
+    desktop.find_element(By.ID, "same-object").click()
+    desktop.find_element(By.ID, "query-file").send_keys(str(indexed_flowers[10].resolve()))
+    wait.until(lambda b: "same object:" in b.find_element(By.ID, "status").text)
+    assert "inliers" in desktop.find_element(By.CSS_SELECTOR, "#results .result .score").text
+    assert not actions_cut_off(desktop)
+    screenshot(desktop, tmp_path, "web_page_desktop.png")
 
 
 def test_the_api_docs_list_the_operations_offline(browser: WebDriver, launcher: Launcher) -> None:
