@@ -271,6 +271,8 @@ def export_model(
     the GPU where onnxruntime-gpu finds one, else the CPU; cpu; cuda)."""
     if (onnx_file is None) == (timm_arch is None):
         raise ExportError("give exactly one source: --onnx FILE or --timm ARCH")
+    if provider not in PROVIDER_CHOICES:  # before any export work
+        raise ExportError(f"--provider {provider}: say one of {', '.join(PROVIDER_CHOICES)}")
     entry = repository / name
     repository.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}-") as scratch:
@@ -370,8 +372,6 @@ def install(
     package = resources.files("cbir.models")
     (staged / "model.py").write_text(package.joinpath("triton_model.py").read_text())
     (staged / "embedding_runtime.py").write_text(package.joinpath("runtime.py").read_text())
-    if provider not in PROVIDER_CHOICES:
-        raise ExportError(f"--provider {provider}: say one of {', '.join(PROVIDER_CHOICES)}")
     config = config_pbtxt(spec, instances or os.cpu_count() or 1, input_kind, provider)
     entry.mkdir(exist_ok=True)
     target = entry / str(spec.version)
