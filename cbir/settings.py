@@ -209,6 +209,19 @@ class ReplaySettings(BaseModel):
     max_rate: float = Field(
         default=0.0, ge=0, description="events per second a replay may read (0: no limit)"
     )
+    collection_sample: int = Field(
+        default=200,
+        ge=0,
+        description="images the gate's label-free collection check samples (0: no such check)",
+    )
+    collection_k: int = Field(
+        default=10, ge=1, le=100, description="depth k of the collection check's verified mAP@k"
+    )
+    collection_tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        description="how far below the live generation's verified mAP@k a switch may fall",
+    )
 
 
 class LocalFeaturesSettings(BaseModel):

@@ -23,8 +23,10 @@ from cbir.domain.retry import RetryPolicy
 from cbir.domain.spatial import DuplicatePolicy, SpatialPolicy
 from cbir.local_features.duplicates import DuplicateFinder
 from cbir.local_features.features import Extractor
+from cbir.local_features.geometry import Verifier
 from cbir.local_features.store import FeatureStore
 from cbir.replay.backfill import Destinations
+from cbir.replay.gate import CollectionJudge
 from cbir.replay.rebuild import Rebuilder, ReplayConfig, Report
 from cbir.settings import Settings
 from processors.stages import (
@@ -301,6 +303,18 @@ class Adapters:
             self.embedders,
             self.events,
             self,
+            self.collection_judge(),
+        )
+
+    def collection_judge(self) -> CollectionJudge:
+        """The gate's label-free check, judging by the stored local features (when on)."""
+        lf = self.settings.local_features
+        return CollectionJudge(
+            self.metadata,
+            self.index,
+            self.features if lf.enabled else None,
+            Verifier(),
+            lf.min_inliers,
         )
 
     def query_engine(self, metrics: ApiMetrics) -> QueryEngine:

@@ -115,6 +115,10 @@ class FakeMetadataStore:
         rows = [r for r in self.rows.values() if status is None or r.status == status]
         return rows[offset : offset + limit]
 
+    def indexed_after(self, image_id: str, limit: int) -> list[ImageRow]:
+        after = sorted(i for i, r in self.rows.items() if r.status == "indexed" and i > image_id)
+        return [self.rows[i] for i in after[:limit]]
+
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self.rows.values():

@@ -286,6 +286,17 @@ def recent(
         return list(cur.fetchall())
 
 
+def indexed_after(conn: Connection, image_id: str, limit: int) -> list[dict[str, Any]]:
+    """Indexed rows by image id, from just after `image_id` (the primary key's order)."""
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(
+            "SELECT * FROM images WHERE status = 'indexed' AND image_id > %s "
+            "ORDER BY image_id LIMIT %s",
+            [image_id, limit],
+        )
+        return list(cur.fetchall())
+
+
 class ConnectionPool:
     """A few connections shared by the threads of a server: one per request is 1-2 ms of
     handshake on loopback, a pooled one is free. A connection that saw any error is closed,
@@ -415,6 +426,9 @@ class MySQLMetadataStore:
 
     def recent(self, limit: int, offset: int, status: str | None) -> list[ImageRow]:
         return [image_row(r) for r in self._run(lambda c: recent(c, limit, offset, status))]
+
+    def indexed_after(self, image_id: str, limit: int) -> list[ImageRow]:
+        return [image_row(r) for r in self._run(lambda c: indexed_after(c, image_id, limit))]
 
     def status_counts(self) -> dict[str, int]:
         return self._run(status_counts)

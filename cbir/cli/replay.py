@@ -58,6 +58,8 @@ class ProgressReport:
             total=max(total, 1),
             detail=detail,
         )
+        if status.phase == "gated":
+            self.progress.console.print(f"gate: {status.detail}")
         now = time.monotonic()
         if status.phase != "replaying" or now - self.last_log > LOG_EVERY_S:
             self.last_log = now
@@ -75,20 +77,38 @@ class ProgressReport:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from cbir.replay.gate import Probe
+    from cbir.domain.errors import ReplayError
+    from cbir.replay.gate import CollectionCheck, Probe
     from cbir.replay.rebuild import ReplayOptions
 
     settings = get_settings()
     replay = settings.replay
+    if args.no_gate and args.probe:
+        raise ReplayError("--no-gate switches without any check: leave out --probe")
     probe = Probe.from_folder(args.probe, args.tolerance, args.probe_k) if args.probe else None
-    if probe is not None and args.area == "re-embed":
+    judged: set[str] = {label for label, _ in probe.images} if probe else set()
+    if args.area == "re-embed":
         from cbir.models.export import trained_on
 
         trained = trained_on(settings.triton.model_repository, args.model)
         if trained is not None:
-            probe.refuse_trained(args.model, trained)
+            if probe is not None:
+                probe.refuse_trained(args.model, trained)
+            judged |= set(trained.classes)
+    sample = replay.collection_sample if args.collection_sample is None else args.collection_sample
+    tolerance = (
+        replay.collection_tolerance
+        if args.collection_tolerance is None
+        else args.collection_tolerance
+    )
+    collection = (
+        CollectionCheck(sample, replay.collection_k, tolerance, frozenset(judged))
+        if sample and not args.no_gate
+        else None
+    )
     return ReplayOptions(
         probe=probe,
+        collection=collection,
         index_type=args.index_type,
         index_params=dict(args.param) if args.param else None,
         grace_s=replay.grace_s if args.grace is None else args.grace,
@@ -114,11 +134,12 @@ def _run_replay(args: argparse.Namespace) -> int:
         Adapters(settings) as adapters,
     ):
         rebuilder = adapters.rebuilder(ProgressReport(progress))
+        options = _options(args)
         try:
             if args.area == "re-embed":
-                generation = rebuilder.re_embed(args.model, _options(args))
+                generation = rebuilder.re_embed(args.model, options)
             else:
-                generation = rebuilder.reindex(_options(args), args.topic)
+                generation = rebuilder.reindex(options, args.topic)
         except KeyboardInterrupt:
             console.print(
                 "interrupted: the new generation stays `building` (never live) and the "
@@ -141,6 +162,8 @@ def _generations(args: argparse.Namespace) -> int:
             console.print(f"dropped: {', '.join(dropped) or 'nothing (no grace period is over)'}")
             return 0
         rows = adapters.registry.all()
+    from cbir.domain.gate import Verdict
+
     table = Table("generation", "state", "model", "topic", "index", "live since", "gate", box=None)
     for g in rows:
         e = g.evaluation
@@ -151,7 +174,7 @@ def _generations(args: argparse.Namespace) -> int:
             g.embeddings_topic,
             f"{g.index_type} {json.dumps(g.index_params)}",
             g.live_at.isoformat(timespec="seconds") if g.live_at else "",
-            f"{e['metric']} {e['value']:.4f} {'passed' if e['passed'] else 'refused'}" if e else "",
+            Verdict.from_json(e).summary() if e else "",
         )
     console.print(table)
     return 0
@@ -188,6 +211,24 @@ def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tolerance", type=float, default=0.02, help="of the --probe gate")
     parser.add_argument("--probe-k", type=int, default=10, help="k of the --probe gate's mAP@k")
+    parser.add_argument(
+        "--collection-sample",
+        type=int,
+        metavar="N",
+        help="the label-free collection check: N indexed images outside the probe's and the "
+        "model's trained classes, each searched in both generations, their results judged "
+        "same scene or not by local-feature geometry; the switch is refused when the new "
+        "generation's verified mAP@k falls below the live one's by more than "
+        "--collection-tolerance (default CBIR_REPLAY__COLLECTION_SAMPLE; 0: no such check)",
+    )
+    parser.add_argument(
+        "--collection-tolerance",
+        type=float,
+        help="of the collection check (default CBIR_REPLAY__COLLECTION_TOLERANCE)",
+    )
+    parser.add_argument(
+        "--no-gate", action="store_true", help="switch without any check (no probe, no collection)"
+    )
     parser.add_argument("--batch-size", type=int, help="events per write (CBIR_REPLAY__BATCH_SIZE)")
     parser.add_argument(
         "--max-rate", type=float, help="events per second at most (CBIR_REPLAY__MAX_RATE)"

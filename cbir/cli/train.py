@@ -237,11 +237,15 @@ def _train(args: argparse.Namespace) -> int:
     _load_if_served(args.name)
     console.print(
         f"trained on {trained_on.describe()}.\n"
-        f"switch the live index to it, with zero downtime: cbir re-embed {args.name}; with "
-        f"--probe FOLDER (labelled images of the classes it learned) the switch happens only "
-        f"if its mAP@10 on them is not below the live model's by more than --tolerance. The "
-        f"images it was trained on are refused as probes (kept in {TRAINED_ON_FILE}): give "
-        f"it images it never saw"
+        f"switch the live index to it, with zero downtime: cbir re-embed {args.name}. The "
+        f"switch is judged by two checks beside the live model: with --probe FOLDER "
+        f"(labelled images of the classes it learned) its mAP@10 on them may not fall below "
+        f"the live model's by more than --tolerance; and the collection check, label-free, "
+        f"samples indexed images outside those classes, searches each in both, judges the "
+        f"results same scene or not by local features, and refuses a fall of verified mAP@10 "
+        f"beyond --collection-tolerance (a head that helps its classes and harms the rest "
+        f"does not go live). The images it was trained on are refused as probes (kept in "
+        f"{TRAINED_ON_FILE}): give it images it never saw"
         + (" (the ones --validation held out are such images)" if held is not None else "")
     )
     return 0

@@ -31,13 +31,13 @@ from functools import partial
 from typing import Any, Protocol
 
 from cbir.domain.errors import ReplayError
-from cbir.domain.gate import gate
+from cbir.domain.gate import COLLECTION, Evaluation, Verdict, gate, skipped
 from cbir.domain.generations import Generation, GenerationState, embeddings_topic_of
 from cbir.domain.models import ModelId
 from cbir.domain.switch import SwitchCheck, switch_verdict
 from cbir.ports import Embedders, EventLog, GenerationRegistry, MetadataStore, VectorIndex
 from cbir.replay.backfill import Backfill, Destinations
-from cbir.replay.gate import Probe, probe_quality
+from cbir.replay.gate import CollectionCheck, CollectionJudge, Probe, probe_quality
 from processors.stages import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, EventSerializer
@@ -56,6 +56,11 @@ class ReplayOptions:
     batch_size: int = 500
     max_rate: float = 0.0  # events per second, 0: as fast as it goes
     probe: Probe | None = None  # gate the switch on this labelled probe set
+    collection: CollectionCheck | None = None  # and on the rest of the collection, label-free
+
+    @property
+    def gated(self) -> bool:
+        return self.probe is not None or self.collection is not None
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,9 @@ class Rebuilder:
         embedders: Embedders,
         events: EventLog,
         stages: StageFactory,
+        judge: CollectionJudge | None = None,
     ) -> None:
+        """`judge`: runs the collection check (None: a check asked for is skipped, saying so)."""
         self.config = config
         self.report = report
         self.registry = registry
@@ -119,6 +126,7 @@ class Rebuilder:
         self.embedders = embedders
         self.events = events
         self.stages = stages
+        self.judge = judge
 
     # -- the three commands --
 
@@ -297,36 +305,59 @@ class Rebuilder:
             replayed = self._follow_until_complete(generation, backfill, live)
         finally:
             backfill.close()
-        if options.probe is not None:
-            self._gate(generation, live, options.probe, replayed)
+        if options.gated:
+            self._gate(generation, live, options, replayed)
         self._switch(generation, options, replayed)
         return generation
 
     def _gate(
-        self, generation: Generation, live: Generation | None, probe: Probe, replayed: int
+        self, generation: Generation, live: Generation | None, options: ReplayOptions, replayed: int
     ) -> None:
-        """Evaluate the building generation (and the live one) on the probe set; record it
-        with the generation; refuse the switch when it is worse beyond the tolerance."""
-        self.report(
-            ReplayStatus(
-                generation.name, "evaluating", replayed, 0, 0.0, None, f"{probe.metric} probes"
+        """Judge the building generation beside the live one by the checks asked for; record
+        the verdict with the generation; refuse the switch when any check finds it worse
+        beyond its tolerance."""
+        checks: list[Evaluation] = []
+        if options.probe is not None:
+            checks.append(self._probe_check(generation, live, options.probe, replayed))
+        if options.collection is not None:
+            checks.append(self._collection_check(generation, live, options.collection, replayed))
+        verdict = Verdict(tuple(checks))
+        self.registry.record_evaluation(generation, verdict.as_json())
+        log.info("gate", extra={"generation": generation.name, **verdict.as_json()})
+        self.report(ReplayStatus(generation.name, "gated", replayed, 0, 0.0, None, verdict.detail))
+        if not verdict.passed:
+            raise ReplayError(
+                f"{generation.name} was not switched live: {verdict.refusals()}. The live "
+                "generation keeps answering; the new one stays built (`cbir generations`): "
+                "run the same command with --no-gate to switch anyway, or with --restart to "
+                "abandon it"
             )
-        )
+
+    def _probe_check(
+        self, generation: Generation, live: Generation | None, probe: Probe, replayed: int
+    ) -> Evaluation:
+        self._evaluating(generation, replayed, f"{probe.metric} on {len(probe.images)} probes")
         quality = partial(
             probe_quality, probe, embedders=self.embedders, index=self.index, metadata=self.metadata
         )
         value = quality(generation=generation)
         live_value = quality(generation=live) if live is not None else None
-        verdict = gate(probe.metric, value, len(probe.images), live_value, probe.tolerance)
-        self.registry.record_evaluation(generation, verdict.as_json())
-        log.info("gate", extra={"generation": generation.name, **verdict.as_json()})
-        if not verdict.passed:
-            raise ReplayError(
-                f"{generation.name} was not switched live, {verdict.detail}. The live "
-                "generation keeps answering; the new one stays built (`cbir generations`): "
-                "run the same command without --probe to switch anyway, or with --restart to "
-                "abandon it"
-            )
+        return gate(probe.metric, value, len(probe.images), live_value, probe.tolerance)
+
+    def _collection_check(
+        self,
+        generation: Generation,
+        live: Generation | None,
+        check: CollectionCheck,
+        replayed: int,
+    ) -> Evaluation:
+        self._evaluating(generation, replayed, f"{check.metric} on {check.sample} sampled images")
+        if self.judge is None:
+            return skipped(COLLECTION, check.metric, check.tolerance, "no judge was given")
+        return self.judge.evaluate(check, generation, live)
+
+    def _evaluating(self, generation: Generation, replayed: int, what: str) -> None:
+        self.report(ReplayStatus(generation.name, "evaluating", replayed, 0, 0.0, None, what))
 
     def _follow_until_complete(
         self, generation: Generation, backfill: Backfill, live: Generation | None

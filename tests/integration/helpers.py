@@ -1,9 +1,11 @@
-"""Waiting for the pipeline, shared by the integration tests."""
+"""Waiting for the pipeline, and namespaced settings, shared by the integration tests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -40,3 +42,32 @@ def role_workers(launcher: Launcher, role: str) -> list[psutil.Process]:
         for child in psutil.Process(pid).children()
         if child.environ().get(WORKER_ROLE) == role
     ]
+
+
+def namespaced(base: Settings, name: str, data_dir: Path, **sections: dict[str, Any]) -> Settings:
+    """The session stack's servers, with names of a test module's own (its topics, buckets,
+    database, Milvus alias, processors' group, data folder), so that its pipeline runs beside
+    the session's and touches nothing of it; `sections`: more changes, by settings section."""
+    kafka = base.kafka.model_copy(
+        update={
+            "images_topic": f"{name}.images",
+            "embeddings_topic": f"{name}.embeddings",
+            "dead_letter_topic": f"{name}.dead-letter",
+            "object_events_topic": f"{name}.object-events",
+            "duplicates_topic": f"{name}.duplicates",
+        }
+    )
+    own: dict[str, dict[str, Any]] = {
+        "minio": {"bucket": f"{name}-images"},
+        "milvus": {"collection": name},
+        "mysql": {"database": f"cbir_{name}"},
+        "processors": {"app_id": f"cbir-{name}-processors", "resubscribe_check_s": 2.0},
+        "local_features": {"bucket": f"{name}-features"},
+        "stack": {"data_dir": data_dir},
+    }
+    for section, changes in sections.items():
+        own[section] = {**own.get(section, {}), **changes}
+    updates: dict[str, Any] = {"kafka": kafka}
+    for section, changes in own.items():
+        updates[section] = getattr(base, section).model_copy(update=changes)
+    return base.model_copy(update=updates)

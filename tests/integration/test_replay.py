@@ -31,6 +31,7 @@ from cbir.adapters.generations import Generation
 from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.bench.replay import wipe_index_and_metadata
 from cbir.domain.errors import ReplayError, ServiceUnavailable
+from cbir.domain.gate import Evaluation, Verdict
 from cbir.domain.images import image_id_of
 from cbir.models.export import export_model
 from cbir.models.runtime import Pooling
@@ -41,7 +42,7 @@ from cbir.stack.launcher import Launcher
 from cbir.stack.services.mariadb import MariaDBService
 from cbir.wiring import Adapters
 from producers.ingest import collect
-from tests.integration.helpers import indexed, rows, wait_for
+from tests.integration.helpers import indexed, namespaced, rows, wait_for
 from tests.integration.test_pipeline import unique_png
 
 pytestmark = pytest.mark.integration
@@ -54,34 +55,16 @@ CBIR = str(Path(sys.executable).parent / "cbir")
 
 def namespace(base: Settings, data_dir: Path) -> Settings:
     """The session stack's servers, with names of this module's own."""
-    kafka = base.kafka.model_copy(
-        update={
-            "images_topic": f"{NAMESPACE}.images",
-            "embeddings_topic": f"{NAMESPACE}.embeddings",
-            "dead_letter_topic": f"{NAMESPACE}.dead-letter",
-            "object_events_topic": f"{NAMESPACE}.object-events",
-        }
-    )
-    return base.model_copy(
-        update={
-            "kafka": kafka,
-            "minio": base.minio.model_copy(update={"bucket": f"{NAMESPACE}-images"}),
-            "milvus": base.milvus.model_copy(update={"collection": NAMESPACE}),
-            "mysql": base.mysql.model_copy(update={"database": f"cbir_{NAMESPACE}"}),
-            "processors": base.processors.model_copy(
-                update={
-                    "app_id": f"cbir-{NAMESPACE}-processors",
-                    "resubscribe_check_s": 2.0,
-                    # one worker beside the session's two: four on two cores starved this
-                    # namespace's first indexing past its 300 s once
-                    "workers": 1,
-                }
-            ),
-            "api": base.api.model_copy(update={"port": base.api.port + 1}),
-            # a replay never touches local features: none are extracted for this namespace
-            "local_features": base.local_features.model_copy(update={"enabled": False}),
-            "stack": base.stack.model_copy(update={"data_dir": data_dir}),
-        }
+    return namespaced(
+        base,
+        NAMESPACE,
+        data_dir,
+        # one worker beside the session's two: four on two cores starved this namespace's
+        # first indexing past its 300 s once
+        processors={"workers": 1},
+        api={"port": base.api.port + 1},
+        # a replay never touches local features: none are extracted for this namespace
+        local_features={"enabled": False},
     )
 
 
@@ -299,6 +282,14 @@ def test_a_killed_reindex_continues_and_never_goes_live_half_built(
             slow.kill()
 
 
+def probe_check(generation: Generation) -> Evaluation:
+    """The probe check the gate recorded with a generation."""
+    assert generation.evaluation is not None, f"{generation.name} was not gated"
+    found = Verdict.from_json(generation.evaluation).of("probe")
+    assert found is not None, generation.evaluation
+    return found
+
+
 def species_probe(flowers: dict[str, Path]) -> Probe:
     """Probes of the five indexed species (80 of their photographs, indexed themselves: each
     is left out of its own list), mAP@10, the default tolerance."""
@@ -334,17 +325,18 @@ def test_a_real_second_model_goes_live_through_the_gate_and_back(
     assert (live.name, live.dim) == (lite.name, 1280) and live.model_id.startswith(
         "efficientnet-lite0:"
     )
-    assert live.evaluation is not None and live.evaluation["passed"], live.evaluation
-    assert live.evaluation["live_value"] is not None and live.evaluation["probes"] >= 20
-    lite_figure = live.evaluation["value"]
+    probed = probe_check(live)
+    assert probed.passed and probed.live_value is not None and probed.probes >= 20, probed
+    lite_figure = probed.value
 
     with Adapters(settings) as adapters:
         back = adapters.rebuilder(lambda _status: None).re_embed(old.model, options)
     live = live_one(settings)
     assert (live.name, live.model_id) == (back.name, old.model_id)
-    assert live.evaluation is not None and live.evaluation["passed"], live.evaluation
+    probed = probe_check(live)
+    assert probed.passed, probed
     # the two figures, each model's on the same probes, seen from both sides
-    assert live.evaluation["live_value"] == pytest.approx(lite_figure, abs=1e-6)
+    assert probed.live_value == pytest.approx(lite_figure, abs=1e-6)
 
 
 def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
@@ -375,9 +367,10 @@ def test_re_embed_with_resnet50_switches_queries_to_the_new_model(
             "resnet50", ReplayOptions(index_type="FLAT", grace_s=0, probe=probe)
         )
     refused = building(settings)
-    assert refused is not None and refused.evaluation is not None
-    assert not refused.evaluation["passed"] and refused.evaluation["probes"] >= 20
-    assert refused.evaluation["value"] < refused.evaluation["live_value"] - 0.02
+    assert refused is not None
+    probed = probe_check(refused)
+    assert not probed.passed and probed.probes >= 20 and probed.live_value is not None
+    assert probed.value is not None and probed.value < probed.live_value - 0.02
     assert live_one(settings).name == old.name  # the live generation kept answering
 
     with Adapters(settings) as adapters:
