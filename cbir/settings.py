@@ -146,6 +146,13 @@ class ProcessorsSettings(BaseModel):
         description="workers judging near-duplicates, a consumer group of their own "
         "(APP_ID.duplicates)",
     )
+    thumbnail_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="workers making thumbnails and previews, a consumer group of their own "
+        "(APP_ID.thumbnails)",
+    )
     derived_nice: int = Field(
         default=10,
         ge=0,
@@ -222,6 +229,21 @@ class ReplaySettings(BaseModel):
         ge=0,
         description="how far below the live generation's verified mAP@k a switch may fall",
     )
+
+
+class ThumbnailSettings(BaseModel):
+    """Small WebP renditions of each image, made once at ingest by a consumer group of their
+    own, so that a page of results loads kilobytes, not the originals."""
+
+    enabled: bool = Field(default=True, description="make thumbnails and previews at ingest")
+    bucket: str = Field(default="image-thumbnails", description="bucket of the renditions")
+    thumbnail_side: int = Field(
+        default=320, ge=32, le=2048, description="longer side of a grid thumbnail, pixels"
+    )
+    preview_side: int = Field(
+        default=1280, ge=64, le=4096, description="longer side of a preview, pixels"
+    )
+    quality: int = Field(default=75, ge=1, le=100, description="WebP quality of both")
 
 
 class LocalFeaturesSettings(BaseModel):
@@ -346,6 +368,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     replay: ReplaySettings = ReplaySettings()
     local_features: LocalFeaturesSettings = LocalFeaturesSettings()
+    thumbnails: ThumbnailSettings = ThumbnailSettings()
     stack: StackSettings = StackSettings()
     log_format: str = Field(default="text", description="text (key=value) or json")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")

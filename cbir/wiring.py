@@ -29,12 +29,14 @@ from cbir.replay.backfill import Destinations
 from cbir.replay.gate import CollectionJudge
 from cbir.replay.rebuild import Rebuilder, ReplayConfig, Report
 from cbir.settings import Settings
+from cbir.thumbnails import RenditionSizes, ThumbnailStore
 from processors.stages import (
     DuplicatesStage,
     EmbedStage,
     FeaturesStage,
     IndexStage,
     ObjectEventsStage,
+    ThumbnailsStage,
 )
 from processors.stages.embed import EmbedConfig
 from processors.stages.index import IndexConfig
@@ -126,7 +128,7 @@ def query_config(settings: Settings) -> QueryConfig:
     )
 
 
-CORE, FEATURES, DUPLICATES = "core", "features", "duplicates"
+CORE, FEATURES, DUPLICATES, THUMBNAILS = "core", "features", "duplicates", "thumbnails"
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,14 @@ class ConsumerRole:
     that a backlog of derived outputs (local features, near-duplicates) never holds back the
     indexing group's committed offsets."""
 
-    name: str  # core (bridge, embed, index) | features | duplicates
+    name: str  # core (bridge, embed, index) | features | duplicates | thumbnails
     group: str  # its consumer group (the Faust app id)
     workers: int
 
 
 def consumer_roles(settings: Settings) -> list[ConsumerRole]:
     """The processors' roles: indexing always; local features and near-duplicates when local
-    features are on."""
+    features are on; thumbnails when they are on."""
     processors = settings.processors
     roles = [ConsumerRole(CORE, processors.app_id, processors.workers)]
     if settings.local_features.enabled:
@@ -152,6 +154,12 @@ def consumer_roles(settings: Settings) -> list[ConsumerRole]:
                 DUPLICATES, f"{processors.app_id}.duplicates", processors.duplicate_workers
             ),
         ]
+    if settings.thumbnails.enabled:
+        roles.append(
+            ConsumerRole(
+                THUMBNAILS, f"{processors.app_id}.thumbnails", processors.thumbnail_workers
+            )
+        )
     return roles
 
 
@@ -219,6 +227,13 @@ class Adapters:
         )
 
     @cached_property
+    def thumbnails(self) -> ThumbnailStore:
+        """Thumbnails and previews in their bucket, made from the originals when missing."""
+        t = self.settings.thumbnails
+        sizes = RenditionSizes(t.thumbnail_side, t.preview_side, t.quality)
+        return ThumbnailStore(self.objects, t.bucket, self.settings.minio.bucket, sizes)
+
+    @cached_property
     def duplicate_finder(self) -> DuplicateFinder:
         """Which neighbours are near-duplicates: the processors and the API judge alike."""
         return DuplicateFinder(
@@ -265,6 +280,11 @@ class Adapters:
     def features_stage(self) -> FeaturesStage:
         return FeaturesStage(
             self.settings.minio.bucket, self.objects, self.metadata, self.features, self.policy
+        )
+
+    def thumbnails_stage(self) -> ThumbnailsStage:
+        return ThumbnailsStage(
+            self.settings.minio.bucket, self.objects, self.metadata, self.thumbnails, self.policy
         )
 
     def duplicates_stage(self) -> DuplicatesStage:
@@ -336,6 +356,7 @@ class Adapters:
             self.cache,
             self.objects,
             local,
+            self.thumbnails,
         )
         return QueryEngine(context)
 
@@ -407,7 +428,7 @@ def role_topics(settings: Settings, role: ConsumerRole) -> list[str]:
     """The topics a role's workers consume now."""
     kafka = settings.kafka
     embeddings = indexed_topics(settings) or [kafka.embeddings_topic]
-    if role.name == FEATURES:
+    if role.name in (FEATURES, THUMBNAILS):
         return [kafka.images_topic]
     if role.name == DUPLICATES:
         return embeddings

@@ -5,9 +5,11 @@
   agent (embeddings topics -> every building and live generation in Milvus, and MySQL);
 - features (`APP_ID.features`): images -> each image's SIFT local features in their bucket;
 - duplicates (`APP_ID.duplicates`): live embeddings -> each image's near-duplicates on the
-  duplicates topic.
+  duplicates topic;
+- thumbnails (`APP_ID.thumbnails`): images -> each image's thumbnail and preview.
 
-The derived roles run only with local features on; their backlog never holds back the
+Features and duplicates run with local features on, thumbnails with thumbnails on; no
+derived role's backlog ever holds back the
 indexing group's offsets, so an image is searchable as soon as it is embedded and indexed.
 Run them with `cbir process` (or the launcher), whose supervisor starts each role's workers
 (`CBIR_PROCESSORS_ROLE` tells a worker its role); a worker restarts itself to follow new
@@ -34,7 +36,15 @@ import faust
 from cbir.domain.log import DeadLettered, LogMessage, Outcome
 from cbir.logs import configure_logging
 from cbir.settings import Settings, get_settings
-from cbir.wiring import CORE, DUPLICATES, FEATURES, Adapters, consumer_role, indexed_topics
+from cbir.wiring import (
+    CORE,
+    DUPLICATES,
+    FEATURES,
+    THUMBNAILS,
+    Adapters,
+    consumer_role,
+    indexed_topics,
+)
 from processors import WORKER_INDEX, WORKER_ROLE
 from processors.stages import Stage
 
@@ -138,6 +148,13 @@ def create_app(settings: Settings, role_name: str = CORE) -> faust.App:
         async def features(stream: Any) -> None:
             stage = await asyncio.to_thread(adapters.features_stage)
             await run(stream, stage, "features", dead_letters)
+
+    if role.name == THUMBNAILS:
+
+        @app.agent(images, name="thumbnails")
+        async def thumbnails(stream: Any) -> None:
+            stage = await asyncio.to_thread(adapters.thumbnails_stage)
+            await run(stream, stage, "thumbnails", dead_letters)
 
     if role.name == DUPLICATES:
 

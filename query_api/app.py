@@ -28,7 +28,7 @@ from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
 from query_api.middleware import BodyLimit, RequestTimer, api_error
 from query_api.models import ErrorBody
-from query_api.routers import images, operations, search
+from query_api.routers import app_shell, images, operations, search
 
 log = logging.getLogger("cbir.api")
 STATIC = Path(__file__).parent / "static"
@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
         search.router(settings.api, settings.local_features),
         images.router,
         operations.router,
+        app_shell.router,
     ):
         app.include_router(router)
     return app

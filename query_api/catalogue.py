@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cbir.domain.errors import CbirError
 from cbir.domain.rows import ImageRow
+from cbir.thumbnails import Kind
 from query_api.context import QueryContext, unknown_image
 from query_api.errors import ApiError
 from query_api.models import ImageDetail, ImageSummary, PredictedLabel
@@ -46,6 +47,31 @@ class Catalogue:
         if data is None:
             raise ApiError(404, "no_bytes", f"the bytes of {image_id} are gone from the store")
         return data, row.content_type or "application/octet-stream"
+
+    def rendition(self, image_id: str, kind: Kind) -> bytes:
+        """Its thumbnail or preview (WebP), made from the original if it has none yet."""
+        row = self.context.row(image_id)
+        if row is None:
+            raise unknown_image(image_id)
+        store = self.context.thumbnails
+        if store is None:
+            raise ApiError(404, "no_thumbnails", "this API serves no thumbnails: use its url")
+        data = self.context.call("MinIO", "get", lambda: store.get(image_id, kind, row.object_key))
+        if data is None:
+            raise ApiError(
+                404,
+                "no_rendition",
+                f"{image_id} has no {kind}: its bytes are gone or are no image the service "
+                "reads (its url serves what there is)",
+            )
+        return data
+
+    def rendition_tag(self, image_id: str, kind: Kind) -> str:
+        """A strong ETag: the content id and what the rendition was made with."""
+        store = self.context.thumbnails
+        sizes = store.sizes if store is not None else None
+        made = f"{sizes.side(kind)}q{sizes.quality}" if sizes is not None else "none"
+        return f'"{image_id}-{kind}-{made}"'
 
     def browse(self, limit: int, offset: int, status: str | None) -> list[ImageSummary]:
         metadata = self.context.metadata

@@ -16,12 +16,13 @@ from typing import TypeVar
 
 from cbir.domain.breaker import CircuitBreaker
 from cbir.domain.deadline import Deadline
-from cbir.domain.errors import ModelMismatch
-from cbir.domain.models import ModelId
+from cbir.domain.errors import ModelMismatch, ModelNotServed
+from cbir.domain.models import ModelId, text_entry
 from cbir.domain.rows import ImageRow, Served
 from cbir.local_features.duplicates import DuplicateFinder
 from cbir.local_features.store import FeatureStore
 from cbir.ports import Cache, Embedder, Embedders, MetadataStore, ObjectStore, VectorIndex
+from cbir.thumbnails import ThumbnailStore
 from query_api.errors import ApiError
 from query_api.metrics import ApiMetrics
 from query_api.spatial import SpatialReranker
@@ -77,6 +78,7 @@ class QueryContext:
         cache: Cache,
         objects: ObjectStore,
         local: LocalFeatureServices | None = None,
+        thumbnails: ThumbnailStore | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -85,9 +87,11 @@ class QueryContext:
         self.cache = cache
         self.objects = objects
         self.local = local
+        self.thumbnails = thumbnails
         self._index_factory = index_factory
         self._index: VectorIndex | None = None
         self._checked: dict[str, Embedder] = {}
+        self._text: dict[str, Embedder] = {}
         self._view: IndexView | None = None
         self._lock = threading.Lock()
         self.breakers = {
@@ -119,6 +123,36 @@ class QueryContext:
                     raise ApiError(503, "model_mismatch", str(exc)) from exc
                 self._checked[model_id] = embedder
             return self._checked[model_id]
+
+    def text_embedder(self, model_id: str) -> Embedder:
+        """The text tower of the model that made the served vectors (a CLIP model's
+        `NAME-text`, whose config names that model); 409 when it has none."""
+        with self._lock:
+            if model_id in self._text:
+                return self._text[model_id]
+        name = text_entry(ModelId.parse(model_id).triton_model)
+        embedder = self.embedders(name)
+        try:
+            identity = self.breakers["Triton"].call(embedder.identity)
+        except ModelNotServed:
+            raise ApiError(
+                409,
+                "no_text_tower",
+                f"the collection's model {model_id} has no text tower ({name} is not served): "
+                "search by words needs a CLIP model, e.g. `cbir model export clip --clip "
+                "ViT-B-32 --weights laion2b_s34b_b79k`, then `cbir re-embed clip`",
+            ) from None
+        if identity.pairs_with != model_id:
+            raise ApiError(
+                409,
+                "no_text_tower",
+                f"{name} is the text tower of {identity.pairs_with or 'no image model'}, but "
+                f"the collection holds vectors of {model_id}: export both towers of one model "
+                "again (`cbir model export NAME --clip ARCH`) and re-embed to it",
+            )
+        with self._lock:
+            self._text[model_id] = embedder
+        return embedder
 
     def deadline(self) -> Deadline:
         """A request's one bound, shared by its dependency calls."""

@@ -133,12 +133,12 @@ def search_response(outcome: SearchOutcome, k: int) -> Response:
     """The response, serialised once by its model (the route's `response_model` documents
     it; FastAPI would otherwise dump, validate again and serialise what is built valid here),
     with the cache outcomes as headers."""
-    body = _search_body(outcome, k).model_dump_json().encode()
+    body = search_body(outcome, k).model_dump_json().encode()
     headers = {"X-Cache": outcome.result_cache, "X-Embedding-Cache": outcome.embedding_cache}
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _search_body(outcome: SearchOutcome, k: int) -> SearchResponse:
+def search_body(outcome: SearchOutcome, k: int) -> SearchResponse:
     return SearchResponse(
         results=outcome.results,
         k=k,

@@ -29,7 +29,9 @@ class ImageSummary(BaseModel):
     status: str = Field(description="pending, indexed or failed")
     error: str | None = Field(description="why it failed, when it did")
     model_id: str | None = Field(description="the model of its indexed vector")
-    url: str = Field(description="its bytes")
+    url: str = Field(description="its bytes (the original)")
+    thumbnail_url: str = Field(description="a small WebP rendition, for grids")
+    preview_url: str = Field(description="a larger WebP rendition, for a page's view of it")
     similar_url: str = Field(description="more like it")
 
     @classmethod
@@ -49,6 +51,8 @@ class ImageSummary(BaseModel):
             error=row.error,
             model_id=row.model_id,
             url=f"/images/{row.image_id}/content",
+            thumbnail_url=f"/images/{row.image_id}/thumbnail",
+            preview_url=f"/images/{row.image_id}/preview",
             similar_url=f"/images/{row.image_id}/similar",
         )
 

@@ -18,6 +18,7 @@ from cbir.domain.rows import Served
 from cbir.domain.spatial import expanded_query
 from cbir.domain.vectors import Vectors
 from cbir.local_features.features import ImageRejected, LocalFeatures
+from cbir.ports import Embedder
 from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.context import IndexView, QueryContext, unknown_image
 from query_api.errors import ApiError
@@ -35,6 +36,8 @@ class SearchRequest:
     effort: int | None = None  # search_list / ef / nprobe; None: the index's default
     use_result_cache: bool = True
     spatial: SpatialRequest | None = None
+    # only results at least this similar (cosine), inside the index (Milvus range search)
+    min_score: float | None = None
 
 
 @dataclass
@@ -94,19 +97,13 @@ class Search:
         model_id = opened.served.model_id
 
         def vector() -> tuple[Vectors, CacheOutcome]:
-            context = self.context
-            key = embedding_key(model_id, image_hash)
-            with context.metrics.timed("redis", "get_embedding"):
-                cached = context.cache.get_vector(key)
-            context.metrics.cache_lookup("embedding", cached is not None)
-            if cached is not None:
-                return cached, "hit"
-            embedder = context.embedder(model_id)
-            vectors, errors = context.call("Triton", "embed", lambda: embedder.embed([data]))
-            if errors[0]:
-                raise ApiError(422, "unreadable_image", f"the image cannot be read: {errors[0]}")
-            context.cache.put_vector(key, vectors[0], context.config.embedding_cache_ttl_s)
-            return vectors[0], "miss"
+            return self._embedded(
+                embedding_key(model_id, image_hash),
+                lambda: self.context.embedder(model_id),
+                lambda embedder: embedder.embed([data]),
+                "unreadable_image",
+                "the image cannot be read",
+            )
 
         def features() -> LocalFeatures:
             try:
@@ -115,6 +112,54 @@ class Search:
                 raise ApiError(422, "unreadable_image", f"the image cannot be read: {exc}") from exc
 
         return self._answer(Query(f"image:{image_hash}", vector, features), request, opened)
+
+    def by_text(self, text: str, request: SearchRequest) -> SearchOutcome:
+        """The stored images nearest to words, embedded by the text tower of the model that
+        made the collection's vectors (409 when it has none); never re-ranked spatially."""
+        text = " ".join(text.split())
+        if not text:
+            raise ApiError(422, "empty_text", "say what to look for: the text is empty")
+        if request.spatial is not None:
+            raise ApiError(422, "invalid_request", "rerank=spatial needs an image to compare with")
+        opened = self._open()
+        if opened.view.served is None:
+            return SearchOutcome([], "", "", opened.view.generation, "none", "none")
+        embedder = self.context.text_embedder(opened.served.model_id)
+        text_hash = content_hash(text.encode("utf-8"))
+
+        def vector() -> tuple[Vectors, CacheOutcome]:
+            return self._embedded(
+                embedding_key(embedder.identity().model_id, text_hash),
+                lambda: embedder,
+                lambda tower: tower.embed_texts([text]),
+                "unreadable_text",
+                "the text cannot be embedded",
+            )
+
+        return self._answer(Query(f"text:{text_hash}", vector, lambda: None), request, opened)
+
+    def _embedded(
+        self,
+        key: str,
+        embedder: Callable[[], Embedder],
+        embed: Callable[[Embedder], tuple[Vectors, list[str]]],
+        code: str,
+        refusal: str,
+    ) -> tuple[Vectors, CacheOutcome]:
+        """A query's vector through the embedding cache (on a miss, `embed` with the model
+        `embedder` gives); 422 `code` when the model refuses the query."""
+        context = self.context
+        with context.metrics.timed("redis", "get_embedding"):
+            cached = context.cache.get_vector(key)
+        context.metrics.cache_lookup("embedding", cached is not None)
+        if cached is not None:
+            return cached, "hit"
+        model = embedder()
+        vectors, errors = context.call("Triton", "embed", lambda: embed(model))
+        if errors[0]:
+            raise ApiError(422, code, f"{refusal}: {errors[0]}")
+        context.cache.put_vector(key, vectors[0], context.config.embedding_cache_ttl_s)
+        return vectors[0], "miss"
 
     def similar(self, image_id: str, request: SearchRequest) -> SearchOutcome:
         """More like this: the images nearest to a stored image's own vector."""
@@ -153,6 +198,8 @@ class Search:
         share the request's one deadline: together they never wait past it."""
         served, generation, spatial = opened.served, opened.view.generation, request.spatial
         asked = query.name if spatial is None else f"{query.name}|{spatial.cache_tag()}"
+        if request.min_score is not None:
+            asked = f"{asked}|min_score={request.min_score}"
         key = result_key(
             asked,
             request.k,
@@ -312,6 +359,7 @@ class Search:
                 guarantee_ts=view.milvus_ts,
                 timeout_s=budget_s,
                 index_type=served.index_type,
+                min_score=request.min_score,
             ),
         )[0]
         rows = context.rows([h.image_id for h in hits])

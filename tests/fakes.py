@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cbir.domain.errors import ModelMismatch
+from cbir.domain.errors import ModelMismatch, ModelNotServed
 from cbir.domain.generations import Generation, GenerationState, generation_name
 from cbir.domain.models import ModelId, ModelIdentity
 from cbir.domain.rows import Hit, ImageRow, ImageStatus, Served
@@ -282,14 +282,16 @@ class FakeVectorIndex:
         guarantee_ts: int | None = None,
         timeout_s: float | None = None,
         index_type: str | None = None,
+        min_score: float | None = None,
     ) -> list[list[Hit]]:
         """Exact inner-product search (the expression is not interpreted)."""
         self.searches += 1
         stored = self.collections[collection or self.alias or ""]
         answers = []
+        floor = -np.inf if min_score is None else min_score
         for query in vectors:
             scored = sorted(((float(np.dot(query, v)), i) for i, v in stored.items()), reverse=True)
-            answers.append([Hit(i, score) for score, i in scored[:k]])
+            answers.append([Hit(i, score) for score, i in scored[:k] if score >= floor])
         return answers
 
     def count(self, name: str | None = None) -> int:
@@ -303,17 +305,30 @@ class FakeEmbedder:
     """Vectors from the bytes: a one-hot of the first byte, so equal bytes embed equally;
     bytes starting with b"bad" are an image the model cannot read."""
 
-    def __init__(self, model: str, model_id: str) -> None:
+    def __init__(
+        self, model: str, model_id: str, pairs_with: str = "", served: bool = True
+    ) -> None:
+        """`pairs_with`: a text tower's image model; `served` False: Triton has no such model."""
         self.model = model
         self.model_id = model_id
         self.dim = ModelId.parse(model_id).dim
         self.calls = 0
         self.fail_next: list[BaseException] = []
+        self.pairs_with = pairs_with
+        self.served = served
 
     def identity(self) -> ModelIdentity:
+        if not self.served:
+            raise ModelNotServed(f"Triton does not serve {self.model!r}")
         parsed = ModelId.parse(self.model_id)
         return ModelIdentity(
-            self.model, self.model_id, self.dim, parsed.pooling, parsed.fingerprint, 32
+            self.model,
+            self.model_id,
+            self.dim,
+            parsed.pooling,
+            parsed.fingerprint,
+            32,
+            self.pairs_with,
         )
 
     def expect(self, model_id: str) -> ModelIdentity:
@@ -335,6 +350,10 @@ class FakeEmbedder:
                 errors.append("")
         return vectors, errors
 
+    def embed_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """As if the text were the bytes of an image: a one-hot of its first character."""
+        return self.embed([text.encode() for text in texts])
+
     def close(self) -> None:
         pass
 
@@ -344,6 +363,9 @@ class FakeEmbedders:
         self.by_model = {e.model: e for e in embedders}
 
     def __call__(self, model: str) -> FakeEmbedder:
+        """Like Triton's: any name has a client; one not served says so when used."""
+        if model not in self.by_model:
+            return FakeEmbedder(model, "absent:1:8d:gap:000000000000", served=False)
         return self.by_model[model]
 
 

@@ -85,6 +85,7 @@ class TritonEmbedder:
                 pooling=params["pooling"],
                 fingerprint=params["fingerprint"],
                 max_batch_size=int(config.get("max_batch_size", 32)),
+                pairs_with=params.get("pairs_with", ""),
             )
         return self._identity
 
@@ -101,13 +102,20 @@ class TritonEmbedder:
 
     def embed(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
         """Embeddings (N, dim) and per image '' or why it was rejected (its row is zeros)."""
+        return self._embed_items("IMAGE", [bytes(b) for b in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """A text tower's embeddings (N, dim) and per text '' or why it was rejected."""
+        return self._embed_items("TEXT", [text.encode("utf-8") for text in texts])
+
+    def _embed_items(self, kind: str, items: list[bytes]) -> tuple[np.ndarray, list[str]]:
         identity = self.identity()
-        vectors = np.zeros((len(images), identity.dim), dtype=np.float32)
+        vectors = np.zeros((len(items), identity.dim), dtype=np.float32)
         errors: list[str] = []
         step = identity.max_batch_size
-        for start in range(0, len(images), step):
-            chunk = np.array([[bytes(b)] for b in images[start : start + step]], dtype=np.object_)
-            model_input = self._module.InferInput("IMAGE", list(chunk.shape), "BYTES")
+        for start in range(0, len(items), step):
+            chunk = np.array([[item] for item in items[start : start + step]], dtype=np.object_)
+            model_input = self._module.InferInput(kind, list(chunk.shape), "BYTES")
             model_input.set_data_from_numpy(chunk)
             outputs = [self._module.InferRequestedOutput(n) for n in ("EMBEDDING", "ERROR")]
             result = self._call(

@@ -33,6 +33,7 @@ def provision(settings: Settings) -> Provisioned:
     try:
         bucket = object_store.ensure_bucket(settings.minio)
         object_store.ensure_bucket(settings.minio, settings.local_features.bucket)
+        object_store.ensure_bucket(settings.minio, settings.thumbnails.bucket)
         object_store.ensure_notifications(settings.minio)
     except Exception as exc:
         raise ServiceUnavailable(

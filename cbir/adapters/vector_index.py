@@ -248,6 +248,20 @@ def search_params(
     return {"metric_type": metric_type, "params": params}
 
 
+# a score equal to the threshold is kept: Milvus's bound is strict on the radius side
+RANGE_SLACK = 1e-6
+
+
+def range_params(metric_type: str, min_score: float) -> dict[str, Any]:
+    """Milvus range search for "at least `min_score` similar" (a cosine, the vectors being
+    unit length). IP: radius < score <= range_filter, so radius just under the threshold and
+    no range_filter. L2: range_filter <= distance < radius, with squared distance
+    2 - 2 cosine on unit vectors, so radius just over that (the scores are then distances)."""
+    if metric_type == "L2":
+        return {"radius": 2.0 - 2.0 * min_score + RANGE_SLACK}
+    return {"radius": min_score - RANGE_SLACK}
+
+
 def consistency(guarantee_ts: int | None) -> dict[str, Any]:
     """Search arguments that see every write up to a Milvus timestamp ('Strong' when None:
     Milvus then waits for its next time tick, ~200 ms)."""
@@ -567,11 +581,12 @@ class MilvusVectorIndex:
         guarantee_ts: int | None = None,
         timeout_s: float | None = None,
         index_type: str | None = None,
+        min_score: float | None = None,
     ) -> list[list[Hit]]:
         """The k nearest of each vector in the served collection (or a named one), among
         the entities the boolean `expression` admits, seeing every write up to
         `guarantee_ts` (None: every write so far, which costs Milvus ~200 ms); all its Milvus
-        calls within `timeout_s`."""
+        calls within `timeout_s`. `min_score`: a range search (`range_params`)."""
         whole = Deadline(self._bound(timeout_s))
         if collection is None:
             served = self.served_model(whole.remaining())
@@ -583,6 +598,8 @@ class MilvusVectorIndex:
         def search(deadline: Deadline) -> Any:
             kind = index_type or self._index_type_of(named, deadline)
             params = search_params(kind, self.settings.metric_type, self.processors, effort)
+            if min_score is not None:
+                params["params"] |= range_params(self.settings.metric_type, min_score)
             return self._named(named, deadline).search(
                 vectors.astype(np.float32).tolist(),
                 "embedding",

@@ -14,6 +14,8 @@ processors and the producer with py-spy (bench/results/profiles/ingest). Local f
 (SIFT, duplicates) are off unless `--local-features on` (`off on`: both, side by side); with
 them, the run ends when every consumer group has caught up (the indexing group's last image is
 reported too), and the processors' CPU is split by role (indexing, features, duplicates).
+Thumbnails are off unless `--thumbnails on` (`off on`: side by side, the target being at least
+0.9 x the throughput without them).
 ResNet-50 runs with seeded random weights (speed only; the hub is unreachable here).
 """
 
@@ -155,6 +157,7 @@ def measure(
     offset: int,
     workers: int = 1,
     local_features: bool = False,
+    thumbnails: bool = False,
     batch_loader: bool = True,
     profiles: Path | None = None,
 ) -> dict[str, Any]:
@@ -169,10 +172,12 @@ def measure(
             "local_features": settings.local_features.model_copy(
                 update={"enabled": local_features}
             ),
+            "thumbnails": settings.thumbnails.model_copy(update={"enabled": thumbnails}),
         }
     )
     launcher = Launcher(settings)
     label = f"{dataset.name}-{model}-{workers}w{'-features' if local_features else ''}"
+    label += "-thumbnails" if thumbnails else ""
     try:
         launcher.up()  # inside: a stack that came up in part is stopped too
         items = collect([str(dataset)])
@@ -258,6 +263,7 @@ def measure(
         "model": model,
         "workers": workers,
         "local_features": local_features,
+        "thumbnails": thumbnails,
         "images": unique,
         "rejected": len(summaries[0].rejected),
         "end_to_end_seconds": round(elapsed, 1),
@@ -286,18 +292,20 @@ def render_markdown(document: dict[str, Any]) -> str:
     lines = [
         provenance_line(document),
         "",
-        "| dataset | model | workers | local features | images | images/s | batch loader, "
+        "| dataset | model | workers | local features | thumbnails | images | images/s "
+        "| batch loader, "
         "images/s | pipeline / batch loader | Triton alone, images/s | pipeline / Triton "
         "| model CPU-ms / image | outside the model, CPU-ms / image | outside / model "
         "| batch loader outside the model, CPU-ms / image | latency p50, s | latency p95, s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in document["records"]:
         loader = r.get("batch_loader") or {}
         versus = r.get("ratio_to_batch_loader")
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r.get('workers', 1)} "
-            f"| {'on' if r.get('local_features') else 'off'} | {r['images']} "
+            f"| {'on' if r.get('local_features') else 'off'} "
+            f"| {'on' if r.get('thumbnails') else 'off'} | {r['images']} "
             f"| {r['images_per_s']} | {loader.get('images_per_s', '')} "
             f"| {f'{versus:.0%}' if versus is not None else ''} "
             f"| {r['triton_alone_images_per_s']} | {r['ratio_to_triton']:.0%} "
@@ -314,9 +322,10 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"{k} {v}" for k, v in r.get("processors_cpu_ms_per_image_by_role", {}).items()
         )
         features = "on" if r.get("local_features") else "off"
+        thumbnails = "on" if r.get("thumbnails") else "off"
         lines.append(
             f"- {r['dataset']}, {r['model']}, {r.get('workers', 1)} worker(s), local features "
-            f"{features}: {cpu}"
+            f"{features}, thumbnails {thumbnails}: {cpu}"
             + (f" (batch loader: {loader_cpu})" if loader_cpu else "")
             + (f"; processors CPU-ms per image by role: {roles}" if roles else "")
             + (
@@ -337,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
         export_models(repository, args.shared, args.models)
         runs = [
             (
-                f"{name} with {model}, {workers}w, features {features}",
+                f"{name} with {model}, {workers}w, features {features}, thumbnails {thumbs}",
                 partial(
                     measure,
                     base,
@@ -347,7 +356,10 @@ def run(args: argparse.Namespace) -> int:
                     offset=args.port_offset,
                     workers=workers,
                     local_features=features == "on",
-                    batch_loader=workers == args.workers[0] and features == "off",
+                    thumbnails=thumbs == "on",
+                    batch_loader=workers == args.workers[0]
+                    and features == "off"
+                    and thumbs == args.thumbnails[0],
                     profiles=profiles,
                 ),
             )
@@ -355,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
             for name in args.datasets
             for workers in args.workers
             for features in args.local_features
+            for thumbs in args.thumbnails
         ]
         records = on_fresh_stacks(runs, Path(scratch))
     publish(args.name, records, {"notes": __doc__.strip().splitlines()[2:]}, render_markdown)
@@ -377,6 +390,14 @@ def register(actions: Any) -> None:
         default=["off"],
         help="one run each: without, or with SIFT features and near-duplicates (the batch "
         "loader computes neither; `off on`: side by side in one run)",
+    )
+    ingest.add_argument(
+        "--thumbnails",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="one run each: without, or with thumbnails and previews made by their consumer "
+        "group (`off on`: side by side in one run)",
     )
     ingest.add_argument("--profile", action="store_true", help="py-spy the processors, producer")
     ingest.add_argument("--name", default="ingest", help="results file name (bench/results)")

@@ -18,6 +18,7 @@ def register(areas: Any) -> None:
         models,
         query,
         replay,
+        thumbnails,
         training,
     )
 
@@ -35,3 +36,4 @@ def register(areas: Any) -> None:
     duplicates.register(actions)
     holidays_api.register(actions)
     models.register(actions)
+    thumbnails.register(actions)

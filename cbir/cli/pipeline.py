@@ -12,6 +12,7 @@ from typing import Any
 from rich.progress import Progress
 from rich.table import Table
 
+from cbir.domain.errors import InvalidValue
 from cbir.output import console
 from cbir.settings import get_settings
 
@@ -63,8 +64,21 @@ def _search(args: argparse.Namespace) -> int:
     with Adapters(settings) as adapters:
         engine = adapters.query_engine(ApiMetrics())
         # the same path as the API's search, without its result cache
-        request = SearchRequest(args.k, effort=args.effort, use_result_cache=False, spatial=spatial)
-        outcome = engine.search.by_image(args.image.read_bytes(), request)
+        request = SearchRequest(
+            args.k,
+            effort=args.effort,
+            use_result_cache=False,
+            spatial=spatial,
+            min_score=args.min_score,
+        )
+        if args.text is not None:
+            if args.image is not None or spatial is not None:
+                raise InvalidValue("--text searches by words alone: no image, no --rerank")
+            outcome = engine.search.by_text(args.text, request)
+        elif args.image is None:
+            raise InvalidValue("give an image file to search with, or --text WORDS")
+        else:
+            outcome = engine.search.by_image(args.image.read_bytes(), request)
     columns = ["rank", "score", *(["inliers"] if spatial else []), "image id", "file", "tags"]
     table = Table(*columns, box=None)
     for result in outcome.results:
@@ -180,9 +194,24 @@ def register(areas: Any) -> None:
     )
     process.set_defaults(run=_process)
 
-    search = areas.add_parser("search", help="the stored images most like an image file")
-    search.add_argument("image", type=Path)
+    search = areas.add_parser(
+        "search", help="the stored images most like an image file, or matching words (--text)"
+    )
+    search.add_argument("image", type=Path, nargs="?")
+    search.add_argument(
+        "--text",
+        metavar="WORDS",
+        help='search by words, e.g. --text "red car at night" (the collection\'s model must '
+        "have a text tower: a CLIP model, `cbir model export NAME --clip ARCH`)",
+    )
     search.add_argument("-k", type=int, default=10)
+    search.add_argument(
+        "--min-score",
+        type=float,
+        metavar="S",
+        help="only results at least this similar (cosine, -1 to 1), inside the index: fewer "
+        "than k when fewer are that close",
+    )
     search.add_argument(
         "--effort", type=int, help="search_list (DISKANN), ef (HNSW) or nprobe (IVF)"
     )

@@ -59,3 +59,12 @@ class ModelIdentity:
     pooling: str
     fingerprint: str
     max_batch_size: int
+    pairs_with: str = ""  # a text tower: the model id of the image model whose space it shares
+
+
+TEXT_SUFFIX = "-text"
+
+
+def text_entry(image_entry: str) -> str:
+    """The Triton entry of an image model's text tower (`cbir model export --clip`)."""
+    return f"{image_entry}{TEXT_SUFFIX}"

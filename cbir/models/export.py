@@ -213,8 +213,8 @@ def config_pbtxt(
     spec: ModelSpec, instances: int, input_kind: str = "IMAGE", provider: str = "auto"
 ) -> str:
     size = spec.preprocessing.input_size
-    if input_kind == "IMAGE":
-        model_input = '{ name: "IMAGE", data_type: TYPE_STRING, dims: [ 1 ] }'
+    if input_kind in ("IMAGE", "TEXT"):
+        model_input = f'{{ name: "{input_kind}", data_type: TYPE_STRING, dims: [ 1 ] }}'
     else:
         model_input = f'{{ name: "TENSOR", data_type: TYPE_FP32, dims: [ 3, {size}, {size} ] }}'
     parameters = {
@@ -225,6 +225,8 @@ def config_pbtxt(
         "intra_op_threads": "1",
         "provider": provider,  # ONNX Runtime's: auto (the GPU where there is one), cpu, cuda
     }
+    if spec.text is not None:  # a text tower: the image model whose space it shares
+        parameters["pairs_with"] = spec.text.pairs_with
     rendered_parameters = ",\n".join(
         f'  {{ key: "{k}", value: {{ string_value: "{v}" }} }}' for k, v in parameters.items()
     )
@@ -264,8 +266,10 @@ def export_model(
     model: Any = None,
     head: Head | None = None,
     provider: str = "auto",
+    source: str | None = None,
 ) -> ModelSpec:
     """Write `repository/name/` (config.pbtxt, version folder); returns the entry's spec.
+    `source`: where an ONNX file's weights came from (default: its file name).
     `model`: a built (fine-tuned) timm model of `timm_arch`; `head`: a trained projection
     head, applied after pooling and PCA; `provider`: ONNX Runtime's inside Triton (auto:
     the GPU where onnxruntime-gpu finds one, else the CPU; cpu; cuda)."""
@@ -287,7 +291,7 @@ def export_model(
             if not onnx_file.is_file():
                 raise ExportError(f"--onnx {onnx_file}: no such file")
             shutil.copyfile(onnx_file, onnx_path)
-            source = f"onnx:{onnx_file.name}"
+            source = source or f"onnx:{onnx_file.name}"
             if preprocessing is None:
                 raise ExportError("an ONNX file needs its preprocessing declared")
         onnx_input, output = _onnx_names(onnx_path, onnx_output)

@@ -8,13 +8,17 @@ ONNX Runtime, which the servers' venv and the compose Triton image both have.
 A model entry's version folder holds `model.onnx`, `embedding.json` (the ModelSpec below),
 with PCA `pca.npz`, and with a trained projection head (`cbir train`) `head.npz`. A VLAD
 entry (`cbir model vlad`) has no network: `vlad.npz` (codebook and whitening) turns the
-image's SIFT descriptors into one vector; it needs OpenCV, imported only there.
+image's SIFT descriptors into one vector; it needs OpenCV, imported only there. A CLIP text
+tower's entry (`cbir model export --clip`) takes words, not images: `vocab.txt.gz` (the BPE
+merges open_clip ships) and a network from token ids to the shared space; its tokenizer
+(`ClipTokenizer`) needs `regex` and `ftfy`, imported only there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -29,6 +33,7 @@ ONNX_FILE = "model.onnx"
 PCA_FILE = "pca.npz"
 HEAD_FILE = "head.npz"
 VLAD_FILE = "vlad.npz"
+VOCAB_FILE = "vocab.txt.gz"  # a text tower's BPE merges
 # written by the Triton model when it loads: the execution provider it runs on
 RUNTIME_STATE_FILE = "runtime_state.json"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -112,6 +117,17 @@ class LocalSpec:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """A text tower: words in, vectors in the space of the image model `pairs_with` (its
+    model id): CLIP's byte-level BPE over lower-cased, cleaned text, `context_length` token
+    ids with start and end markers, zeros after."""
+
+    pairs_with: str
+    context_length: int = 77
+    vocab_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything that decides what a vector means. Two models whose specs (and weights)
     differ produce vectors that must never share an index: `model_id` tells them apart."""
@@ -132,6 +148,7 @@ class ModelSpec:
     head_sha256: str = ""
     local: LocalSpec | None = None  # VLAD: how SIFT is extracted; None for a network
     vlad_sha256: str = ""
+    text: TextSpec | None = None  # a text tower; None: the entry embeds images
 
     def fingerprint(self) -> str:
         """A hash of the weights, the preprocessing, the pooling, the PCA and the head."""
@@ -144,6 +161,8 @@ class ModelSpec:
         if self.local is None:  # and those before VLAD
             meaning.pop("local")
             meaning.pop("vlad_sha256")
+        if self.text is None:  # and image entries, since text towers came
+            meaning.pop("text")
         return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -162,6 +181,8 @@ class ModelSpec:
         prep["mean"], prep["std"] = tuple(prep["mean"]), tuple(prep["std"])
         local = data.pop("local", None)
         data["local"] = LocalSpec(**local) if local is not None else None
+        tower = data.pop("text", None)
+        data["text"] = TextSpec(**tower) if tower is not None else None
         return cls(
             preprocessing=Preprocessing(**prep), pooling=Pooling(**data.pop("pooling")), **data
         )
@@ -425,6 +446,101 @@ class VladModel:
             return cls(data["codebook"], data["mean"], data["projection"])
 
 
+def _bytes_to_characters() -> dict[int, str]:
+    """Byte-level BPE's alphabet: every byte value as one printable character. Printable
+    Latin-1 bytes stand for themselves; the others are moved past 255, in order."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    kept += range(ord("®"), ord("ÿ") + 1)
+    characters = dict(zip(kept, kept, strict=True))
+    moved = 0
+    for byte in range(256):
+        if byte not in characters:
+            characters[byte] = 256 + moved
+            moved += 1
+    return {byte: chr(code) for byte, code in characters.items()}
+
+
+class ClipTokenizer:
+    """CLIP's text tokenizer (Radford et al. 2021, the byte-level BPE of GPT-2), over the
+    merges file open_clip ships: text cleaned (ftfy, HTML entities, spaces) and lower-cased,
+    split into words, numbers and punctuation, each word's UTF-8 bytes merged pair by pair in
+    the merges' order, the last symbol of a word marked `</w>`."""
+
+    START, END = "<start_of_text>", "<end_of_text>"
+    MERGES = 49152 - 256 - 2  # the merges CLIP's vocabulary uses (of the file's lines)
+
+    def __init__(self, vocab_path: Path) -> None:
+        import gzip
+
+        import regex
+
+        with gzip.open(vocab_path, "rt", encoding="utf-8") as vocab:
+            lines = vocab.read().split("\n")
+        merges = [tuple(line.split()) for line in lines[1 : self.MERGES + 1]]
+        alphabet = list(_bytes_to_characters().values())
+        tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]
+        tokens += [self.START, self.END]
+        self.ids = {token: index for index, token in enumerate(tokens)}
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.characters = _bytes_to_characters()
+        self.split = regex.compile(
+            r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"
+            r"|[^\s\p{L}\p{N}]+",
+            regex.IGNORECASE,
+        )
+        self._words: dict[str, list[int]] = {}
+
+    @staticmethod
+    def clean(text: str) -> str:
+        import html
+
+        import ftfy
+
+        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        return " ".join(text.split()).lower()
+
+    def _word(self, word: str) -> list[int]:
+        """A word's ids (cached: words repeat)."""
+        if word in self._words:
+            return self._words[word]
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pairs = set(itertools.pairwise(symbols))
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, len(self.ranks)))
+            if best not in self.ranks:
+                break
+            merged, index = [], 0
+            while index < len(symbols):
+                if index < len(symbols) - 1 and (symbols[index], symbols[index + 1]) == best:
+                    merged.append(symbols[index] + symbols[index + 1])
+                    index += 2
+                else:
+                    merged.append(symbols[index])
+                    index += 1
+            symbols = merged
+        ids = [self.ids[symbol] for symbol in symbols]
+        if len(self._words) < 100_000:
+            self._words[word] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of a text, without start and end markers."""
+        ids: list[int] = []
+        for word in self.split.findall(self.clean(text)):
+            ids += self._word("".join(self.characters[b] for b in word.encode("utf-8")))
+        return ids
+
+    def __call__(self, texts: list[str], context_length: int = 77) -> np.ndarray:
+        """(N, context_length) int64: start, the ids, end; cut to fit (the end kept), zeros
+        after."""
+        out = np.zeros((len(texts), context_length), dtype=np.int64)
+        start, end = self.ids[self.START], self.ids[self.END]
+        for row, text in enumerate(texts):
+            ids = [*[start, *self.encode(text)][: context_length - 1], end]
+            out[row, : len(ids)] = ids
+        return out
+
+
 def execution_providers(available: list[str], wanted: str = "auto") -> list[str]:
     """ONNX Runtime's providers to run with, first choice first. `wanted`: "auto" takes the
     GPU (CUDA) where this ONNX Runtime has it (the onnxruntime-gpu package on a machine with
@@ -460,6 +576,7 @@ class OnnxEmbedder:
         self.spec = ModelSpec.from_json((model_dir / SPEC_FILE).read_text())
         self.limits = limits
         self.vlad: VladModel | None = None
+        self.tokenizer = ClipTokenizer(model_dir / VOCAB_FILE) if self.spec.text else None
         if self.spec.pooling.kind == "vlad":
             self.vlad = VladModel.load(model_dir / VLAD_FILE)
             self.provider = "OpenCV (CPU)"
@@ -495,6 +612,20 @@ class OnnxEmbedder:
         (features,) = self.session.run([self.spec.onnx_output], {self.spec.onnx_input: inputs})
         return self.describe(features)
 
+    def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        """A text tower's embeddings of texts, and per text '' or why it was rejected (an
+        empty one: its row is zeros). Texts longer than the context are cut to it."""
+        if self.tokenizer is None or self.spec.text is None:
+            raise ValueError(f"{self.spec.name} embeds images, not text")
+        vectors = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
+        errors = ["" if text.strip() else "empty text: say what to look for" for text in texts]
+        good = [index for index, error in enumerate(errors) if not error]
+        if good:
+            tokens = self.tokenizer([texts[i] for i in good], self.spec.text.context_length)
+            (features,) = self.session.run([self.spec.onnx_output], {self.spec.onnx_input: tokens})
+            vectors[good] = self.describe(features)
+        return vectors, errors
+
     def prepare(self, data: bytes) -> np.ndarray:
         """One encoded image as network input; raises ImageRejected."""
         prep = self.spec.preprocessing
@@ -508,6 +639,8 @@ class OnnxEmbedder:
         """
         vectors = np.zeros((len(images), self.spec.dim), dtype=np.float32)
         errors = [""] * len(images)
+        if self.spec.text is not None:
+            return vectors, [f"{self.spec.name} embeds text, not images"] * len(images)
         if self.vlad is not None:
             self._embed_vlad(images, vectors, errors)
             return vectors, errors

@@ -5,6 +5,7 @@ The export copies this file into a model entry as `<version>/model.py`, next to
 
 Inputs:  IMAGE  BYTES [-1, 1]   encoded image (JPEG, PNG, WebP, BMP, GIF)
    or    TENSOR FP32  [-1, 3, S, S]  already preprocessed (the float-tensor variant)
+   or    TEXT   BYTES [-1, 1]   UTF-8 text (a CLIP text tower: tokenized here)
 Outputs: EMBEDDING FP32 [-1, dim]    L2-normalised; zeros where ERROR is set
          ERROR     BYTES [-1, 1]     '' or why that item was rejected
 
@@ -54,6 +55,13 @@ class TritonPythonModel:
         if self.input_name == "TENSOR":
             vectors = self.embedder.embed_tensors(np.concatenate(batches).astype(np.float32))
             errors = [""] * len(vectors)
+        elif self.input_name == "TEXT":
+            texts = [
+                bytes(item).decode("utf-8", errors="replace")
+                for batch in batches
+                for item in batch.reshape(-1)
+            ]
+            vectors, errors = self.embedder.embed_texts(texts)
         else:
             items = [bytes(item) for batch in batches for item in batch.reshape(-1)]
             vectors, errors = self.embedder.embed(items)

@@ -15,6 +15,7 @@ from processors.stages.embed import EmbedStage, Route
 from processors.stages.features import FeaturesStage
 from processors.stages.index import IndexStage
 from processors.stages.object_events import ObjectEventsStage
+from processors.stages.thumbnails import ThumbnailsStage
 
 __all__ = [
     "DuplicatesStage",
@@ -24,4 +25,5 @@ __all__ = [
     "ObjectEventsStage",
     "Route",
     "Stage",
+    "ThumbnailsStage",
 ]

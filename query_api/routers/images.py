@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 
 from cbir.domain.images import image_id_of
+from cbir.thumbnails import Kind
 from cbir.wiring import ingest_config
 from producers.ingest import IngestItem, delete_images
 from query_api.dependencies import (
     LOOKUP_ERRORS,
     UPLOAD_ERRORS,
     WRITE_ERRORS,
+    ApiServices,
     ImageId,
     Services,
     Tag,
@@ -119,6 +121,41 @@ def content(api: Services, image_id: ImageId) -> Response:
     return Response(
         data, media_type=media_type, headers={"Cache-Control": "public, max-age=86400, immutable"}
     )
+
+
+RENDITION: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/webp": {}}, "description": "the rendition, WebP"},
+    304: {"description": "If-None-Match named it: the copy the client holds is it"},
+    **LOOKUP_ERRORS,
+}
+
+
+def rendition(api: ApiServices, image_id: str, kind: Kind, if_none_match: str | None) -> Response:
+    """A rendition with validators that never change (an image id is its content's hash)."""
+    tag = api.engine.catalogue.rendition_tag(image_id, kind)
+    headers = {"ETag": tag, "Cache-Control": "public, max-age=31536000, immutable"}
+    if if_none_match and tag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    data = api.engine.catalogue.rendition(image_id, kind)
+    return Response(data, media_type="image/webp", headers=headers)
+
+
+@router.get("/{image_id}/thumbnail", response_class=Response, responses=RENDITION)
+def thumbnail(
+    api: Services, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    """Its thumbnail: WebP, the longer side CBIR_THUMBNAILS__THUMBNAIL_SIDE (320) px; for
+    grids of results. Cached for good by clients (ETag, immutable)."""
+    return rendition(api, image_id, "thumbnail", if_none_match)
+
+
+@router.get("/{image_id}/preview", response_class=Response, responses=RENDITION)
+def preview(
+    api: Services, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    """Its preview: WebP, the longer side CBIR_THUMBNAILS__PREVIEW_SIDE (1280) px; for a
+    page's larger view of it."""
+    return rendition(api, image_id, "preview", if_none_match)
 
 
 @router.delete(

@@ -1,4 +1,4 @@
-"""Search by image, and more like a stored image.
+"""Search by image, by words, and more like a stored image.
 
 No `from __future__ import annotations` here: the routes are made inside `router()`, and
 FastAPI must see their annotations, which use the factory's locals, evaluated."""
@@ -38,6 +38,14 @@ EXPAND = (
 )
 # 0: the index type's own default (DISKANN search_list, HNSW ef, IVF nprobe)
 EFFORT = {"ge": 0, "le": 1000, "description": "search_list / ef / nprobe; 0: the default"}
+MAX_TEXT = 1000  # characters of a search by words (CLIP reads 77 tokens of it at most)
+MIN_SCORE = {
+    "ge": -1.0,
+    "le": 1.0,
+    "description": "only results at least this similar (cosine of the unit vectors, -1 to 1; "
+    "the score each result shows), applied inside the index by a Milvus range search: fewer "
+    "than k come back when fewer are that close. Absent: the k nearest, however far",
+}
 TAGS = {"max_length": MAX_VALUES, "description": "only images with these tags"}
 SOURCES = {"max_length": MAX_VALUES, "description": "only from these sources"}
 
@@ -68,10 +76,13 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: int,
         budget_ms: int,
         expand: bool,
+        min_score: float | None,
     ) -> SearchRequest:
-        """What both routes ask, from their parameters."""
+        """What both image routes ask, from their parameters."""
         spatial = SpatialRequest(depth, budget_ms, expand) if rerank == "spatial" else None
-        return SearchRequest(k, filters, effort or None, not no_cache(cache_control), spatial)
+        return SearchRequest(
+            k, filters, effort or None, not no_cache(cache_control), spatial, min_score
+        )
 
     @routes.post("/search", response_model=SearchResponse, responses=UPLOAD_ERRORS)
     def search(
@@ -88,13 +99,48 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Form(**budget_bounds)] = local.rerank_budget_ms,
         expand: Annotated[bool, Form(description=EXPAND)] = False,
+        min_score: Annotated[float | None, Form(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
         computes the result list afresh (the query's embedding may still come from cache)."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand)
+        asked = request(
+            k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand, min_score
+        )
         return search_response(api.engine.search.by_image(read_upload(api, image), asked), k)
+
+    @routes.post(
+        "/search/text",
+        response_model=SearchResponse,
+        responses=errors(
+            e409="the collection's model has no text tower (search by words needs CLIP)",
+            e422="the text is empty or too long",
+        ),
+    )
+    def search_text(
+        api: Services,
+        text: Annotated[
+            str, Form(min_length=1, max_length=MAX_TEXT, description="what to look for")
+        ],
+        k: Annotated[int, Form(**k_bounds)] = limits.default_k,
+        tag: Annotated[list[Tag] | None, Form(**TAGS)] = None,
+        tag_mode: Annotated[TagMode, Form(description="any or all of the tags")] = "any",
+        source: Annotated[list[Source] | None, Form(**SOURCES)] = None,
+        uploaded_after: Annotated[Moment, Form()] = None,
+        uploaded_before: Annotated[Moment, Form()] = None,
+        effort: Annotated[int, Form(**EFFORT)] = 0,
+        min_score: Annotated[float | None, Form(**MIN_SCORE)] = None,
+        cache_control: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """The stored images that best match words ("red car at night"): the text embedded
+        by the text tower of the model that made the collection's vectors (a CLIP model's),
+        searched like an image's vector, with the same filters and caching."""
+        filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
+        asked = SearchRequest(
+            k, filters, effort or None, not no_cache(cache_control), min_score=min_score
+        )
+        return search_response(api.engine.search.by_text(text, asked), k)
 
     @routes.get(
         "/images/{image_id}/similar",
@@ -118,11 +164,14 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Query(**budget_bounds)] = local.rerank_budget_ms,
         expand: Annotated[bool, Query(description=EXPAND)] = False,
+        min_score: Annotated[float | None, Query(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
         filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
-        asked = request(k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand)
+        asked = request(
+            k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand, min_score
+        )
         return search_response(api.engine.search.similar(image_id, asked), k)
 
     return routes

@@ -45,9 +45,10 @@ def role_workers(launcher: Launcher, role: str) -> list[psutil.Process]:
 
 
 def namespaced(base: Settings, name: str, data_dir: Path, **sections: dict[str, Any]) -> Settings:
-    """The session stack's servers, with names of a test module's own (its topics, buckets,
-    database, Milvus alias, processors' group, data folder), so that its pipeline runs beside
-    the session's and touches nothing of it; `sections`: more changes, by settings section."""
+    """The session stack's servers, with names of a test module's own (its topics, images
+    bucket, database, Milvus alias, processors' group, data folder), so that its pipeline runs
+    beside the session's and touches nothing of it; `sections`: more changes, by settings
+    section (a module with local features on names its own features bucket and makes it)."""
     kafka = base.kafka.model_copy(
         update={
             "images_topic": f"{name}.images",
@@ -62,8 +63,10 @@ def namespaced(base: Settings, name: str, data_dir: Path, **sections: dict[str, 
         "milvus": {"collection": name},
         "mysql": {"database": f"cbir_{name}"},
         "processors": {"app_id": f"cbir-{name}-processors", "resubscribe_check_s": 2.0},
-        "local_features": {"bucket": f"{name}-features"},
         "stack": {"data_dir": data_dir},
+        # thumbnails are tested in the session's own pipeline: a namespace makes none unless
+        # it asks (a worker less on two cores)
+        "thumbnails": {"enabled": False},
     }
     for section, changes in sections.items():
         own[section] = {**own.get(section, {}), **changes}

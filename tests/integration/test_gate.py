@@ -47,7 +47,7 @@ def gate_stack(
         launcher.settings,
         NAMESPACE,
         tmp_path_factory.mktemp(NAMESPACE),
-        local_features={"enabled": True},
+        local_features={"enabled": True, "bucket": f"{NAMESPACE}-features"},
     )
     MariaDBService(settings, launcher.layout).provision()
     kafka_topics.ensure_topics(settings.kafka)

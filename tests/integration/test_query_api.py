@@ -13,8 +13,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from cbir.adapters.object_store import MinioObjectStore
 from cbir.domain.images import image_id_of
 from cbir.stack.launcher import Launcher
+from cbir.thumbnails import rendition_key
 from tests.integration.conftest import TEST_API_KEY
 from tests.integration.test_pipeline import unique_png, wait_for
 
@@ -62,6 +64,32 @@ def test_a_stored_image_finds_itself_first_and_more_like_this_agrees(
         assert scores == pytest.approx([r["score"] for r in by_image.json()["results"]], abs=1e-4)
         image = client.get(first["url"])
         assert image.status_code == 200 and image.content == data
+
+
+def test_a_score_threshold_is_applied_inside_milvus_and_fills_k_from_matches_only(
+    client: httpx.Client, indexed_flowers: list[Path]
+) -> None:
+    """A range search on the real index (HNSW here): every result at least `min_score`,
+    fewer than k when fewer are that close, and the ones above it as the plain search ranks
+    them; deeper than the plain top k when the threshold admits more."""
+    photo = indexed_flowers[7]
+    data = photo.read_bytes()
+    plain = search(client, data, k=60).json()["results"]
+    threshold = plain[9]["score"] - 1e-5  # ten images at least this close (scores rounded)
+    close = search(client, data, k=50, min_score=threshold)
+    kept = close.json()["results"]
+    assert all(r["score"] >= threshold - 1e-6 for r in kept)
+    above = [r["image_id"] for r in plain if r["score"] >= threshold]
+    assert 10 <= len(kept) < 50 and ids_of(close) == above[: len(kept)]
+    # one image is its own best match (score 1): a threshold of 0.999 keeps it alone
+    alone = search(client, data, k=20, min_score=0.999)
+    assert ids_of(alone) == [image_id_of(data)]
+    by_id = client.get(
+        f"/images/{image_id_of(data)}/similar", params={"k": 50, "min_score": threshold}
+    )
+    assert set(ids_of(by_id)) == set(ids_of(close))
+    out_of_range = search(client, data, k=5, min_score=1.5)
+    assert out_of_range.status_code == 422, out_of_range.text
 
 
 def test_a_repeated_query_comes_from_redis_and_is_identical(
@@ -237,3 +265,44 @@ def test_labels_are_predicted_from_the_neighbours_tags(
     tagged = client.get(f"/images/{image_id_of(photo.read_bytes())}").json()
     assert tagged["predicted_tags"] is None
     client.delete(f"/images/{image_id}", headers={"X-API-Key": TEST_API_KEY})
+
+
+def test_thumbnails_are_made_at_ingest_served_immutable_and_deleted_with_the_image(
+    client: httpx.Client, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    settings = launcher.settings
+    objects = MinioObjectStore(settings.minio)
+    bucket = settings.thumbnails.bucket
+    photo = indexed_flowers[5]
+    image_id = image_id_of(photo.read_bytes())
+    # the thumbnails consumer group made both (the fixture waited for every group)
+    for kind in ("thumbnail", "preview"):
+        assert objects.get(bucket, rendition_key(image_id, kind)) is not None, kind
+    result = search(client, photo.read_bytes(), k=3).json()["results"][0]
+    assert result["thumbnail_url"] == f"/images/{image_id}/thumbnail"
+    served = client.get(result["thumbnail_url"])
+    assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
+    assert "immutable" in served.headers["cache-control"] and image_id in served.headers["etag"]
+    with Image.open(io.BytesIO(served.content)) as thumbnail:
+        assert max(thumbnail.size) <= settings.thumbnails.thumbnail_side
+    assert len(served.content) < len(photo.read_bytes())
+    again = client.get(result["thumbnail_url"], headers={"If-None-Match": served.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    preview = client.get(result["preview_url"])
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/webp"
+
+    # an upload gets its renditions from the group; a delete takes them away
+    data = unique_png(seed=9917)
+    uploaded = client.post(
+        "/images",
+        files={"image": ("t.png", data)},
+        headers={"X-API-Key": TEST_API_KEY},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    new_id = image_id_of(data)
+    key = rendition_key(new_id, "thumbnail")
+    wait_for(lambda: objects.get(bucket, key) is not None, 120, "the upload's thumbnail")
+    deleted = client.delete(f"/images/{new_id}", headers={"X-API-Key": TEST_API_KEY})
+    assert deleted.status_code == 202, deleted.text
+    wait_for(lambda: objects.get(bucket, key) is None, 120, "the thumbnail to be deleted")
+    assert client.get(f"/images/{new_id}/thumbnail").status_code == 404

@@ -3,11 +3,13 @@ loads on a phone-sized screen, a search shows results, and clicking a result sea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -123,6 +125,12 @@ def test_search_then_click_a_result_to_search_with_it(
     assert f"looks like: {photo.parent.name}" in status, status  # the predicted species
     found = result_ids(browser)
     assert found[0] == image_id_of(photo.read_bytes())
+    # the grid loads thumbnails, never the originals
+    sources = [
+        str(img.get_attribute("src"))
+        for img in browser.find_elements(By.CSS_SELECTOR, "#results .result img")
+    ]
+    assert sources and all(src.endswith("/thumbnail") for src in sources), sources
     scores = browser.find_elements(By.CSS_SELECTOR, "#results .result .score")
     assert float(scores[0].text) == pytest.approx(1.0, abs=1e-3)
 
@@ -164,6 +172,106 @@ def test_no_card_action_is_cut_off_on_a_desktop_screen(
     assert "inliers" in desktop.find_element(By.CSS_SELECTOR, "#results .result .score").text
     assert not actions_cut_off(desktop)
     screenshot(desktop, tmp_path, "web_page_desktop.png")
+
+
+def test_words_in_the_text_box_are_searched_and_a_refusal_says_why(
+    desktop: WebDriver, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    """The session's collection is the MobileNet's, which has no text tower: the box sends the
+    words to /search/text and shows the API's reason (a CLIP collection answers with results:
+    tests/integration/test_text_search.py)."""
+    api = launcher.settings.api
+    desktop.get(f"http://{api.host}:{api.port}/")
+    wait = WebDriverWait(desktop, 30)
+    wait.until(lambda b: len(result_ids(b)) > 0)
+    desktop.find_element(By.ID, "text-query").send_keys("red car at night")
+    desktop.find_element(By.CSS_SELECTOR, "#text-search button").click()
+    wait.until(lambda b: "text tower" in b.find_element(By.ID, "status").text)
+    status = desktop.find_element(By.ID, "status")
+    assert "--clip" in status.text and "error" in (status.get_attribute("class") or "")
+
+
+def test_the_page_installs_as_an_app_whose_worker_keeps_only_the_shell(
+    browser: WebDriver, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    """What Chromium asks of an installable app: a manifest with a name, a start URL, a
+    standalone display and 192 and 512 px icons, and a registered service worker; the worker
+    caches the shell and never a search's answer."""
+    api = launcher.settings.api
+    base = f"http://{api.host}:{api.port}"
+    browser.get(f"{base}/")
+    WebDriverWait(browser, 30).until(lambda b: len(result_ids(b)) > 0)
+    browser.set_script_timeout(30)
+    scope = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "navigator.serviceWorker.ready.then((r) => done(r.active ? r.scope : null));"
+    )
+    assert scope == f"{base}/", scope
+    manifest = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const link = document.querySelector('link[rel=manifest]');"
+        "fetch(link.href).then((r) => r.json()).then(done, (e) => done(String(e)));"
+    )
+    assert manifest["start_url"] == "/" and manifest["display"] == "standalone", manifest
+    assert {"192x192", "512x512"} <= {icon["sizes"] for icon in manifest["icons"]}
+    for icon in manifest["icons"]:
+        fetched = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0]).then((r) => done([r.status, r.headers.get('content-type')]));",
+            icon["src"],
+        )
+        assert fetched == [200, "image/png"], (icon, fetched)
+    # a search through the page, then what the worker's cache holds: the shell alone
+    browser.find_element(By.ID, "query-file").send_keys(str(indexed_flowers[3].resolve()))
+    WebDriverWait(browser, 30).until(lambda b: "results in" in b.find_element(By.ID, "status").text)
+    cached = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "caches.keys().then((names) => Promise.all(names.map((n) => caches.open(n)"
+        ".then((c) => c.keys())))).then((lists) => done(lists.flat().map((q) => q.url)));"
+    )
+    paths = {url.removeprefix(base) for url in cached}
+    assert "/" in paths and "/manifest.webmanifest" in paths, paths
+    assert not [p for p in paths if p.startswith(("/search", "/images", "/share"))], paths
+
+
+def test_a_photo_shared_from_the_gallery_opens_the_page_with_its_results(
+    browser: WebDriver, launcher: Launcher, indexed_flowers: list[Path]
+) -> None:
+    """The manifest's share target, as the phone's share sheet uses it: a multipart POST of
+    the photo to /share, answered with the page showing that photo's results."""
+    api = launcher.settings.api
+    photo = indexed_flowers[12]
+    answered = httpx.post(
+        f"http://{api.host}:{api.port}/share",
+        files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+        data={"title": "", "text": ""},
+        timeout=60,
+    )
+    assert answered.status_code == 200 and "text/html" in answered.headers["content-type"]
+    shared = json.loads(
+        answered.text.split('id="shared" type="application/json">')[1].split("</")[0]
+    )
+    assert shared["results"][0]["image_id"] == image_id_of(photo.read_bytes())
+
+    # the same through the browser: a form posted as the share sheet posts it
+    browser.get(f"http://{api.host}:{api.port}/")
+    browser.execute_script(
+        "const form = document.createElement('form');"
+        "form.id = 'share-sheet'; form.method = 'post'; form.action = '/share';"
+        "form.enctype = 'multipart/form-data';"
+        "const input = document.createElement('input');"
+        "input.type = 'file'; input.name = 'image'; input.id = 'shared-file';"
+        "form.appendChild(input); document.body.appendChild(form);"
+    )
+    browser.find_element(By.ID, "shared-file").send_keys(str(photo.resolve()))
+    browser.execute_script("document.getElementById('share-sheet').submit();")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: "results for the shared photo" in b.find_element(By.ID, "status").text)
+    assert result_ids(browser)[0] == image_id_of(photo.read_bytes())
+    assert browser.execute_script("return location.pathname") == "/"
+    # nothing shared: the page says what to do
+    empty = httpx.post(f"http://{api.host}:{api.port}/share", data={"text": " "}, timeout=60)
+    assert empty.status_code == 200 and "nothing was shared" in empty.text
 
 
 def test_the_api_docs_list_the_operations_offline(browser: WebDriver, launcher: Launcher) -> None:

@@ -91,4 +91,5 @@ class MinioService(LocalService):
     def provision(self) -> None:
         object_store.ensure_bucket(self.settings.minio)
         object_store.ensure_bucket(self.settings.minio, self.settings.local_features.bucket)
+        object_store.ensure_bucket(self.settings.minio, self.settings.thumbnails.bucket)
         object_store.ensure_notifications(self.settings.minio)

@@ -262,3 +262,48 @@ def test_the_metadata_answers_without_a_prediction_while_the_index_cannot(fx: Fi
     fx.index.vectors_of = down  # type: ignore[method-assign]
     detail = fx.engine.catalogue.image(untagged)
     assert detail.image_id == untagged and detail.predicted_tags is None
+
+
+TEXT_MODEL = "mobilenet-text:1:8d:none:bbbbbbbbbbbb"
+
+
+def test_words_are_embedded_by_the_text_tower_of_the_collections_model(fx: Fixture) -> None:
+    tower = FakeEmbedder("mobilenet-text", TEXT_MODEL, pairs_with=MODEL)
+    fx.engine.context.embedders = FakeEmbedders(fx.embedder, tower)
+    same, other = fx.store(b"\x01same"), fx.store(b"\x02other")
+    # the fake tower one-hots the first character: "\x01" lands beside `same`
+    outcome = fx.engine.search.by_text("\x01 red car at night", SearchRequest(2))
+    assert [r.image_id for r in outcome.results] == [same, other]
+    assert (outcome.model_id, outcome.embedding_cache) == (MODEL, "miss")
+    again = fx.engine.search.by_text("  \x01 red  car at night ", SearchRequest(2))
+    assert (again.result_cache, tower.calls, fx.embedder.calls) == ("hit", 1, 0)
+
+
+def test_words_without_a_text_tower_are_a_409_that_says_what_to_do(fx: Fixture) -> None:
+    fx.store(b"\x01same")
+    with pytest.raises(ApiError) as refused:
+        fx.engine.search.by_text("a red car", SearchRequest(2))
+    assert refused.value.status == 409 and "cbir model export clip --clip" in str(refused.value)
+    # a text tower of another model's space is refused too, naming both
+    stale = FakeEmbedder("mobilenet-text", TEXT_MODEL, pairs_with="clip:1:8d:none:cccccccccccc")
+    fx.engine.context.embedders = FakeEmbedders(fx.embedder, stale)
+    with pytest.raises(ApiError) as other:
+        fx.engine.search.by_text("a red car", SearchRequest(2))
+    assert other.value.status == 409 and "clip:1:8d:none:cccccccccccc" in str(other.value)
+    with pytest.raises(ApiError) as empty:
+        fx.engine.search.by_text("   ", SearchRequest(2))
+    assert empty.value.status == 422
+
+
+def test_a_score_threshold_keeps_only_close_matches_and_is_its_own_cache_entry(
+    fx: Fixture,
+) -> None:
+    near, far = fx.store(b"\x01near"), fx.store(b"\x02far")
+    everything = fx.engine.search.by_image(b"\x01q", SearchRequest(5))
+    assert [r.image_id for r in everything.results] == [near, far]
+    close = fx.engine.search.by_image(b"\x01q", SearchRequest(5, min_score=0.5))
+    # the threshold is asked of the index: fewer than k come back, none below it
+    assert [r.image_id for r in close.results] == [near] and close.result_cache == "miss"
+    assert all(r.score >= 0.5 for r in close.results)
+    none = fx.engine.search.by_image(b"\x03q", SearchRequest(5, min_score=0.5))
+    assert none.results == []

@@ -46,6 +46,8 @@ def result(image_id: str, rank: int, score: float) -> SearchResult:
         error=None,
         model_id=None,
         url="",
+        thumbnail_url="",
+        preview_url="",
         similar_url="",
     )
 

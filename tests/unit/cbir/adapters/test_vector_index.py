@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from cbir.adapters.vector_index import MilvusException, bounded, left, unreachable
+from cbir.adapters.vector_index import MilvusException, bounded, left, range_params, unreachable
 from cbir.domain.deadline import Deadline
 from cbir.domain.errors import Rejected, ServiceUnavailable
 from cbir.settings import MilvusSettings
@@ -115,3 +115,12 @@ def test_channels_handed_out_again_are_tried_again_within_the_bound() -> None:
     assert len(attempts) == 3
     assert unreachable(MilvusException(code=503, message="channel not available"))
     assert not unreachable(MilvusException(code=500, message="channel not found"))
+
+
+def test_a_score_threshold_is_a_range_search_bound_per_metric() -> None:
+    # IP: radius < score, so the radius sits just under the threshold (equal scores kept)
+    ip = range_params("IP", 0.8)
+    assert ip["radius"] < 0.8 and 0.8 - ip["radius"] < 1e-5 and "range_filter" not in ip
+    # L2 on unit vectors: squared distance = 2 - 2 cos, and distance < radius
+    l2 = range_params("L2", 0.8)
+    assert l2["radius"] > 0.4 and l2["radius"] - 0.4 < 1e-5

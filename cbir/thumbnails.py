@@ -1,0 +1,111 @@
+"""Thumbnails and previews: small WebP renditions of each image, made once (by the thumbnails
+consumer group at ingest, or on the first request for an image that has none yet), kept in a
+bucket of their own under `<kind>/<image id>.webp`, removed with the image.
+
+A page of twelve results loads twelve thumbnails (a few KB each) instead of twelve originals
+(megabytes each for phone photos); the preview is what the page shows of a query or a
+result opened large; the original is fetched only when asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image
+
+from cbir.models.runtime import ImageRejected, Limits, decode_image
+from cbir.ports import ObjectStore
+
+log = logging.getLogger("cbir.thumbnails")
+Kind = Literal["thumbnail", "preview"]
+KINDS: tuple[Kind, ...] = ("thumbnail", "preview")
+CONTENT_TYPE = "image/webp"
+
+
+@dataclass(frozen=True)
+class RenditionSizes:
+    thumbnail_side: int = 320
+    preview_side: int = 1280
+    quality: int = 75
+
+    def side(self, kind: Kind) -> int:
+        return self.thumbnail_side if kind == "thumbnail" else self.preview_side
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def make_renditions(
+    data: bytes, sizes: RenditionSizes, limits: Limits = DEFAULT_LIMITS
+) -> dict[Kind, bytes]:
+    """Both renditions of encoded image bytes: upright (EXIF orientation), RGB, the longer side
+    brought down to each size (never up), WebP. Raises ImageRejected for what is no image."""
+    image = decode_image(data, sizes.preview_side, limits)  # a JPEG decoded at a reduced scale
+    made: dict[Kind, bytes] = {}
+    for kind in ("preview", "thumbnail"):  # the thumbnail from the preview: less to resample
+        side = sizes.side(kind)
+        if max(image.size) > side:
+            image = image.copy()
+            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="WEBP", quality=sizes.quality, method=4)
+        made[kind] = out.getvalue()
+    return made
+
+
+def rendition_key(image_id: str, kind: Kind) -> str:
+    return f"{kind}/{image_id}.webp"
+
+
+class ThumbnailStore:
+    """The renditions in their bucket; made from the original (in the images bucket) when
+    missing."""
+
+    def __init__(
+        self, objects: ObjectStore, bucket: str, images_bucket: str, sizes: RenditionSizes
+    ) -> None:
+        self.objects = objects
+        self.bucket = bucket
+        self.images_bucket = images_bucket
+        self.sizes = sizes
+
+    def has(self, image_id: str) -> bool:
+        return all(self.objects.get(self.bucket, rendition_key(image_id, k)) for k in KINDS)
+
+    def make_and_put(self, image_id: str, data: bytes) -> dict[Kind, bytes] | None:
+        """Both renditions made and stored; None (nothing stored) for bytes that are no
+        image: the page then shows the original."""
+        try:
+            made = make_renditions(data, self.sizes)
+        except ImageRejected as exc:
+            log.info("no thumbnails", extra={"image_id": image_id, "reason": str(exc)})
+            return None
+        for kind, rendition in made.items():
+            self.objects.put(
+                self.bucket,
+                rendition_key(image_id, kind),
+                rendition,
+                CONTENT_TYPE,
+                {"image-id": image_id},
+            )
+        return made
+
+    def get(self, image_id: str, kind: Kind, object_key: str | None = None) -> bytes | None:
+        """The rendition; made now from the original when it is missing (an image indexed a
+        moment ago, before the thumbnails group reached it); None when the original is gone
+        or is no image."""
+        stored = self.objects.get(self.bucket, rendition_key(image_id, kind))
+        if stored is not None or object_key is None:
+            return stored
+        original = self.objects.get(self.images_bucket, object_key)
+        if original is None:
+            return None
+        made = self.make_and_put(image_id, original)
+        return made[kind] if made is not None else None
+
+    def remove(self, image_id: str) -> None:
+        for kind in KINDS:
+            self.objects.remove(self.bucket, rendition_key(image_id, kind))

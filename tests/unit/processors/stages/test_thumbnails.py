@@ -1,0 +1,44 @@
+"""The thumbnails stage against fakes of the object store: both renditions made once per
+image, deletes remove them, bytes that are no image are passed over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from cbir.thumbnails import RenditionSizes, ThumbnailStore, rendition_key
+from processors.stages import ThumbnailsStage
+from tests.unit.processors.stages.conftest import World, deleted, uploaded
+
+IMAGES = "cbir.images"
+BUCKET = "thumbnails"
+
+
+def stage(world: World) -> tuple[ThumbnailsStage, ThumbnailStore]:
+    store = ThumbnailStore(world.objects, BUCKET, world.settings.minio.bucket, RenditionSizes())
+    made = ThumbnailsStage(
+        world.settings.minio.bucket, world.objects, world.metadata, store, world.policy
+    )
+    return made, store
+
+
+def test_both_renditions_are_made_once_and_a_delete_removes_them(
+    world: World, flower_photos: list[Path], tmp_path: Path
+) -> None:
+    photo, garbage = world.image(flower_photos[0].read_bytes()), world.image(b"\x01no image")
+    thumbnails, store = stage(world)
+    assert thumbnails.process([uploaded(IMAGES, photo), uploaded(IMAGES, garbage, 1)]) == []
+    for kind in ("thumbnail", "preview"):
+        data = world.objects.objects[(BUCKET, rendition_key(photo.image_id, kind))]
+        (tmp_path / kind).write_bytes(data)
+        with Image.open(tmp_path / kind) as image:
+            assert image.format == "WEBP"
+    assert not any(key.endswith(f"{garbage.image_id}.webp") for _, key in world.objects.objects)
+    # delivered again: kept, not made again
+    kept = dict(world.objects.objects)
+    thumbnails.process([uploaded(IMAGES, photo, 2)])
+    assert world.objects.objects == kept and store.has(photo.image_id)
+    thumbnails.process([deleted(IMAGES, photo.image_id, 3)])
+    assert not store.has(photo.image_id)
+    assert not any(bucket == BUCKET for bucket, _ in world.objects.objects)
