@@ -27,7 +27,7 @@ def test_the_manifest_declares_an_installable_app_with_a_share_target() -> None:
 
 
 def test_a_shares_answer_cannot_end_its_script_element_early() -> None:
-    page = page_with({"error": "</script><script>alert(1)</script>"}).body.decode()
+    page = bytes(page_with({"error": "</script><script>alert(1)</script>"}).body).decode()
     inside = page.split('<script id="shared" type="application/json">')[1].split("</script>")[0]
     assert json.loads(inside) == {"error": "</script><script>alert(1)</script>"}
     assert "<!--shared-->" not in page
