@@ -241,7 +241,7 @@ class ThumbnailSettings(BaseModel):
         default=320, ge=32, le=2048, description="longer side of a grid thumbnail, pixels"
     )
     preview_side: int = Field(
-        default=1280, ge=64, le=4096, description="longer side of a preview, pixels"
+        default=960, ge=64, le=4096, description="longer side of a preview, pixels"
     )
     quality: int = Field(default=75, ge=1, le=100, description="WebP quality of both")
 

@@ -25,10 +25,15 @@ KINDS: tuple[Kind, ...] = ("thumbnail", "preview")
 CONTENT_TYPE = "image/webp"
 
 
+# WebP's effort, 0 (fastest) to 6: 2 costs 0.4 x the default 4's CPU for 8 % more bytes
+# (measured on 12 MP phone photographs' previews here)
+WEBP_METHOD = 2
+
+
 @dataclass(frozen=True)
 class RenditionSizes:
     thumbnail_side: int = 320
-    preview_side: int = 1280
+    preview_side: int = 960
     quality: int = 75
 
     def side(self, kind: Kind) -> int:
@@ -43,15 +48,17 @@ def make_renditions(
 ) -> dict[Kind, bytes]:
     """Both renditions of encoded image bytes: upright (EXIF orientation), RGB, the longer side
     brought down to each size (never up), WebP. Raises ImageRejected for what is no image."""
-    image = decode_image(data, sizes.preview_side, limits)  # a JPEG decoded at a reduced scale
+    # a JPEG is decoded at the smallest DCT scale still at least the preview's size (a 12 MP
+    # photo at a quarter: 1008 x 756 for 960)
+    image = decode_image(data, sizes.preview_side, limits, longer=True)
     made: dict[Kind, bytes] = {}
     for kind in ("preview", "thumbnail"):  # the thumbnail from the preview: less to resample
         side = sizes.side(kind)
         if max(image.size) > side:
             image = image.copy()
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+            image.thumbnail((side, side), Image.Resampling.BICUBIC)
         out = io.BytesIO()
-        image.save(out, format="WEBP", quality=sizes.quality, method=4)
+        image.save(out, format="WEBP", quality=sizes.quality, method=WEBP_METHOD)
         made[kind] = out.getvalue()
     return made
 

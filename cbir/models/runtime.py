@@ -188,12 +188,16 @@ class ModelSpec:
         )
 
 
-def decode_image(data: bytes, target_side: int, limits: Limits = Limits()) -> Image.Image:
+def decode_image(
+    data: bytes, target_side: int, limits: Limits = Limits(), longer: bool = False
+) -> Image.Image:
     """Decode encoded bytes to an upright RGB image, or raise ImageRejected.
 
     Dimensions are checked from the header before any pixel is decoded. JPEGs are decoded at
     a reduced DCT scale when they are at least twice the size needed, which is several times
-    faster for camera photos and does not change what the network sees at 224 px.
+    faster for camera photos and does not change what the network sees at 224 px. The size
+    needed: the shorter side at least `target_side` (a network's crop), or with `longer` the
+    longer side (a rendition that fits in a square of that side).
     """
     if not data:
         raise ImageRejected("empty: zero bytes")
@@ -224,7 +228,11 @@ def decode_image(data: bytes, target_side: int, limits: Limits = Limits()) -> Im
         )
     try:
         if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", (target_side, target_side))
+            box = (target_side, target_side)
+            if longer:  # the same aspect as the image, its longer side the target
+                scale = target_side / max(width, height)
+                box = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image.draft("RGB", box)
         image.seek(0)  # the first frame of an animation
         image.load()
         image = ImageOps.exif_transpose(image)

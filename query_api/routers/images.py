@@ -153,7 +153,7 @@ def thumbnail(
 def preview(
     api: Services, image_id: ImageId, if_none_match: Annotated[str | None, Header()] = None
 ) -> Response:
-    """Its preview: WebP, the longer side CBIR_THUMBNAILS__PREVIEW_SIDE (1280) px; for a
+    """Its preview: WebP, the longer side CBIR_THUMBNAILS__PREVIEW_SIDE (960) px; for a
     page's larger view of it."""
     return rendition(api, image_id, "preview", if_none_match)
 

@@ -30,8 +30,8 @@ def test_a_phone_sized_photo_becomes_a_small_thumbnail_and_a_preview(shared_dir:
     photo = next((shared_dir / "data" / "holidays").rglob("*.jpg"))
     with Image.open(photo) as source:
         big = encoded(source.convert("RGB").resize((4032, 3024)))
-    made = make_renditions(big, RenditionSizes(320, 1280, 75))
-    assert size_of(made["thumbnail"]) == (320, 240) and size_of(made["preview"]) == (1280, 960)
+    made = make_renditions(big, RenditionSizes(320, 960, 75))
+    assert size_of(made["thumbnail"]) == (320, 240) and size_of(made["preview"]) == (960, 720)
     assert len(made["thumbnail"]) * 50 < len(big)
 
 
