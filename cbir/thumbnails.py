@@ -1,6 +1,10 @@
-"""Thumbnails and previews: small WebP renditions of each image, made once (by the thumbnails
-consumer group at ingest, or on the first request for an image that has none yet), kept in a
-bucket of their own under `<kind>/<image id>.webp`, removed with the image.
+"""Thumbnails and previews: small WebP renditions of each image, made once and kept in a bucket
+of their own under `<kind>/<image id>.webp`, removed with the image. The thumbnail, which
+every grid of results shows, is made at ingest by the thumbnails consumer group; the preview,
+which a page shows of one image at a time, on its first request (then kept): making both at
+ingest cost 3.3 x the thumbnail alone on flowers17's photographs, for a rendition most images
+never need. Either is made on request when missing (an image indexed a moment before the
+group reached it).
 
 A page of twelve results loads twelve thumbnails (a few KB each) instead of twelve originals
 (megabytes each for phone photos); the preview is what the page shows of a query or a
@@ -44,15 +48,19 @@ DEFAULT_LIMITS = Limits()
 
 
 def make_renditions(
-    data: bytes, sizes: RenditionSizes, limits: Limits = DEFAULT_LIMITS
+    data: bytes,
+    sizes: RenditionSizes,
+    kinds: tuple[Kind, ...] = KINDS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> dict[Kind, bytes]:
-    """Both renditions of encoded image bytes: upright (EXIF orientation), RGB, the longer side
+    """Renditions of encoded image bytes: upright (EXIF orientation), RGB, the longer side
     brought down to each size (never up), WebP. Raises ImageRejected for what is no image."""
-    # a JPEG is decoded at the smallest DCT scale still at least the preview's size (a 12 MP
-    # photo at a quarter: 1008 x 756 for 960)
-    image = decode_image(data, sizes.preview_side, limits, longer=True)
+    # a JPEG is decoded at the smallest DCT scale still covering the largest size asked (a
+    # 12 MP photo at a quarter, 1008 x 756, for a 960 px preview; at an eighth for a thumbnail)
+    wanted = sorted(kinds, key=sizes.side, reverse=True)
+    image = decode_image(data, sizes.side(wanted[0]), limits, longer=True)
     made: dict[Kind, bytes] = {}
-    for kind in ("preview", "thumbnail"):  # the thumbnail from the preview: less to resample
+    for kind in wanted:  # the thumbnail from the preview: less to resample
         side = sizes.side(kind)
         if max(image.size) > side:
             image = image.copy()
@@ -79,14 +87,16 @@ class ThumbnailStore:
         self.images_bucket = images_bucket
         self.sizes = sizes
 
-    def has(self, image_id: str) -> bool:
-        return all(self.objects.get(self.bucket, rendition_key(image_id, k)) for k in KINDS)
+    def has(self, image_id: str, kind: Kind = "thumbnail") -> bool:
+        return self.objects.get(self.bucket, rendition_key(image_id, kind)) is not None
 
-    def make_and_put(self, image_id: str, data: bytes) -> dict[Kind, bytes] | None:
-        """Both renditions made and stored; None (nothing stored) for bytes that are no
+    def make_and_put(
+        self, image_id: str, data: bytes, kinds: tuple[Kind, ...] = ("thumbnail",)
+    ) -> dict[Kind, bytes] | None:
+        """The renditions made and stored; None (nothing stored) for bytes that are no
         image: the page then shows the original."""
         try:
-            made = make_renditions(data, self.sizes)
+            made = make_renditions(data, self.sizes, kinds)
         except ImageRejected as exc:
             log.info("no thumbnails", extra={"image_id": image_id, "reason": str(exc)})
             return None
@@ -101,16 +111,16 @@ class ThumbnailStore:
         return made
 
     def get(self, image_id: str, kind: Kind, object_key: str | None = None) -> bytes | None:
-        """The rendition; made now from the original when it is missing (an image indexed a
-        moment ago, before the thumbnails group reached it); None when the original is gone
-        or is no image."""
+        """The rendition; made now from the original when it is missing (a preview's first
+        request, or an image indexed a moment before the thumbnails group reached it); None
+        when the original is gone or is no image."""
         stored = self.objects.get(self.bucket, rendition_key(image_id, kind))
         if stored is not None or object_key is None:
             return stored
         original = self.objects.get(self.images_bucket, object_key)
         if original is None:
             return None
-        made = self.make_and_put(image_id, original)
+        made = self.make_and_put(image_id, original, (kind,))
         return made[kind] if made is not None else None
 
     def remove(self, image_id: str) -> None:

@@ -275,6 +275,7 @@ class Adapters:
             self.policy,
             replay,
             self.features,
+            self.thumbnails,
         )
 
     def features_stage(self) -> FeaturesStage:

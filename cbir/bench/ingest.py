@@ -346,7 +346,9 @@ def run(args: argparse.Namespace) -> int:
         export_models(repository, args.shared, args.models)
         runs = [
             (
-                f"{name} with {model}, {workers}w, features {features}, thumbnails {thumbs}",
+                # a short label: it names the stack's folder, and MariaDB's socket path is
+                # limited to 107 characters
+                f"{name} {model} {workers}w features {features} thumbs {thumbs}",
                 partial(
                     measure,
                     base,

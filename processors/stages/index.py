@@ -24,6 +24,7 @@ from cbir.domain.plan import plan_index
 from cbir.domain.retry import RetryPolicy
 from cbir.local_features.store import FeatureStore
 from cbir.ports import GenerationRegistry, MetadataStore, ObjectStore, VectorIndex
+from cbir.thumbnails import ThumbnailStore
 from processors.stages.base import Stage
 from schemas.codec import MalformedEvent
 from schemas.events import EmbeddingComputed, ImageDeleted
@@ -58,10 +59,12 @@ class IndexStage(Stage):
         policy: RetryPolicy,
         replay: Generation | None = None,
         features: FeatureStore | None = None,
+        thumbnails: ThumbnailStore | None = None,
     ) -> None:
         super().__init__(metadata, policy)
         self.config = config
         self.features = features
+        self.thumbnails = thumbnails
         self.index = index
         self.registry = registry
         self.objects = objects
@@ -263,6 +266,12 @@ class IndexStage(Stage):
             if self.features is not None:
                 self.policy.run(
                     partial(self.features.remove, image_id), f"remove {image_id}'s features"
+                )
+            # after the bytes: a rendition the API makes on request needs them, so none is
+            # made again once they are gone (the thumbnails group removes them too)
+            if self.thumbnails is not None:
+                self.policy.run(
+                    partial(self.thumbnails.remove, image_id), f"remove {image_id}'s thumbnails"
                 )
 
         def unindex() -> None:

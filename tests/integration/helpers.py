@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from cbir.adapters import metadata_store
+from cbir.adapters import kafka_topics, metadata_store, object_store
 from cbir.settings import Settings
 from cbir.stack.launcher import Launcher
+from cbir.stack.services.mariadb import MariaDBService
 from processors import WORKER_ROLE
 
 
@@ -74,3 +76,20 @@ def namespaced(base: Settings, name: str, data_dir: Path, **sections: dict[str, 
     for section, changes in own.items():
         updates[section] = getattr(base, section).model_copy(update=changes)
     return base.model_copy(update=updates)
+
+
+@contextmanager
+def namespace_apps(base: Launcher, settings: Settings, only: list[str]) -> Iterator[Launcher]:
+    """A namespace's database, topics and buckets made on the session's servers, and its
+    applications (`only`: processors, query-api) running while the block runs."""
+    MariaDBService(settings, base.layout).provision()
+    kafka_topics.ensure_topics(settings.kafka)
+    object_store.ensure_bucket(settings.minio)
+    if settings.local_features.enabled:
+        object_store.ensure_bucket(settings.minio, settings.local_features.bucket)
+    apps = Launcher(settings, only=only)
+    apps.up()
+    try:
+        yield apps
+    finally:
+        apps.down()

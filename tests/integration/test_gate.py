@@ -21,15 +21,14 @@ from pathlib import Path
 import pytest
 
 from cbir import wiring
-from cbir.adapters import generations, kafka_topics, metadata_store, object_store
+from cbir.adapters import generations, metadata_store
 from cbir.domain.gate import Verdict
 from cbir.domain.images import image_id_of
 from cbir.models.export import trained_on
 from cbir.settings import Settings, settings_environment
 from cbir.stack.launcher import Launcher
-from cbir.stack.services.mariadb import MariaDBService
 from producers.ingest import collect
-from tests.integration.helpers import indexed, namespaced, wait_for
+from tests.integration.helpers import indexed, namespace_apps, namespaced, wait_for
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "gate"
@@ -49,14 +48,8 @@ def gate_stack(
         tmp_path_factory.mktemp(NAMESPACE),
         local_features={"enabled": True, "bucket": f"{NAMESPACE}-features"},
     )
-    MariaDBService(settings, launcher.layout).provision()
-    kafka_topics.ensure_topics(settings.kafka)
-    object_store.ensure_bucket(settings.minio)
-    object_store.ensure_bucket(settings.minio, settings.local_features.bucket)
-    apps = Launcher(settings, only=["processors"])
-    apps.up()
-    yield apps
-    apps.down()
+    with namespace_apps(launcher, settings, ["processors"]) as apps:
+        yield apps
 
 
 def cli(settings: Settings, *arguments: str, timeout: float = 600) -> tuple[int, str]:

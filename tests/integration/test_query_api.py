@@ -275,9 +275,8 @@ def test_thumbnails_are_made_at_ingest_served_immutable_and_deleted_with_the_ima
     bucket = settings.thumbnails.bucket
     photo = indexed_flowers[5]
     image_id = image_id_of(photo.read_bytes())
-    # the thumbnails consumer group made both (the fixture waited for every group)
-    for kind in ("thumbnail", "preview"):
-        assert objects.get(bucket, rendition_key(image_id, kind)) is not None, kind
+    # the thumbnails consumer group made the thumbnail (the fixture waited for every group)
+    assert objects.get(bucket, rendition_key(image_id, "thumbnail")) is not None
     result = search(client, photo.read_bytes(), k=3).json()["results"][0]
     assert result["thumbnail_url"] == f"/images/{image_id}/thumbnail"
     served = client.get(result["thumbnail_url"])
@@ -288,8 +287,10 @@ def test_thumbnails_are_made_at_ingest_served_immutable_and_deleted_with_the_ima
     assert len(served.content) < len(photo.read_bytes())
     again = client.get(result["thumbnail_url"], headers={"If-None-Match": served.headers["etag"]})
     assert again.status_code == 304 and not again.content
+    # the preview is made on its first request, then kept
     preview = client.get(result["preview_url"])
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/webp"
+    assert objects.get(bucket, rendition_key(image_id, "preview")) == preview.content
 
     # an upload gets its renditions from the group; a delete takes them away
     data = unique_png(seed=9917)
@@ -304,5 +305,7 @@ def test_thumbnails_are_made_at_ingest_served_immutable_and_deleted_with_the_ima
     wait_for(lambda: objects.get(bucket, key) is not None, 120, "the upload's thumbnail")
     deleted = client.delete(f"/images/{new_id}", headers={"X-API-Key": TEST_API_KEY})
     assert deleted.status_code == 202, deleted.text
-    wait_for(lambda: objects.get(bucket, key) is None, 120, "the thumbnail to be deleted")
+    # the row goes last, after the bytes and the renditions: then nothing is left to serve
+    wait_for(lambda: client.get(f"/images/{new_id}").status_code == 404, 120, "the image deleted")
+    assert objects.get(bucket, key) is None
     assert client.get(f"/images/{new_id}/thumbnail").status_code == 404

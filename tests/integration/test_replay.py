@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from cbir import wiring
-from cbir.adapters import generations, kafka_topics, metadata_store, object_store
+from cbir.adapters import generations, metadata_store
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.generations import Generation
 from cbir.adapters.vector_index import MilvusVectorIndex
@@ -39,10 +39,9 @@ from cbir.replay.gate import Probe
 from cbir.replay.rebuild import ReplayOptions
 from cbir.settings import Settings, settings_environment
 from cbir.stack.launcher import Launcher
-from cbir.stack.services.mariadb import MariaDBService
 from cbir.wiring import Adapters
 from producers.ingest import collect
-from tests.integration.helpers import indexed, namespaced, rows, wait_for
+from tests.integration.helpers import indexed, namespace_apps, namespaced, rows, wait_for
 from tests.integration.test_pipeline import unique_png
 
 pytestmark = pytest.mark.integration
@@ -74,13 +73,8 @@ def replay_apps(
 ) -> Iterator[Launcher]:
     """Processors and query API of the namespace, provisioned like a deployment's."""
     settings = namespace(launcher.settings, tmp_path_factory.mktemp(NAMESPACE))
-    MariaDBService(settings, launcher.layout).provision()
-    kafka_topics.ensure_topics(settings.kafka)
-    object_store.ensure_bucket(settings.minio)
-    apps = Launcher(settings, only=["processors", "query-api"])
-    apps.up()
-    yield apps
-    apps.down()
+    with namespace_apps(launcher, settings, ["processors", "query-api"]) as apps:
+        yield apps
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from cbir import wiring
-from cbir.adapters import kafka_topics, object_store
 from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.domain.images import image_id_of
@@ -27,9 +26,8 @@ from cbir.models.clip import clip_model, export_clip
 from cbir.models.runtime import OnnxEmbedder
 from cbir.settings import Settings, settings_environment
 from cbir.stack.launcher import Launcher
-from cbir.stack.services.mariadb import MariaDBService
 from producers.ingest import collect
-from tests.integration.helpers import indexed, namespaced, wait_for
+from tests.integration.helpers import indexed, namespace_apps, namespaced, wait_for
 
 pytestmark = pytest.mark.integration
 NAMESPACE = "words"
@@ -93,13 +91,8 @@ def words_stack(
         api={"port": base.api.port + 2},
         local_features={"enabled": False},
     )
-    MariaDBService(settings, launcher.layout).provision()
-    kafka_topics.ensure_topics(settings.kafka)
-    object_store.ensure_bucket(settings.minio)
-    apps = Launcher(settings, only=["processors", "query-api"])
-    apps.up()
-    yield apps
-    apps.down()
+    with namespace_apps(launcher, settings, ["processors", "query-api"]) as apps:
+        yield apps
 
 
 def search_words(settings: Settings, text: str, **fields: str) -> httpx.Response:

@@ -30,9 +30,12 @@ def test_a_phone_sized_photo_becomes_a_small_thumbnail_and_a_preview(shared_dir:
     photo = next((shared_dir / "data" / "holidays").rglob("*.jpg"))
     with Image.open(photo) as source:
         big = encoded(source.convert("RGB").resize((4032, 3024)))
-    made = make_renditions(big, RenditionSizes(320, 960, 75))
+    made = make_renditions(big, RenditionSizes(320, 960, 75), ("thumbnail", "preview"))
     assert size_of(made["thumbnail"]) == (320, 240) and size_of(made["preview"]) == (960, 720)
     assert len(made["thumbnail"]) * 50 < len(big)
+    assert make_renditions(big, RenditionSizes(320, 960, 75), ("thumbnail",)).keys() == {
+        "thumbnail"
+    }
 
 
 def test_a_small_image_is_never_upscaled_and_exif_orientation_is_honoured() -> None:
@@ -54,7 +57,9 @@ def test_a_missing_rendition_is_made_from_the_original_on_first_read() -> None:
     assert not store.has("1")
     thumbnail = store.get("1", "thumbnail", object_key="k/1")
     assert thumbnail is not None and size_of(thumbnail) == (100, 50)
-    assert store.has("1") and ("thumbs", rendition_key("1", "preview")) in objects.objects
+    assert store.has("1") and ("thumbs", rendition_key("1", "preview")) not in objects.objects
+    preview = store.get("1", "preview", object_key="k/1")
+    assert preview is not None and size_of(preview) == (400, 200) and store.has("1", "preview")
     assert store.get("2", "thumbnail", object_key="k/2") is None  # no original: none
     store.remove("1")
-    assert not store.has("1")
+    assert not store.has("1") and not store.has("1", "preview")

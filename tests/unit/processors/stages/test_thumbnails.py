@@ -1,5 +1,6 @@
-"""The thumbnails stage against fakes of the object store: both renditions made once per
-image, deletes remove them, bytes that are no image are passed over."""
+"""The thumbnails stage against fakes of the object store: the thumbnail made once per image
+(the preview waits for its first request), deletes remove both, bytes that are no image are
+passed over."""
 
 from __future__ import annotations
 
@@ -23,17 +24,18 @@ def stage(world: World) -> tuple[ThumbnailsStage, ThumbnailStore]:
     return made, store
 
 
-def test_both_renditions_are_made_once_and_a_delete_removes_them(
+def test_the_thumbnail_is_made_once_and_a_delete_removes_every_rendition(
     world: World, flower_photos: list[Path], tmp_path: Path
 ) -> None:
     photo, garbage = world.image(flower_photos[0].read_bytes()), world.image(b"\x01no image")
     thumbnails, store = stage(world)
     assert thumbnails.process([uploaded(IMAGES, photo), uploaded(IMAGES, garbage, 1)]) == []
-    for kind in ("thumbnail", "preview"):
-        data = world.objects.objects[(BUCKET, rendition_key(photo.image_id, kind))]
-        (tmp_path / kind).write_bytes(data)
-        with Image.open(tmp_path / kind) as image:
-            assert image.format == "WEBP"
+    data = world.objects.objects[(BUCKET, rendition_key(photo.image_id, "thumbnail"))]
+    (tmp_path / "thumbnail").write_bytes(data)
+    with Image.open(tmp_path / "thumbnail") as image:
+        assert image.format == "WEBP"
+    assert (BUCKET, rendition_key(photo.image_id, "preview")) not in world.objects.objects
+    assert store.get(photo.image_id, "preview", photo.object_key) is not None  # on request
     assert not any(key.endswith(f"{garbage.image_id}.webp") for _, key in world.objects.objects)
     # delivered again: kept, not made again
     kept = dict(world.objects.objects)
