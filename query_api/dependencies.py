@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request, Response, UploadFile
-from pydantic import BeforeValidator, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
 
 from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
 from cbir.ports import EventWriter
@@ -111,6 +111,16 @@ Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SOURCE_LE
 
 # a time in a filter, or none: ISO 8601 only
 Moment = Annotated[datetime | None, BeforeValidator(_iso_only)]
+
+
+def _null_is_none(value: object) -> object:
+    """`null`, the spec's other choice for an optional number, is none (a form field cannot
+    carry a JSON null otherwise)."""
+    return None if value == "null" else value
+
+
+# a score threshold (a cosine), or none; the bounds on the number, so that none passes them
+Score = Annotated[Annotated[float, Field(ge=-1.0, le=1.0)] | None, BeforeValidator(_null_is_none)]
 
 # an image id in a path: the sha256 of its bytes (checked by the spec, so documented there)
 ImageId = Annotated[

@@ -24,8 +24,10 @@ CONTENT_TYPE = "application/x-cbir-local-features"
 PARALLEL_READS = 8
 
 
-def cache_key(image_id: str) -> str:
-    return f"lf:v1:{image_id}"
+def cache_key(bucket: str, image_id: str) -> str:
+    """The features' key in the cache, named by their bucket too: two pipelines sharing one
+    Redis (a test namespace, a second deployment) never read each other's."""
+    return f"lf:v1:{bucket}:{image_id}"
 
 
 class FeatureStore:
@@ -85,7 +87,7 @@ class FeatureStore:
         """The stored features (cache, then the object store). Missing or unreadable ones
         are extracted again from the image's bytes (under `object_key` in the images bucket)
         and stored; None when the bytes are gone too or are no image."""
-        key = cache_key(image_id)
+        key = cache_key(self.bucket, image_id)
         blob = self.cache.get(key) if self.cache is not None else None
         cached = blob is not None
         if blob is None:

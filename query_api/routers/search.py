@@ -13,6 +13,7 @@ from query_api.dependencies import (
     UPLOAD_ERRORS,
     ImageId,
     Moment,
+    Score,
     Services,
     Source,
     Tag,
@@ -40,8 +41,6 @@ EXPAND = (
 EFFORT = {"ge": 0, "le": 1000, "description": "search_list / ef / nprobe; 0: the default"}
 MAX_TEXT = 1000  # characters of a search by words (CLIP reads 77 tokens of it at most)
 MIN_SCORE = {
-    "ge": -1.0,
-    "le": 1.0,
     "description": "only results at least this similar (cosine of the unit vectors, -1 to 1; "
     "the score each result shows), applied inside the index by a Milvus range search: fewer "
     "than k come back when fewer are that close. Absent: the k nearest, however far",
@@ -99,7 +98,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Form(**budget_bounds)] = local.rerank_budget_ms,
         expand: Annotated[bool, Form(description=EXPAND)] = False,
-        min_score: Annotated[float | None, Form(**MIN_SCORE)] = None,
+        min_score: Annotated[Score, Form(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
@@ -130,7 +129,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         uploaded_after: Annotated[Moment, Form()] = None,
         uploaded_before: Annotated[Moment, Form()] = None,
         effort: Annotated[int, Form(**EFFORT)] = 0,
-        min_score: Annotated[float | None, Form(**MIN_SCORE)] = None,
+        min_score: Annotated[Score, Form(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """The stored images that best match words ("red car at night"): the text embedded
@@ -164,7 +163,7 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
         rerank_budget_ms: Annotated[int, Query(**budget_bounds)] = local.rerank_budget_ms,
         expand: Annotated[bool, Query(description=EXPAND)] = False,
-        min_score: Annotated[float | None, Query(**MIN_SCORE)] = None,
+        min_score: Annotated[Score, Query(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
