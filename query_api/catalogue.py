@@ -49,13 +49,18 @@ class Catalogue:
         return data, row.content_type or "application/octet-stream"
 
     def rendition(self, image_id: str, kind: Kind) -> bytes:
-        """Its thumbnail or preview (WebP), made from the original if it has none yet."""
-        row = self.context.row(image_id)
-        if row is None:
-            raise unknown_image(image_id)
+        """Its thumbnail or preview (WebP), made from the original if it has none yet. A
+        stored one is answered with one read; the row is looked up only to make a missing one
+        (a delete removes the renditions before the row)."""
         store = self.context.thumbnails
         if store is None:
             raise ApiError(404, "no_thumbnails", "this API serves no thumbnails: use its url")
+        data = self.context.call("MinIO", "get", lambda: store.get(image_id, kind))
+        if data is not None:
+            return data
+        row = self.context.row(image_id)
+        if row is None:
+            raise unknown_image(image_id)
         data = self.context.call("MinIO", "get", lambda: store.get(image_id, kind, row.object_key))
         if data is None:
             raise ApiError(
