@@ -22,5 +22,5 @@ CMD ["--help"]
 FROM ${TRITON_IMAGE} AS triton
 COPY cbir/stack/resources/servers-requirements.txt /tmp/servers-requirements.txt
 # only what the models import; the Triton image brings its own server and backends
-RUN grep -E '^(numpy|onnxruntime|opencv-python-headless|pillow)==' /tmp/servers-requirements.txt > /tmp/models.txt \
+RUN grep -E '^(numpy|onnxruntime|opencv-python-headless|pillow|pillow_heif|regex|ftfy|wcwidth)==' /tmp/servers-requirements.txt > /tmp/models.txt \
     && pip install --no-cache-dir --break-system-packages -r /tmp/models.txt

@@ -27,10 +27,17 @@ from typing import Any
 
 from cbir.domain.bucket_events import PRODUCER_MARK
 from cbir.domain.errors import ServiceUnavailable
-from cbir.domain.images import IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
+from cbir.domain.images import FORMAT_NAMES, IMAGE_SUFFIXES, image_id_of, object_key_of, sniff
 from cbir.domain.retry import RetryPolicy
 from cbir.ports import EventWriter, MetadataStore, ObjectStore
-from schemas.events import EventSerializer, ImageDeleted, ImageMetadata, ImageUploaded, now
+from schemas.events import (
+    EventSerializer,
+    ImageDeleted,
+    ImageMetadata,
+    ImageUploaded,
+    described_by,
+    now,
+)
 
 log = logging.getLogger("cbir.ingest")
 
@@ -90,7 +97,7 @@ def collect(
                 if not walked or file.suffix.lower() in IMAGE_SUFFIXES
                 else (
                     f"{file.suffix or 'a file without a suffix'} is not an image type this service "
-                    "reads: convert it to JPEG, PNG, WebP, BMP or GIF"
+                    f"reads: convert it to {FORMAT_NAMES}"
                 )
             )
             items.setdefault(
@@ -208,13 +215,15 @@ class Ingestor:
     def _store(self, entry: tuple[str, tuple[IngestItem, bytes]]) -> ImageMetadata:
         """Put one image's bytes into the bucket; its metadata."""
         image_id, (item, data) = entry
-        content_type, width, height = sniff(data)
+        header = sniff(data)
         key = object_key_of(image_id)
         bucket = self.config.bucket
         # content-addressed: putting the same key again writes the same bytes. The mark tells
         # the bucket-notification bridge that this object's event is sent by us.
         self.policy.run(
-            lambda: self.objects.put(bucket, key, data, content_type, {PRODUCER_MARK: image_id}),
+            lambda: self.objects.put(
+                bucket, key, data, header.content_type, {PRODUCER_MARK: image_id}
+            ),
             f"put {key} into the object store",
         )
         return ImageMetadata(
@@ -223,10 +232,8 @@ class Ingestor:
             object_key=key,
             file_name=item.path.name,
             source=self.source,
-            content_type=content_type,
             size_bytes=len(data),
-            width=width,
-            height=height,
+            **described_by(header),
             uploaded_at=now(),
             tags=item.tags,
         )

@@ -4,7 +4,7 @@ when it has none), its bytes, and the newest images page by page."""
 from __future__ import annotations
 
 from cbir.domain.errors import CbirError
-from cbir.domain.rows import ImageRow
+from cbir.domain.rows import ANY_TIME, ImageRow, TakenWindow
 from cbir.thumbnails import Kind
 from query_api.context import QueryContext, unknown_image
 from query_api.errors import ApiError
@@ -78,7 +78,11 @@ class Catalogue:
         made = f"{sizes.side(kind)}q{sizes.quality}" if sizes is not None else "none"
         return f'"{image_id}-{kind}-{made}"'
 
-    def browse(self, limit: int, offset: int, status: str | None) -> list[ImageSummary]:
+    def browse(
+        self, limit: int, offset: int, status: str | None, taken: TakenWindow = ANY_TIME
+    ) -> list[ImageSummary]:
         metadata = self.context.metadata
-        rows = self.context.call("MySQL", "recent", lambda: metadata.recent(limit, offset, status))
+        rows = self.context.call(
+            "MySQL", "recent", lambda: metadata.recent(limit, offset, status, taken)
+        )
         return [ImageSummary.of(row) for row in rows]

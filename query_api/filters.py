@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH
+from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH, NO_CAPTURE_TIME, clock_ms
 from query_api.errors import ApiError
 
 MAX_VALUES = 32
+TAKEN = (
+    "only photographs taken (EXIF DateTimeOriginal) from this time on (taken_after) or before "
+    "it (taken_before), on the camera's clock: no time zone, e.g. 2024-07-14 or "
+    "2024-07-14T18:00. Images whose EXIF gives no capture time are left out"
+)
 TagMode = Literal["any", "all"]
 
 
@@ -46,16 +51,29 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _camera_clock(field: str, moment: datetime | None) -> datetime | None:
+    """A capture-time bound: compared with the camera's clock, which has no zone."""
+    if moment is not None and moment.tzinfo is not None:
+        raise FilterError(
+            f"{field} is compared with the camera's clock, which has no time zone: give a "
+            f"date or a time without one (e.g. 2024-07-14 or 2024-07-14T18:00), not {moment}"
+        )
+    return moment
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """What results may be: images with any (or all) of `tags`, from one of `sources`,
-    uploaded in [uploaded_after, uploaded_before)."""
+    uploaded in [uploaded_after, uploaded_before), taken (EXIF) in [taken_after,
+    taken_before): an image whose EXIF gives no capture time is outside every such window."""
 
     tags: tuple[str, ...] = ()
     tag_mode: TagMode = "any"
     sources: tuple[str, ...] = ()
     uploaded_after: datetime | None = None
     uploaded_before: datetime | None = None
+    taken_after: datetime | None = None
+    taken_before: datetime | None = None
 
     @classmethod
     def parse(
@@ -65,6 +83,8 @@ class SearchFilters:
         sources: list[str] | None = None,
         uploaded_after: datetime | None = None,
         uploaded_before: datetime | None = None,
+        taken_after: datetime | None = None,
+        taken_before: datetime | None = None,
     ) -> SearchFilters:
         tags, sources = list(tags or []), list(sources or [])
         if tag_mode not in ("any", "all"):
@@ -81,6 +101,8 @@ class SearchFilters:
             sources=tuple(sorted(cleaned_sources)),
             uploaded_after=uploaded_after,
             uploaded_before=uploaded_before,
+            taken_after=_camera_clock("taken_after", taken_after),
+            taken_before=_camera_clock("taken_before", taken_before),
         )
 
     def expression(self) -> str:
@@ -95,6 +117,12 @@ class SearchFilters:
             parts.append(f"uploaded_at >= {_epoch_ms(self.uploaded_after)}")
         if self.uploaded_before is not None:
             parts.append(f"uploaded_at < {_epoch_ms(self.uploaded_before)}")
+        if self.taken_after is not None:
+            parts.append(f"taken_at >= {clock_ms(self.taken_after)}")
+        if self.taken_before is not None:
+            parts.append(
+                f"taken_at > {NO_CAPTURE_TIME} and taken_at < {clock_ms(self.taken_before)}"
+            )
         return " and ".join(parts)
 
     def canonical(self) -> dict[str, Any]:
@@ -105,4 +133,6 @@ class SearchFilters:
             "sources": list(self.sources),
             "after": _epoch_ms(self.uploaded_after) if self.uploaded_after else None,
             "before": _epoch_ms(self.uploaded_before) if self.uploaded_before else None,
+            "taken_after": clock_ms(self.taken_after) if self.taken_after else None,
+            "taken_before": clock_ms(self.taken_before) if self.taken_before else None,
         }

@@ -23,9 +23,16 @@ class ImageSummary(BaseModel):
     tags: list[str]
     content_type: str
     size_bytes: int
-    width: int
+    width: int = Field(description="upright (the EXIF orientation applied); 0: unknown")
     height: int
     uploaded_at: str | None = Field(description="ISO 8601, UTC")
+    taken_at: str | None = Field(
+        default=None,
+        description="when the photograph was taken (EXIF DateTimeOriginal), ISO 8601 on the "
+        "camera's clock (no time zone); null when the image does not say",
+    )
+    camera_make: str | None = Field(default=None, description="EXIF Make; null: not given")
+    camera_model: str | None = Field(default=None, description="EXIF Model; null: not given")
     status: str = Field(description="pending, indexed or failed")
     error: str | None = Field(description="why it failed, when it did")
     model_id: str | None = Field(description="the model of its indexed vector")
@@ -47,6 +54,9 @@ class ImageSummary(BaseModel):
             width=row.width,
             height=row.height,
             uploaded_at=uploaded.isoformat() + "Z" if uploaded is not None else None,
+            taken_at=row.taken_at.isoformat() if row.taken_at is not None else None,
+            camera_make=row.camera_make,
+            camera_model=row.camera_model,
             status=str(row.status),
             error=row.error,
             model_id=row.model_id,

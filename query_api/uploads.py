@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from cbir.domain.images import MIME_TYPES, image_header
+from cbir.domain.images import FORMAT_NAMES, MIME_TYPES, image_header
 from query_api.errors import ApiError
 
 
@@ -45,7 +45,7 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
         raise UploadError(
             415,
             "not_an_image",
-            "the bytes are not an image this service reads: send JPEG, PNG, WebP, BMP or GIF",
+            f"the bytes are not an image this service reads: send {FORMAT_NAMES}",
         ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise UploadError(
@@ -65,6 +65,6 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
         raise UploadError(
             415,
             "unsupported_format",
-            f"{kind or 'this'} images are not supported: send JPEG, PNG, WebP, BMP or GIF",
+            f"{kind or 'this'} images are not supported: send {FORMAT_NAMES}",
         )
     return ImageInfo(MIME_TYPES[kind], width, height)

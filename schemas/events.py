@@ -12,6 +12,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from cbir.domain.images import Header
 from cbir.domain.vectors import Vectors
 from schemas.codec import EventCodec
 
@@ -35,6 +36,22 @@ class ImageMetadata:
     height: int
     uploaded_at: datetime
     tags: tuple[str, ...] = ()
+    taken_at: datetime | None = None  # EXIF capture time: the camera's clock, no zone
+    camera_make: str | None = None
+    camera_model: str | None = None
+
+
+def described_by(header: Header) -> dict[str, Any]:
+    """The fields of an image's metadata that its bytes' header gives."""
+    capture = header.capture
+    return {
+        "content_type": header.content_type,
+        "width": header.width,
+        "height": header.height,
+        "taken_at": capture.taken_at,
+        "camera_make": capture.camera_make,
+        "camera_model": capture.camera_model,
+    }
 
 
 @dataclass(frozen=True)

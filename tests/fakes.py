@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from cbir.domain.errors import ModelMismatch, ModelNotServed
 from cbir.domain.generations import Generation, GenerationState, generation_name
 from cbir.domain.models import ModelId, ModelIdentity
-from cbir.domain.rows import Hit, ImageRow, ImageStatus, Served
+from cbir.domain.rows import ANY_TIME, Hit, ImageRow, ImageStatus, Served, TakenWindow
 from schemas.events import ImageMetadata
 
 
@@ -70,6 +71,9 @@ class FakeMetadataStore:
             tags=image.tags,
             status=status,
             uploaded_at=image.uploaded_at.replace(tzinfo=None),
+            taken_at=image.taken_at,
+            camera_make=image.camera_make,
+            camera_model=image.camera_model,
             **extra,
         )
 
@@ -111,8 +115,13 @@ class FakeMetadataStore:
     def index_generation(self) -> tuple[int, int]:
         return self.generation, self.milvus_ts
 
-    def recent(self, limit: int, offset: int, status: str | None) -> list[ImageRow]:
+    def recent(
+        self, limit: int, offset: int, status: str | None, taken: TakenWindow = ANY_TIME
+    ) -> list[ImageRow]:
         rows = [r for r in self.rows.values() if status is None or r.status == status]
+        if taken.bounded:
+            low, high = taken.after or datetime.min, taken.before or datetime.max
+            rows = [r for r in rows if r.taken_at is not None and low <= r.taken_at < high]
         return rows[offset : offset + limit]
 
     def indexed_after(self, image_id: str, limit: int) -> list[ImageRow]:

@@ -37,9 +37,7 @@ def _photo(photo: Path, side: int = 96) -> Image.Image:
 
 
 def _with_orientation(image: Image.Image, orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(image, "JPEG", exif=exif.tobytes())
+    return encode(image, "JPEG", exif=_orientation_exif(orientation))
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -82,6 +80,69 @@ def _bad_idat_crc(image: Image.Image) -> bytes:
     length = struct.unpack(">I", data[at - 4 : at])[0]
     data[at + 4 + length] ^= 0xFF  # the chunk's CRC
     return bytes(data)
+
+
+def _claiming_size(container: bytes, width: int, height: int) -> bytes:
+    """A HEIF or AVIF whose image-spatial-extent box (ispe) declares another size."""
+    data = bytearray(container)
+    at = data.index(b"ispe") + 8  # after the box type and its version and flags
+    data[at : at + 8] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
+def _many_images(image: Image.Image, fmt: str) -> bytes:
+    """Several images in one container (a burst, a live photo's stills): the primary counts."""
+    others = [image.rotate(n * 40) for n in range(1, 5)]
+    return encode(image, fmt, save_all=True, append_images=others, quality=60)
+
+
+def phone_kinds(image: Image.Image) -> list[Hostile]:
+    """HEIC and AVIF, what phones write, and their odd cases."""
+    heic = encode(image, "HEIF", quality=70)
+    avif = encode(image, "AVIF", quality=70)
+    return [
+        Hostile("HEIC", "phone.heic", heic, "embed"),
+        Hostile("AVIF", "phone.avif", avif, "embed"),
+        Hostile(
+            "HEIC turned by EXIF orientation 6",
+            "turned.heic",
+            encode(image.rotate(11), "HEIF", quality=70, exif=_orientation_exif(6)),
+            "embed",
+        ),
+        Hostile(
+            "AVIF turned by EXIF orientation 8",
+            "turned.avif",
+            encode(image.rotate(13), "AVIF", quality=70, exif=_orientation_exif(8)),
+            "embed",
+        ),
+        Hostile("grayscale HEIC", "gray.heic", encode(image.convert("L"), "HEIF"), "embed"),
+        Hostile("AVIF with alpha", "alpha.avif", encode(image.convert("RGBA"), "AVIF"), "embed"),
+        Hostile("HEIC with five images", "burst.heic", _many_images(image, "HEIF"), "embed"),
+        Hostile("AVIF with five frames", "burst.avif", _many_images(image, "AVIF"), "embed"),
+        Hostile("truncated HEIC", "cut.heic", heic[: len(heic) // 2], "reject", "corrupt HEIF"),
+        Hostile("truncated AVIF", "cut.avif", avif[: len(avif) // 2], "reject", "not an image"),
+        Hostile("HEIC header only", "head.heic", heic[:64], "reject", ""),
+        Hostile(
+            "HEIC claiming 30000x30000",
+            "huge.heic",
+            _claiming_size(heic, 30_000, 30_000),
+            "reject",
+            "decompression-bomb",
+        ),
+        Hostile(
+            "AVIF claiming 30000x30000",
+            "huge.avif",
+            _claiming_size(avif, 30_000, 30_000),
+            "reject",
+            "not an image",  # libavif refuses it before any size is known
+        ),
+    ]
+
+
+def _orientation_exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
 
 
 def hostile_corpus(photo: Path) -> list[Hostile]:
@@ -214,4 +275,4 @@ def hostile_corpus(photo: Path) -> list[Hostile]:
         )
         for n in range(1, 9)
     ]
-    return kinds
+    return kinds + phone_kinds(image)

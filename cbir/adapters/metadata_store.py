@@ -14,7 +14,7 @@ import pymysql
 from pymysql.connections import Connection
 
 from cbir.domain.errors import NotProvisioned, Rejected, ServiceUnavailable
-from cbir.domain.rows import ImageRow, ImageStatus
+from cbir.domain.rows import ANY_TIME, ImageRow, ImageStatus, TakenWindow
 from cbir.settings import MySQLSettings
 from schemas.events import ImageMetadata
 
@@ -96,6 +96,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, "ALTER TABLE images MODIFY object_key VARCHAR(1024) NOT NULL"),
     # the probe-set evaluation a generation passed (or failed) before its switch
     (7, "ALTER TABLE generations ADD COLUMN evaluation JSON NULL"),
+    # the capture metadata of a photograph's EXIF (NULL where it does not say)
+    (
+        8,
+        """
+        ALTER TABLE images
+            ADD COLUMN taken_at DATETIME(3) NULL
+                COMMENT 'EXIF capture time: the camera clock, no time zone',
+            ADD COLUMN camera_make VARCHAR(64) NULL,
+            ADD COLUMN camera_model VARCHAR(64) NULL,
+            ADD KEY images_taken_at (taken_at)
+        """,
+    ),
 )
 
 
@@ -164,19 +176,20 @@ def existing_image_ids(conn: Connection, image_ids: Iterable[str]) -> set[str]:
 # there makes it send one statement per row (a round trip each: 64 per index batch).
 _COLUMNS = (
     "image_id, object_key, file_name, source, content_type, size_bytes, width, height, tags,"
-    " uploaded_at, status"
+    " uploaded_at, taken_at, camera_make, camera_model, status"
 )
-INSERT_PENDING = (
-    f"INSERT IGNORE INTO images ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
+_PLACEHOLDERS = ", ".join(["%s"] * 14)
+INSERT_PENDING = f"INSERT IGNORE INTO images ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
 UPSERT_INDEXED = (
     f"INSERT INTO images ({_COLUMNS}, model_id, generation)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    f" VALUES ({_PLACEHOLDERS}, %s, %s)"
     " ON DUPLICATE KEY UPDATE object_key = VALUES(object_key),"
     " file_name = VALUES(file_name), source = VALUES(source),"
     " content_type = VALUES(content_type), size_bytes = VALUES(size_bytes),"
     " width = VALUES(width), height = VALUES(height), tags = VALUES(tags),"
     " status = VALUES(status), error = NULL, uploaded_at = VALUES(uploaded_at),"
+    " taken_at = VALUES(taken_at), camera_make = VALUES(camera_make),"
+    " camera_model = VALUES(camera_model),"
     " model_id = VALUES(model_id), generation = VALUES(generation)"
 )
 
@@ -192,7 +205,8 @@ def insert_pending(conn: Connection, images: Sequence[ImageMetadata]) -> None:
 
 def _metadata_columns(image: ImageMetadata) -> tuple[Any, ...]:
     """image_id, object_key, file_name, source, content_type, size_bytes, width, height,
-    tags, uploaded_at: the columns both writers fill from an image's metadata."""
+    tags, uploaded_at, taken_at, camera_make, camera_model: the columns both writers fill
+    from an image's metadata."""
     return (
         image.image_id,
         image.object_key,
@@ -204,6 +218,9 @@ def _metadata_columns(image: ImageMetadata) -> tuple[Any, ...]:
         image.height,
         json.dumps(list(image.tags)),
         _utc(image.uploaded_at),
+        image.taken_at,  # the camera's clock, stored as it is (no zone to convert from)
+        image.camera_make,
+        image.camera_model,
     )
 
 
@@ -274,13 +291,33 @@ def index_generation(conn: Connection) -> tuple[int, int]:
 
 
 def recent(
-    conn: Connection, limit: int, offset: int = 0, status: str | None = None
+    conn: Connection,
+    limit: int,
+    offset: int = 0,
+    status: str | None = None,
+    taken: TakenWindow = ANY_TIME,
 ) -> list[dict[str, Any]]:
-    """Rows newest first (for browsing), optionally of one status."""
-    where, params = ("WHERE status = %s", [status]) if status else ("", [])
+    """Rows newest first (for browsing), optionally of one status; with a bounded `taken`
+    window, the photographs taken in it, latest taken first."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if status:
+        conditions.append("status = %s")
+        params.append(status)
+    order = "uploaded_at DESC"
+    if taken.bounded:
+        conditions.append("taken_at IS NOT NULL")
+        order = "taken_at DESC"
+    if taken.after is not None:
+        conditions.append("taken_at >= %s")
+        params.append(taken.after)
+    if taken.before is not None:
+        conditions.append("taken_at < %s")
+        params.append(taken.before)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     with conn.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute(
-            f"SELECT * FROM images {where} ORDER BY uploaded_at DESC, image_id LIMIT %s OFFSET %s",
+            f"SELECT * FROM images {where} ORDER BY {order}, image_id LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
         return list(cur.fetchall())
@@ -373,6 +410,9 @@ def image_row(row: dict[str, Any]) -> ImageRow:
         tags=tuple(json.loads(tags)) if isinstance(tags, str | bytes) else (),
         status=ImageStatus(str(row["status"])),
         uploaded_at=row.get("uploaded_at"),
+        taken_at=row.get("taken_at"),
+        camera_make=row.get("camera_make"),
+        camera_model=row.get("camera_model"),
         error=row.get("error"),
         model_id=row.get("model_id"),
         generation=row.get("generation"),
@@ -424,8 +464,11 @@ class MySQLMetadataStore:
     def index_generation(self) -> tuple[int, int]:
         return self._run(index_generation)
 
-    def recent(self, limit: int, offset: int, status: str | None) -> list[ImageRow]:
-        return [image_row(r) for r in self._run(lambda c: recent(c, limit, offset, status))]
+    def recent(
+        self, limit: int, offset: int, status: str | None, taken: TakenWindow = ANY_TIME
+    ) -> list[ImageRow]:
+        rows = self._run(lambda c: recent(c, limit, offset, status, taken))
+        return [image_row(r) for r in rows]
 
     def indexed_after(self, image_id: str, limit: int) -> list[ImageRow]:
         return [image_row(r) for r in self._run(lambda c: indexed_after(c, image_id, limit))]

@@ -31,7 +31,13 @@ with warnings.catch_warnings():
 from cbir.adapters.milvus_vectors import PackedVectors, install
 from cbir.domain.deadline import Deadline
 from cbir.domain.errors import Rejected, ServiceUnavailable
-from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH, MAX_TAGS
+from cbir.domain.images import (
+    MAX_CAMERA_LENGTH,
+    MAX_SOURCE_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    clock_ms,
+)
 from cbir.domain.rows import Hit, Served
 from cbir.settings import MilvusSettings, ProcessorsSettings
 from schemas.events import ImageMetadata
@@ -193,7 +199,18 @@ class ScratchCollection:
 
 # the scalar fields beside each vector, so that a filtered search filters inside Milvus
 # (before the top k is cut, not after); tags beyond the domain's bounds are cut when indexed
-FIELDS = ("image_id", "source", "uploaded_at", "tags", "embedding")
+FIELDS = (
+    "image_id",
+    "source",
+    "uploaded_at",
+    "tags",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+    "width",
+    "height",
+    "embedding",
+)
 
 
 def collection_schema(model_id: str, dim: int) -> CollectionSchema:
@@ -209,6 +226,15 @@ def collection_schema(model_id: str, dim: int) -> CollectionSchema:
                 max_capacity=MAX_TAGS,
                 max_length=MAX_TAG_LENGTH,
             ),
+            FieldSchema(
+                "taken_at",
+                DataType.INT64,
+                description="EXIF capture time, ms of the camera clock; unknown: -2^62",
+            ),
+            FieldSchema("camera_make", DataType.VARCHAR, max_length=MAX_CAMERA_LENGTH),
+            FieldSchema("camera_model", DataType.VARCHAR, max_length=MAX_CAMERA_LENGTH),
+            FieldSchema("width", DataType.INT32),
+            FieldSchema("height", DataType.INT32),
             FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=dim),
         ],
         description=model_id,
@@ -216,11 +242,17 @@ def collection_schema(model_id: str, dim: int) -> CollectionSchema:
 
 
 def scalar_columns(images: Sequence[ImageMetadata]) -> list[list[Any]]:
-    """source, uploaded_at (epoch ms) and tags columns of these images, within the bounds."""
+    """The scalar columns of these images in the schema's order (between image_id and
+    the embedding), within the bounds; an unknown camera is ''."""
     return [
         [i.source[:MAX_SOURCE_LENGTH] for i in images],
         [int(i.uploaded_at.timestamp() * 1000) for i in images],
         [[t[:MAX_TAG_LENGTH] for t in i.tags[:MAX_TAGS]] for i in images],
+        [clock_ms(i.taken_at) for i in images],
+        [(i.camera_make or "")[:MAX_CAMERA_LENGTH] for i in images],
+        [(i.camera_model or "")[:MAX_CAMERA_LENGTH] for i in images],
+        [i.width for i in images],
+        [i.height for i in images],
     ]
 
 

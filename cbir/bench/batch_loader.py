@@ -24,7 +24,7 @@ from cbir.adapters.embedder import TritonEmbedder
 from cbir.adapters.vector_index import MilvusVectorIndex
 from cbir.domain.images import image_id_of, object_key_of, sniff
 from cbir.settings import Settings
-from schemas.events import ImageMetadata, now
+from schemas.events import ImageMetadata, described_by, now
 
 REQUEST = 8  # images per Triton request
 IN_FLIGHT = 4  # requests at once
@@ -41,7 +41,7 @@ def _read(settings: Settings, paths: Sequence[Path]) -> tuple[list[ImageMetadata
     metas, blobs = [], []
     for path in paths:
         data = path.read_bytes()
-        content_type, width, height = sniff(data)
+        header = sniff(data)
         image_id = image_id_of(data)
         image = ImageMetadata(
             image_id=image_id,
@@ -49,10 +49,8 @@ def _read(settings: Settings, paths: Sequence[Path]) -> tuple[list[ImageMetadata
             object_key=object_key_of(image_id),
             file_name=path.name,
             source="batch-loader",
-            content_type=content_type,
             size_bytes=len(data),
-            width=width,
-            height=height,
+            **described_by(header),
             uploaded_at=now(),
         )
         metas.append(image)

@@ -29,9 +29,28 @@ class ImageRow:
     tags: tuple[str, ...]
     status: ImageStatus
     uploaded_at: datetime | None
+    taken_at: datetime | None = None  # EXIF capture time: the camera's clock, no zone
+    camera_make: str | None = None
+    camera_model: str | None = None
     error: str | None = None
     model_id: str | None = None
     generation: str | None = None
+
+
+@dataclass(frozen=True)
+class TakenWindow:
+    """Photographs taken (EXIF capture time, the camera's clock) in [after, before); an image
+    without a capture time is outside every window but the unbounded one."""
+
+    after: datetime | None = None
+    before: datetime | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.after is not None or self.before is not None
+
+
+ANY_TIME = TakenWindow()  # no bound: every image, with or without a capture time
 
 
 @dataclass(frozen=True)

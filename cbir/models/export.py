@@ -28,6 +28,7 @@ import numpy as np
 
 from cbir.domain.errors import CbirError
 from cbir.domain.gate import TrainedOn
+from cbir.domain.images import IMAGE_SUFFIXES
 from cbir.models.packaged import PACKAGE, PackagedWeightsError, packaged_classifier
 from cbir.models.runtime import (
     HEAD_FILE,
@@ -54,7 +55,6 @@ log = logging.getLogger("cbir.export")
 # beside a trained entry's spec: the content ids of the images it was trained on (Triton
 # ignores it; the probe gate of `cbir re-embed` reads it)
 TRAINED_ON_FILE = "trained_on.json"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 MAX_BATCH_SIZE = 32
 
 

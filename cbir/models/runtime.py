@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# HEIC/HEIF (iPhones' default) through libheif; Pillow reads AVIF by itself. The HEIF opener
+# applies the container's rotation and mirror and resets the EXIF orientation to 1, so
+# exif_transpose below never turns a photo twice.
+pillow_heif.register_heif_opener()
 
 SPEC_FILE = "embedding.json"
 ONNX_FILE = "model.onnx"
@@ -43,7 +49,8 @@ SIFT_DIM = 128
 DESCRIPTOR_SCALE = 512.0  # RootSIFT components x 512, clipped to a byte
 
 # Pillow's names; MPO is the multi-picture JPEG that many cameras write
-ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"}
+ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "HEIF", "AVIF"}
+FORMAT_NAMES = "JPEG, PNG, WebP, HEIC, AVIF, BMP or GIF"
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -208,14 +215,14 @@ def decode_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageRejected("not an image: the bytes are not JPEG, PNG, WebP, BMP or GIF") from None
+        raise ImageRejected(f"not an image: the bytes are not {FORMAT_NAMES}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"rejected by the decompression-bomb guard: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # e.g. a PNG text chunk that inflates past Pillow's limit (a metadata bomb)
         raise ImageRejected(f"unreadable header: {exc}") from None
     if image.format not in ACCEPTED_FORMATS:
-        raise ImageRejected(f"unsupported format {image.format}: send JPEG, PNG, WebP, BMP or GIF")
+        raise ImageRejected(f"unsupported format {image.format}: send {FORMAT_NAMES}")
     width, height = image.size
     if min(width, height) < 1 or max(width, height) > limits.max_side:
         raise ImageRejected(
@@ -233,10 +240,11 @@ def decode_image(
                 scale = target_side / max(width, height)
                 box = (max(1, round(width * scale)), max(1, round(height * scale)))
             image.draft("RGB", box)
-        image.seek(0)  # the first frame of an animation
+        if image.format != "HEIF":  # a HEIF opens on its primary image, not always the first
+            image.seek(0)  # the first frame of an animation
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:
         raise ImageRejected(f"corrupt {image.format} data: {exc}") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from cbir.domain.generations import Generation, GenerationState
 from cbir.domain.log import LogMessage
 from cbir.domain.models import ModelIdentity
-from cbir.domain.rows import Hit, ImageRow, Served
+from cbir.domain.rows import ANY_TIME, Hit, ImageRow, Served, TakenWindow
 from cbir.domain.vectors import Vectors
 from schemas.events import ImageMetadata
 
@@ -50,7 +50,13 @@ class MetadataStore(Protocol):
     def lookup(self, image_ids: Sequence[str]) -> dict[str, ImageRow]: ...
     def bump_generation(self, milvus_ts: int) -> None: ...
     def index_generation(self) -> tuple[int, int]: ...
-    def recent(self, limit: int, offset: int, status: str | None) -> list[ImageRow]: ...
+    def recent(
+        self, limit: int, offset: int, status: str | None, taken: TakenWindow = ANY_TIME
+    ) -> list[ImageRow]:
+        """Newest uploads first; with a bounded `taken` window, those photographs, latest
+        taken first."""
+        ...
+
     def indexed_after(self, image_id: str, limit: int) -> list[ImageRow]:
         """Indexed rows in image id order, from just after `image_id` (keyset pages). Ids
         are content hashes, so any run of them is a uniform sample of the collection."""

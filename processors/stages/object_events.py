@@ -14,7 +14,7 @@ from cbir.domain.log import Forward, LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
 from cbir.ports import MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
-from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded
+from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded, described_by
 
 
 class ObjectEventsStage(Stage):
@@ -56,17 +56,15 @@ class ObjectEventsStage(Stage):
         data = fetch(self.policy, self.objects, event.bucket, event.key)
         if isinstance(data, str):
             return []  # removed again already; its removal event follows
-        content_type, width, height = sniff(data)
+        header = sniff(data)
         image = ImageMetadata(
             image_id=image_id_of(data),
             bucket=event.bucket,
             object_key=event.key,
             file_name=event.key.rsplit("/", 1)[-1],
             source="s3",
-            content_type=content_type,
             size_bytes=len(data),
-            width=width,
-            height=height,
+            **described_by(header),
             uploaded_at=event.time,
         )
         try:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 
 from cbir.domain.images import image_id_of
+from cbir.domain.rows import TakenWindow
 from cbir.thumbnails import Kind
 from cbir.wiring import ingest_config
 from producers.ingest import IngestItem, delete_images
@@ -17,6 +18,7 @@ from query_api.dependencies import (
     WRITE_ERRORS,
     ApiServices,
     ImageId,
+    Moment,
     Services,
     Tag,
     errors,
@@ -24,7 +26,7 @@ from query_api.dependencies import (
     require_key,
 )
 from query_api.errors import ApiError
-from query_api.filters import MAX_VALUES, SearchFilters
+from query_api.filters import MAX_VALUES, TAKEN, SearchFilters
 from query_api.models import Accepted, Browse, DuplicatesResponse, ImageDetail
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -79,10 +81,17 @@ def browse(
     limit: Annotated[int, Query(ge=1, le=200)] = 48,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     status: Annotated[str | None, Query(pattern="^(pending|indexed|failed)$")] = None,
+    taken_after: Annotated[Moment, Query(description=TAKEN)] = None,
+    taken_before: Annotated[Moment, Query(description=TAKEN)] = None,
 ) -> Browse:
-    """Stored images, newest first."""
+    """Stored images, newest uploads first; with taken_after or taken_before, the
+    photographs taken then, latest taken first."""
+    taken = SearchFilters.parse(taken_after=taken_after, taken_before=taken_before)
+    window = TakenWindow(taken.taken_after, taken.taken_before)
     return Browse(
-        images=api.engine.catalogue.browse(limit, offset, status), limit=limit, offset=offset
+        images=api.engine.catalogue.browse(limit, offset, status, window),
+        limit=limit,
+        offset=offset,
     )
 
 

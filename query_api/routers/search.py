@@ -22,7 +22,7 @@ from query_api.dependencies import (
     read_upload,
     search_response,
 )
-from query_api.filters import MAX_VALUES, SearchFilters
+from query_api.filters import MAX_VALUES, TAKEN, SearchFilters
 from query_api.models import SearchResponse
 from query_api.search import SearchRequest
 from query_api.spatial import SpatialRequest
@@ -93,6 +93,8 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         source: Annotated[list[Source] | None, Form(**SOURCES)] = None,
         uploaded_after: Annotated[Moment, Form()] = None,
         uploaded_before: Annotated[Moment, Form()] = None,
+        taken_after: Annotated[Moment, Form(description=TAKEN)] = None,
+        taken_before: Annotated[Moment, Form(description=TAKEN)] = None,
         effort: Annotated[int, Form(**EFFORT)] = 0,
         rerank: Annotated[Rerank, Form(description=RERANK)] = "none",
         depth: Annotated[int, Form(**depth_bounds)] = local.rerank_depth,
@@ -103,7 +105,9 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
     ) -> Response:
         """The stored images most similar to an uploaded one. `Cache-Control: no-cache`
         computes the result list afresh (the query's embedding may still come from cache)."""
-        filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
+        filters = SearchFilters.parse(
+            tag, tag_mode, source, uploaded_after, uploaded_before, taken_after, taken_before
+        )
         asked = request(
             k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand, min_score
         )
@@ -128,6 +132,8 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         source: Annotated[list[Source] | None, Form(**SOURCES)] = None,
         uploaded_after: Annotated[Moment, Form()] = None,
         uploaded_before: Annotated[Moment, Form()] = None,
+        taken_after: Annotated[Moment, Form(description=TAKEN)] = None,
+        taken_before: Annotated[Moment, Form(description=TAKEN)] = None,
         effort: Annotated[int, Form(**EFFORT)] = 0,
         min_score: Annotated[Score, Form(**MIN_SCORE)] = None,
         cache_control: Annotated[str | None, Header()] = None,
@@ -135,7 +141,9 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         """The stored images that best match words ("red car at night"): the text embedded
         by the text tower of the model that made the collection's vectors (a CLIP model's),
         searched like an image's vector, with the same filters and caching."""
-        filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
+        filters = SearchFilters.parse(
+            tag, tag_mode, source, uploaded_after, uploaded_before, taken_after, taken_before
+        )
         asked = SearchRequest(
             k, filters, effort or None, not no_cache(cache_control), min_score=min_score
         )
@@ -158,6 +166,8 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         source: Annotated[list[Source] | None, Query(**SOURCES)] = None,
         uploaded_after: Moment = None,
         uploaded_before: Moment = None,
+        taken_after: Annotated[Moment, Query(description=TAKEN)] = None,
+        taken_before: Annotated[Moment, Query(description=TAKEN)] = None,
         effort: Annotated[int, Query(**EFFORT)] = 0,
         rerank: Annotated[Rerank, Query(description=RERANK)] = "none",
         depth: Annotated[int, Query(**depth_bounds)] = local.rerank_depth,
@@ -167,7 +177,9 @@ def router(limits: ApiSettings, local: LocalFeaturesSettings) -> APIRouter:
         cache_control: Annotated[str | None, Header()] = None,
     ) -> Response:
         """More like this: the images nearest to a stored image's own vector."""
-        filters = SearchFilters.parse(tag, tag_mode, source, uploaded_after, uploaded_before)
+        filters = SearchFilters.parse(
+            tag, tag_mode, source, uploaded_after, uploaded_before, taken_after, taken_before
+        )
         asked = request(
             k, filters, effort, cache_control, rerank, depth, rerank_budget_ms, expand, min_score
         )

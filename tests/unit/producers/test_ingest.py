@@ -54,7 +54,7 @@ def test_a_folder_walk_sends_images_and_lists_every_other_file_with_why(tmp_path
     assert summary.new == 1 and summary.present == 0
     refused = dict(summary.rejected)
     assert sorted(Path(p).name for p in refused) == ["b.tif", "c.ico", "notes.txt"]
-    assert all("convert it to JPEG, PNG, WebP, BMP or GIF" in r for r in refused.values())
+    assert all("convert it to JPEG, PNG, WebP, HEIC, AVIF" in r for r in refused.values())
     event = EventSerializer().loads(world.writer.sent[0][2])
     assert isinstance(event, ImageUploaded) and event.image.image_id == image_id_of(jpeg)
     assert world.metadata.rows[image_id_of(jpeg)].status == "pending"

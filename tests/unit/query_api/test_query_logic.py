@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cbir.domain.images import NO_CAPTURE_TIME, clock_ms
 from query_api.cache_keys import content_hash, embedding_key, result_key
 from query_api.filters import FilterError, SearchFilters
 from query_api.uploads import UploadError, inspect_image
@@ -111,3 +112,18 @@ def test_bad_uploads_get_the_right_status(data: bytes, status: int, code: str) -
         inspect_image(data, MB, 40_000_000)
     assert (caught.value.status, caught.value.code) == (status, code)
     assert "send" in str(caught.value)  # every refusal says what to do
+
+
+def test_capture_windows_compare_camera_clocks_and_leave_undated_images_out() -> None:
+    window = SearchFilters.parse(
+        taken_after=datetime(2024, 7, 14), taken_before=datetime(2024, 7, 15, 12)
+    )
+    assert window.expression() == (
+        f"taken_at >= 1720915200000 and taken_at > {NO_CAPTURE_TIME} and taken_at < 1721044800000"
+    )
+    # an image without a capture time is held below every date, so "before" must say so
+    assert clock_ms(datetime(1900, 1, 1)) > NO_CAPTURE_TIME
+    assert window.canonical()["taken_after"] == 1720915200000
+    assert window.canonical() != SearchFilters.parse(taken_after=datetime(2024, 7, 14)).canonical()
+    with pytest.raises(FilterError, match="camera's clock, which has no time zone"):
+        SearchFilters.parse(taken_after=datetime(2024, 7, 14, tzinfo=UTC))

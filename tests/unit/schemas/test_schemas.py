@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,15 @@ METADATA = ImageMetadata(
     "event",
     [
         ImageUploaded(METADATA),
+        ImageUploaded(
+            dataclasses.replace(
+                METADATA,
+                content_type="image/heic",
+                taken_at=datetime(2024, 7, 14, 18, 32, 5, 420_000),  # the camera's clock
+                camera_make="Apple",
+                camera_model="iPhone 15 Pro",
+            )
+        ),
         ImageDeleted("a" * 64, "api", reason="user asked"),
         EmbeddingComputed.of(METADATA, "mobilenet:1:1024d:gap:abc", np.arange(4, dtype=np.float32)),
         DeadLetter(
