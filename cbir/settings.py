@@ -153,6 +153,13 @@ class ProcessorsSettings(BaseModel):
         description="workers making thumbnails and previews, a consumer group of their own "
         "(APP_ID.thumbnails)",
     )
+    thumbnails_idle: bool = Field(
+        default=True,
+        description="run the thumbnail workers under the idle scheduling class (SCHED_IDLE): "
+        "they get only CPU time nothing else wants, so thumbnails never slow indexing; on a "
+        "machine busy for good they fall behind, and a thumbnail asked for meanwhile is made "
+        "on request",
+    )
     derived_nice: int = Field(
         default=10,
         ge=0,

@@ -3,7 +3,8 @@ consumer_roles`: `CBIR_PROCESSORS__WORKERS` indexing workers in the indexing gro
 local features on `FEATURE_WORKERS` and `DUPLICATE_WORKERS` in groups of their own), and
 starts each again when it exits on its own. The derived roles' workers run at a higher
 niceness (`DERIVED_NICE`): on a busy machine the scheduler gives the cores to indexing first,
-and features and duplicates catch up in what is left.
+and features and duplicates catch up in what is left; the thumbnail workers run under the
+idle scheduling class (`THUMBNAILS_IDLE`): only on CPU time nothing else wants.
 
 Scale-out: a role's workers share the partitions of its topics (Kafka assigns them, and moves a
 dead worker's to the others until it is back). Beyond one machine, run this supervisor on
@@ -31,7 +32,7 @@ from types import FrameType
 
 from cbir.logs import configure_logging
 from cbir.settings import get_settings
-from cbir.wiring import CORE, consumer_roles
+from cbir.wiring import CORE, THUMBNAILS, consumer_roles
 from processors import WORKER_INDEX, WORKER_ROLE
 
 log = logging.getLogger("cbir.processors.supervisor")
@@ -50,6 +51,7 @@ class Worker:
     index: int
     command: list[str]
     nice: int = 0  # added to its scheduling niceness: a derived role yields the cores
+    idle: bool = False  # SCHED_IDLE: it runs only on CPU time nothing else wants
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     pause: float = 1.0
@@ -57,12 +59,14 @@ class Worker:
 
     def start(self) -> None:
         environment = {**os.environ, WORKER_INDEX: str(self.index), WORKER_ROLE: self.role}
-        nice = self.nice
+        nice, idle = self.nice, self.idle
 
         def prepare() -> None:  # in the child, before it runs the worker
             _die_with_parent()
             if nice:
                 os.nice(nice)
+            if idle:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
         self.process = subprocess.Popen(self.command, env=environment, preexec_fn=prepare)
         self.started = time.monotonic()
@@ -96,8 +100,15 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     command = [sys.executable, "-m", "processors", "worker", "--without-web", *argv]
+    processors = settings.processors
     workers = [
-        Worker(role.name, i, command, 0 if role.name == CORE else settings.processors.derived_nice)
+        Worker(
+            role.name,
+            i,
+            command,
+            0 if role.name == CORE else processors.derived_nice,
+            idle=role.name == THUMBNAILS and processors.thumbnails_idle,
+        )
         for role in consumer_roles(settings)
         for i in range(role.workers)
     ]

@@ -23,6 +23,7 @@ class FakeObjectStore:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.removed: list[tuple[str, str]] = []
+        self.looked: list[tuple[str, str]] = []  # what `exists` was asked
         self.fail_next: list[BaseException] = []  # raised by the next calls, in order
 
     def _maybe_fail(self) -> None:
@@ -32,6 +33,11 @@ class FakeObjectStore:
     def get(self, bucket: str, key: str) -> bytes | None:
         self._maybe_fail()
         return self.objects.get((bucket, key))
+
+    def exists(self, bucket: str, key: str) -> bool:
+        self._maybe_fail()
+        self.looked.append((bucket, key))
+        return (bucket, key) in self.objects
 
     def put(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]

@@ -116,6 +116,12 @@ def phone_kinds(image: Image.Image) -> list[Hostile]:
             "embed",
         ),
         Hostile("grayscale HEIC", "gray.heic", encode(image.convert("L"), "HEIF"), "embed"),
+        Hostile(
+            "HEIC with an embedded thumbnail",
+            "thumbed.heic",
+            encode(image.rotate(17), "HEIF", thumbnails=[48]),
+            "embed",
+        ),
         Hostile("AVIF with alpha", "alpha.avif", encode(image.convert("RGBA"), "AVIF"), "embed"),
         Hostile("HEIC with five images", "burst.heic", _many_images(image, "HEIF"), "embed"),
         Hostile("AVIF with five frames", "burst.avif", _many_images(image, "AVIF"), "embed"),

@@ -98,6 +98,16 @@ class MinioObjectStore:
                 response.close()
                 response.release_conn()
 
+    def exists(self, bucket: str, key: str) -> bool:
+        with self._translated(f"looking for {bucket}/{key}"):
+            try:
+                self.client.stat_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in GONE:
+                    return False
+                raise
+            return True
+
     def put(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]
     ) -> None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,27 @@ def _process(args: argparse.Namespace) -> int:
     os.execv(sys.executable, worker)
 
 
+def camera_clock(text: str) -> datetime:
+    """A date or a time without zone, as the capture-time filters compare them."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write a date or a time, e.g. 2024-07-14 or 2024-07-14T18:00"
+        ) from None
+
+
 def _search(args: argparse.Namespace) -> int:
     from cbir.wiring import Adapters
+    from query_api.filters import SearchFilters
     from query_api.metrics import ApiMetrics
     from query_api.search import SearchRequest
     from query_api.spatial import SpatialRequest
 
     settings = get_settings()
+    filters = SearchFilters.parse(
+        tags=args.tag, taken_after=args.taken_after, taken_before=args.taken_before
+    )
     spatial = None
     if args.rerank == "spatial":
         local = settings.local_features
@@ -66,6 +81,7 @@ def _search(args: argparse.Namespace) -> int:
         # the same path as the API's search, without its result cache
         request = SearchRequest(
             args.k,
+            filters,
             effort=args.effort,
             use_result_cache=False,
             spatial=spatial,
@@ -79,8 +95,8 @@ def _search(args: argparse.Namespace) -> int:
             raise InvalidValue("give an image file to search with, or --text WORDS")
         else:
             outcome = engine.search.by_image(args.image.read_bytes(), request)
-    columns = ["rank", "score", *(["inliers"] if spatial else []), "image id", "file", "tags"]
-    table = Table(*columns, box=None)
+    columns = ["rank", "score", *(["inliers"] if spatial else []), "image id", "file", "taken"]
+    table = Table(*columns, "tags", box=None)
     for result in outcome.results:
         inliers = [str(result.inliers) if result.inliers is not None else "-"] if spatial else []
         table.add_row(
@@ -89,6 +105,7 @@ def _search(args: argparse.Namespace) -> int:
             *inliers,
             result.image_id[:16],
             result.file_name,
+            (result.taken_at or "-")[:16].replace("T", " "),
             ", ".join(result.tags),
         )
     console.print(table)
@@ -215,6 +232,17 @@ def register(areas: Any) -> None:
     search.add_argument(
         "--effort", type=int, help="search_list (DISKANN), ef (HNSW) or nprobe (IVF)"
     )
+    search.add_argument(
+        "--tag", action="append", default=[], help="only images with this tag (repeatable: any)"
+    )
+    for bound, meaning in (("after", "from this time on"), ("before", "before this time")):
+        search.add_argument(
+            f"--taken-{bound}",
+            type=camera_clock,
+            metavar="WHEN",
+            help=f"only photographs taken {meaning} (EXIF capture time, the camera's clock: "
+            "2024-07-14 or 2024-07-14T18:00, no zone); images without one are left out",
+        )
     search.add_argument(
         "--rerank",
         choices=["none", "spatial"],

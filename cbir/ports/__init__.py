@@ -28,6 +28,10 @@ class ObjectStore(Protocol):
         """The object's bytes, or None when it is gone."""
         ...
 
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether the object is there (its metadata asked, no byte read)."""
+        ...
+
     def put(
         self, bucket: str, key: str, data: bytes, content_type: str, metadata: Mapping[str, str]
     ) -> None: ...

@@ -19,7 +19,7 @@ from cbir.domain.retry import RetryPolicy
 from cbir.ports import MetadataStore, ObjectStore
 from processors.stages.base import Stage, fetch
 from schemas.codec import MalformedEvent
-from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded
+from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded, now
 
 log = logging.getLogger("cbir.processors")
 
@@ -43,6 +43,10 @@ class DerivedStage(Stage):
         self.bucket = bucket
         self.objects = objects
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix=self.name)
+        # an upload made after this moment can have no output yet: it is made without first
+        # asking the store (a request less to MinIO per image while images stream in). A
+        # clock out of step costs a look more or an output made again, the same: no harm.
+        self._started = now()
 
     @abstractmethod
     def _has(self, image_id: str) -> bool: ...
@@ -80,9 +84,12 @@ class DerivedStage(Stage):
         return []
 
     def _make_one(self, image: ImageMetadata) -> None:
-        """The image's output, unless it is stored already (a batch delivered again, or
-        another stage came first): made once per image."""
-        if self.policy.run(lambda: self._has(image.image_id), f"look for {self.output}"):
+        """The image's output, unless it is stored already (a batch delivered again, a
+        replay, or another stage came first): made once per image."""
+        fresh = image.uploaded_at >= self._started
+        if not fresh and self.policy.run(
+            lambda: self._has(image.image_id), f"look for {self.output}"
+        ):
             return
         data = fetch(self.policy, self.objects, self.bucket, image.object_key)
         if isinstance(data, str):  # gone: a later delete removed it (and its output)

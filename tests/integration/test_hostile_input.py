@@ -1,4 +1,4 @@
-"""Hostile input on the real stack: 58 kinds of odd and hostile images through each entry
+"""Hostile input on the real stack: 59 kinds of odd and hostile images through each entry
 (the producer, the API's upload, a plain S3 client's put), and malformed events on every
 topic a processor reads. Each image ends indexed or failed with a reason of its own, each
 malformed event in the dead-letter topic with its reason, the stream goes on, and no process

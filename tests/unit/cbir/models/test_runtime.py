@@ -60,10 +60,33 @@ def test_exif_orientation_is_applied() -> None:
     assert decode_image(encode(image, "JPEG", exif=exif), 64).size == (20, 40)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
+def test_exif_orientation_is_applied_to_phone_formats(fmt: str) -> None:
+    left_red = Image.new("RGB", (40, 20), "blue")
+    left_red.paste((255, 0, 0), (0, 0, 10, 20))  # upright: red on the left
+    sideways = left_red.transpose(Image.Transpose.ROTATE_90)  # red at the bottom, 20 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn it 90 degrees clockwise to display
+    upright = decode_image(encode(sideways, fmt, quality=95, exif=exif.tobytes()), 20)
+    assert upright.size == (40, 20)
+    red, _green, blue = upright.getpixel((3, 10))  # type: ignore[misc]
+    assert red > 200 and blue < 60, (fmt, upright.getpixel((3, 10)))
+
+
+def test_a_heic_is_read_from_its_embedded_thumbnail_when_that_is_big_enough() -> None:
+    photo = Image.new("RGB", (1280, 960), "orange")
+    data = encode(photo, "HEIF", thumbnails=[320])
+    assert decode_image(data, 224).size == (320, 240)  # the thumbnail covers 224 px
+    assert decode_image(data, 320, longer=True).size == (320, 240)
+    assert decode_image(data, 256).size == (1280, 960)  # it does not cover 256: the image
+    many = encode(photo, "HEIF", save_all=True, append_images=[Image.new("RGB", (64, 64))])
+    assert decode_image(many, 64).size == (1280, 960)  # the primary image, not the second
+
+
 def test_transparency_becomes_white_and_formats_decode() -> None:
     transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
     assert decode_image(encode(transparent, "PNG"), 8).getpixel((4, 4)) == (255, 255, 255)
-    for fmt in ("WEBP", "BMP", "PNG", "JPEG"):
+    for fmt in ("WEBP", "BMP", "PNG", "JPEG", "HEIF", "AVIF"):
         assert decode_image(encode(Image.new("RGB", (8, 8), "red"), fmt), 8).mode == "RGB"
 
 

@@ -4,12 +4,14 @@ passed over."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PIL import Image
 
 from cbir.thumbnails import RenditionSizes, ThumbnailStore, rendition_key
 from processors.stages import ThumbnailsStage
+from schemas.events import now
 from tests.unit.processors.stages.conftest import World, deleted, uploaded
 
 IMAGES = "cbir.images"
@@ -44,3 +46,15 @@ def test_the_thumbnail_is_made_once_and_a_delete_removes_every_rendition(
     thumbnails.process([deleted(IMAGES, photo.image_id, 3)])
     assert not store.has(photo.image_id)
     assert not any(bucket == BUCKET for bucket, _ in world.objects.objects)
+
+
+def test_an_upload_older_than_the_stage_is_looked_for_a_newer_one_is_made_at_once(
+    world: World, flower_photos: list[Path]
+) -> None:
+    old = world.image(flower_photos[0].read_bytes())  # uploaded 2026-01-01
+    thumbnails, _ = stage(world)
+    new = dataclasses.replace(world.image(flower_photos[1].read_bytes()), uploaded_at=now())
+    thumbnails.process([uploaded(IMAGES, old), uploaded(IMAGES, new, 1)])
+    assert world.objects.looked == [(BUCKET, rendition_key(old.image_id, "thumbnail"))]
+    for image in (old, new):
+        assert (BUCKET, rendition_key(image.image_id, "thumbnail")) in world.objects.objects
