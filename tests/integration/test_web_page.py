@@ -17,8 +17,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cbir import wiring
 from cbir.domain.images import image_id_of
 from cbir.stack.launcher import Launcher
+from producers.ingest import IngestItem
+from tests.integration.helpers import indexed, wait_for
+from tests.integration.test_phone_photos import phone_photos
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +176,41 @@ def test_no_card_action_is_cut_off_on_a_desktop_screen(
     assert "inliers" in desktop.find_element(By.CSS_SELECTOR, "#results .result .score").text
     assert not actions_cut_off(desktop)
     screenshot(desktop, tmp_path, "web_page_desktop.png")
+
+
+def test_cards_say_when_and_with_what_a_photo_was_taken_and_browsing_keeps_a_window(
+    browser: WebDriver,
+    launcher: Launcher,
+    indexed_flowers: list[Path],
+    shared_dir: Path,
+    tmp_path: Path,
+) -> None:
+    settings = launcher.settings
+    heic = phone_photos(shared_dir / "data" / "holidays")[0]  # taken 2024-07-10 09:30:05
+    path = tmp_path / heic.file_name
+    path.write_bytes(heic.data)
+    wiring.ingest(settings, [IngestItem(path, ())])
+    wait_for(lambda: indexed(settings, {heic.image_id}) == 1, 120, "the HEIC indexed")
+
+    api = settings.api
+    browser.get(f"http://{api.host}:{api.port}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: len(result_ids(b)) > 0)
+    browser.find_element(By.ID, "query-file").send_keys(str(indexed_flowers[0].resolve()))
+    wait.until(lambda b: "results in" in b.find_element(By.ID, "status").text)
+    first = browser.find_element(By.CSS_SELECTOR, "#results .result .taken").text
+    assert first == "no capture date"  # a flower without EXIF: nothing made up
+
+    browser.execute_script(
+        "document.getElementById('taken-after').value = '2024-07-10';"
+        "document.getElementById('taken-before').value = '2024-07-10';"  # to the end of it
+    )
+    browser.find_element(By.ID, "browse").click()
+    wait.until(lambda b: "photos taken then" in b.find_element(By.ID, "status").text)
+    assert result_ids(browser) == [heic.image_id]
+    taken = browser.find_element(By.CSS_SELECTOR, "#results .result .taken").text
+    assert taken == "taken 2024-07-10 09:30 · Apple iPhone 15 Pro"
+    assert not actions_cut_off(browser)
 
 
 def test_words_in_the_text_box_are_searched_and_a_refusal_says_why(
