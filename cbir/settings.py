@@ -160,6 +160,19 @@ class ProcessorsSettings(BaseModel):
         "machine busy for good they fall behind, and a thumbnail asked for meanwhile is made "
         "on request",
     )
+    thumbnails_yield_backlog: int = Field(
+        default=200,
+        ge=0,
+        description="a thumbnail batch waits while the indexing group is more than this many "
+        "images behind on the images topic (a burst is made searchable first); 0: never waits",
+    )
+    thumbnails_yield_max_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="the longest a thumbnail batch waits for indexing to catch up; then it "
+        "goes on (thumbnails are never starved)",
+    )
     derived_nice: int = Field(
         default=10,
         ge=0,

@@ -38,6 +38,7 @@ from processors.stages import (
     ObjectEventsStage,
     ThumbnailsStage,
 )
+from processors.stages.derived import YieldToIndexing
 from processors.stages.embed import EmbedConfig
 from processors.stages.index import IndexConfig
 from producers.ingest import IngestConfig, IngestItem, Ingestor, IngestSummary, delete_images
@@ -284,8 +285,22 @@ class Adapters:
         )
 
     def thumbnails_stage(self) -> ThumbnailsStage:
+        processors = self.settings.processors
+        yielding = None
+        if processors.thumbnails_yield_backlog > 0:
+            images = [self.settings.kafka.images_topic]
+            yielding = YieldToIndexing(
+                lambda: self.events.lag(consumer_role(self.settings, CORE).group, images),
+                processors.thumbnails_yield_backlog,
+                processors.thumbnails_yield_max_s,
+            )
         return ThumbnailsStage(
-            self.settings.minio.bucket, self.objects, self.metadata, self.thumbnails, self.policy
+            self.settings.minio.bucket,
+            self.objects,
+            self.metadata,
+            self.thumbnails,
+            self.policy,
+            yielding,
         )
 
     def duplicates_stage(self) -> DuplicatesStage:

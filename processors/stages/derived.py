@@ -11,8 +11,11 @@ without it.
 from __future__ import annotations
 
 import logging
+import time
 from abc import abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from cbir.domain.log import LogMessage, Outcome
 from cbir.domain.retry import RetryPolicy
@@ -22,6 +25,39 @@ from schemas.codec import MalformedEvent
 from schemas.events import ImageDeleted, ImageMetadata, ImageUploaded, now
 
 log = logging.getLogger("cbir.processors")
+
+
+@dataclass
+class YieldToIndexing:
+    """Derived work that waits while the indexing group is behind: before each batch, while
+    `behind()` (images the indexing group has yet to take) is over `backlog`, it sleeps, at
+    most `max_s` a batch, so that a burst of uploads is made searchable first and its
+    derived work follows (each batch still goes on after `max_s`: never starved). A lag that
+    cannot be read counts as none."""
+
+    behind: Callable[[], int]
+    backlog: int
+    max_s: float
+    poll_s: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    waited_s: float = field(default=0.0, init=False)  # in all, for the logs and the tests
+
+    def _behind(self) -> int:
+        try:
+            return self.behind()
+        except Exception as exc:
+            log.warning("indexing lag unknown", extra={"error": str(exc)})
+            return 0
+
+    def wait(self) -> float:
+        """Sleep while indexing is behind (bounded); the seconds slept."""
+        started = self.clock()
+        while self.clock() - started < self.max_s and self._behind() > self.backlog:
+            self.sleep(min(self.poll_s, self.max_s - (self.clock() - started)))
+        slept = self.clock() - started
+        self.waited_s += slept
+        return slept
 
 
 class DerivedStage(Stage):
@@ -38,10 +74,12 @@ class DerivedStage(Stage):
         metadata: MetadataStore,
         policy: RetryPolicy,
         parallel: int = 2,
+        yielding: YieldToIndexing | None = None,
     ) -> None:
         super().__init__(metadata, policy)
         self.bucket = bucket
         self.objects = objects
+        self.yielding = yielding
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix=self.name)
         # an upload made after this moment can have no output yet: it is made without first
         # asking the store (a request less to MinIO per image while images stream in). A
@@ -80,6 +118,10 @@ class DerivedStage(Stage):
                 lambda image_id=image_id: self._remove(image_id),  # type: ignore[misc]
                 f"remove {image_id}'s {self.output}",
             )
+        if uploads and self.yielding is not None:
+            slept = self.yielding.wait()
+            if slept >= 1.0:
+                log.info(f"{self.output} yielded to indexing", extra={"seconds": round(slept, 1)})
         list(self._pool.map(self._make_one, uploads.values()))
         return []
 

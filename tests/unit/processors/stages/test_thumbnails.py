@@ -11,6 +11,7 @@ from PIL import Image
 
 from cbir.thumbnails import RenditionSizes, ThumbnailStore, rendition_key
 from processors.stages import ThumbnailsStage
+from processors.stages.derived import YieldToIndexing
 from schemas.events import now
 from tests.unit.processors.stages.conftest import World, deleted, uploaded
 
@@ -58,3 +59,54 @@ def test_an_upload_older_than_the_stage_is_looked_for_a_newer_one_is_made_at_onc
     assert world.objects.looked == [(BUCKET, rendition_key(old.image_id, "thumbnail"))]
     for image in (old, new):
         assert (BUCKET, rendition_key(image.image_id, "thumbnail")) in world.objects.objects
+
+
+class FakeClock:
+    """A clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def yielding(lags: list[int], max_s: float = 30.0) -> tuple[YieldToIndexing, FakeClock]:
+    clock, left = FakeClock(), iter(lags)
+
+    def behind() -> int:
+        value = next(left, lags[-1])
+        if value < 0:
+            raise RuntimeError("Kafka away")
+        return value
+
+    return YieldToIndexing(behind, 200, max_s, 1.0, clock.sleep, lambda: clock.now), clock
+
+
+def test_a_batch_waits_while_indexing_is_behind_and_goes_on_when_it_catches_up() -> None:
+    waiting, clock = yielding([1300, 900, 450, 150])
+    assert waiting.wait() == 3.0 and clock.slept == [1.0, 1.0, 1.0]
+    assert yielding([150])[0].wait() == 0.0  # a small lag: no wait
+
+
+def test_a_batch_never_waits_past_its_bound_nor_on_a_lag_it_cannot_read() -> None:
+    waiting, clock = yielding([5000], max_s=2.5)
+    assert waiting.wait() == 2.5 and clock.slept == [1.0, 1.0, 0.5]
+    assert yielding([-1])[0].wait() == 0.0
+
+
+def test_the_stage_yields_before_making_thumbnails_not_before_a_delete(
+    world: World, flower_photos: list[Path]
+) -> None:
+    photo = world.image(flower_photos[0].read_bytes())
+    waiting, clock = yielding([900, 100])
+    store = ThumbnailStore(world.objects, BUCKET, world.settings.minio.bucket, RenditionSizes())
+    thumbnails = ThumbnailsStage(
+        world.settings.minio.bucket, world.objects, world.metadata, store, world.policy, waiting
+    )
+    thumbnails.process([deleted(IMAGES, "f" * 64)])
+    assert clock.slept == []
+    thumbnails.process([uploaded(IMAGES, photo, 1)])
+    assert clock.slept == [1.0] and store.has(photo.image_id)
