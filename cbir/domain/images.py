@@ -155,7 +155,7 @@ def _read_header(image: Image.Image) -> Header:
         exif = image.getexif()
         capture = capture_of(exif)
         turned = exif.get(ExifTags.Base.Orientation) in _QUARTER_TURNS
-    except Exception:
+    except Exception:  # EXIF is untrusted input: unreadable means unknown, never a refusal
         capture, turned = Capture(), False
     if turned:
         width, height = height, width

@@ -46,7 +46,7 @@ class YieldToIndexing:
     def _behind(self) -> int:
         try:
             return self.behind()
-        except Exception as exc:
+        except Exception as exc:  # Kafka away or slow: the derived work goes on
             log.warning("indexing lag unknown", extra={"error": str(exc)})
             return 0
 
