@@ -20,8 +20,9 @@ from query_api.errors import ApiError
 MAX_VALUES = 32
 TAKEN = (
     "only photographs taken (EXIF DateTimeOriginal) from this time on (taken_after) or before "
-    "it (taken_before), on the camera's clock: no time zone, e.g. 2024-07-14 or "
-    "2024-07-14T18:00. Images whose EXIF gives no capture time are left out"
+    "it (taken_before), on the camera's clock, which has no time zone: e.g. 2024-07-14 or "
+    "2024-07-14T18:00 (a zone given is dropped, the wall-clock time kept). Images whose EXIF "
+    "gives no capture time are left out"
 )
 TagMode = Literal["any", "all"]
 
@@ -51,14 +52,10 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _camera_clock(field: str, moment: datetime | None) -> datetime | None:
-    """A capture-time bound: compared with the camera's clock, which has no zone."""
-    if moment is not None and moment.tzinfo is not None:
-        raise FilterError(
-            f"{field} is compared with the camera's clock, which has no time zone: give a "
-            f"date or a time without one (e.g. 2024-07-14 or 2024-07-14T18:00), not {moment}"
-        )
-    return moment
+def _camera_clock(moment: datetime | None) -> datetime | None:
+    """A capture-time bound as the camera's clock reads (it has no zone): a zone given with
+    it is dropped, its wall-clock time kept (T00:00+02:00 is midnight, as the person meant)."""
+    return moment.replace(tzinfo=None) if moment is not None else None
 
 
 @dataclass(frozen=True)
@@ -101,8 +98,8 @@ class SearchFilters:
             sources=tuple(sorted(cleaned_sources)),
             uploaded_after=uploaded_after,
             uploaded_before=uploaded_before,
-            taken_after=_camera_clock("taken_after", taken_after),
-            taken_before=_camera_clock("taken_before", taken_before),
+            taken_after=_camera_clock(taken_after),
+            taken_before=_camera_clock(taken_before),
         )
 
     def expression(self) -> str:

@@ -241,7 +241,7 @@ def register(areas: Any) -> None:
             type=camera_clock,
             metavar="WHEN",
             help=f"only photographs taken {meaning} (EXIF capture time, the camera's clock: "
-            "2024-07-14 or 2024-07-14T18:00, no zone); images without one are left out",
+            "2024-07-14 or 2024-07-14T18:00; a zone is dropped); images without one are left out",
         )
     search.add_argument(
         "--rerank",

@@ -125,5 +125,7 @@ def test_capture_windows_compare_camera_clocks_and_leave_undated_images_out() ->
     assert clock_ms(datetime(1900, 1, 1)) > NO_CAPTURE_TIME
     assert window.canonical()["taken_after"] == 1720915200000
     assert window.canonical() != SearchFilters.parse(taken_after=datetime(2024, 7, 14)).canonical()
-    with pytest.raises(FilterError, match="camera's clock, which has no time zone"):
-        SearchFilters.parse(taken_after=datetime(2024, 7, 14, tzinfo=UTC))
+    # a zone given is dropped: the wall-clock time is what the camera wrote
+    paris = timezone(timedelta(hours=2))
+    zoned = SearchFilters.parse(taken_after=datetime(2024, 7, 14, tzinfo=paris))
+    assert zoned.taken_after == datetime(2024, 7, 14)
