@@ -277,6 +277,10 @@ def test_thumbnails_are_made_at_ingest_served_immutable_and_deleted_with_the_ima
     image_id = image_id_of(photo.read_bytes())
     # the thumbnails consumer group made the thumbnail (the fixture waited for every group)
     assert objects.get(bucket, rendition_key(image_id, "thumbnail")) is not None
+    # asked by its metadata alone (a replay's look before remaking one)
+    assert objects.exists(bucket, rendition_key(image_id, "thumbnail"))
+    assert not objects.exists(bucket, rendition_key("0" * 64, "thumbnail"))
+    assert not objects.exists("no-such-bucket", "thumbnail/x.webp")
     result = search(client, photo.read_bytes(), k=3).json()["results"][0]
     assert result["thumbnail_url"] == f"/images/{image_id}/thumbnail"
     served = client.get(result["thumbnail_url"])
