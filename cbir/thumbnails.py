@@ -118,9 +118,18 @@ class ThumbnailStore:
         """The rendition; made now from the original when it is missing (a preview's first
         request, or an image indexed a moment before the thumbnails group reached it); None
         when the original is gone or is no image."""
-        stored = self.objects.get(self.bucket, rendition_key(image_id, kind))
+        stored = self.stored(image_id, kind)
         if stored is not None or object_key is None:
             return stored
+        return self.made_from_original(image_id, kind, object_key)
+
+    def stored(self, image_id: str, kind: Kind) -> bytes | None:
+        """The rendition as stored, or None: one read, nothing made."""
+        return self.objects.get(self.bucket, rendition_key(image_id, kind))
+
+    def made_from_original(self, image_id: str, kind: Kind, object_key: str) -> bytes | None:
+        """The rendition made now from the original and stored (the caller found none); None
+        when the original is gone or is no image."""
         original = self.objects.get(self.images_bucket, object_key)
         if original is None:
             return None

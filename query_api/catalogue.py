@@ -55,13 +55,15 @@ class Catalogue:
         store = self.context.thumbnails
         if store is None:
             raise ApiError(404, "no_thumbnails", "this API serves no thumbnails: use its url")
-        data = self.context.call("MinIO", "get", lambda: store.get(image_id, kind))
+        data = self.context.call("MinIO", "get", lambda: store.stored(image_id, kind))
         if data is not None:
             return data
         row = self.context.row(image_id)
         if row is None:
             raise unknown_image(image_id)
-        data = self.context.call("MinIO", "get", lambda: store.get(image_id, kind, row.object_key))
+        data = self.context.call(
+            "MinIO", "get", lambda: store.made_from_original(image_id, kind, row.object_key)
+        )
         if data is None:
             raise ApiError(
                 404,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cbir.domain.images import MAX_SOURCE_LENGTH, MAX_TAG_LENGTH, NO_CAPTURE_TIME, clock_ms
+from cbir.domain.rows import TakenWindow
 from query_api.errors import ApiError
 
 MAX_VALUES = 32
@@ -58,6 +59,11 @@ def _camera_clock(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=None) if moment is not None else None
 
 
+def taken_window(after: datetime | None, before: datetime | None) -> TakenWindow:
+    """The capture-time window of a search or a browse, on the camera's clock."""
+    return TakenWindow(_camera_clock(after), _camera_clock(before))
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """What results may be: images with any (or all) of `tags`, from one of `sources`,
@@ -89,6 +95,7 @@ class SearchFilters:
         for field, values in (("tag", tags), ("source", sources)):
             if len(values) > MAX_VALUES:
                 raise FilterError(f"{field}: at most {MAX_VALUES} values, got {len(values)}")
+        window = taken_window(taken_after, taken_before)
         # an empty time window (after >= before) is no error: it admits no image
         cleaned_tags = {_text("tag", t, MAX_TAG_LENGTH) for t in tags} - {""}
         cleaned_sources = {_text("source", s, MAX_SOURCE_LENGTH) for s in sources} - {""}
@@ -98,8 +105,8 @@ class SearchFilters:
             sources=tuple(sorted(cleaned_sources)),
             uploaded_after=uploaded_after,
             uploaded_before=uploaded_before,
-            taken_after=_camera_clock(taken_after),
-            taken_before=_camera_clock(taken_before),
+            taken_after=window.after,
+            taken_before=window.before,
         )
 
     def expression(self) -> str:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 
 from cbir.domain.images import image_id_of
-from cbir.domain.rows import TakenWindow
 from cbir.thumbnails import Kind
 from cbir.wiring import ingest_config
 from producers.ingest import IngestItem, delete_images
@@ -26,7 +25,7 @@ from query_api.dependencies import (
     require_key,
 )
 from query_api.errors import ApiError
-from query_api.filters import MAX_VALUES, TAKEN, SearchFilters
+from query_api.filters import MAX_VALUES, TAKEN, SearchFilters, taken_window
 from query_api.models import Accepted, Browse, DuplicatesResponse, ImageDetail
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -86,8 +85,7 @@ def browse(
 ) -> Browse:
     """Stored images, newest uploads first; with taken_after or taken_before, the
     photographs taken then, latest taken first."""
-    taken = SearchFilters.parse(taken_after=taken_after, taken_before=taken_before)
-    window = TakenWindow(taken.taken_after, taken.taken_before)
+    window = taken_window(taken_after, taken_before)
     return Browse(
         images=api.engine.catalogue.browse(limit, offset, status, window),
         limit=limit,
